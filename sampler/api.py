@@ -1,0 +1,129 @@
+"""The user-facing Sampler: load a checkpoint, then generate / stream / score many samples."""
+from __future__ import annotations
+
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+from .engine import Engine
+from .errors import InvalidInput
+from .models import load_hf_config, load_model, parse_dtype, resolve_model_path
+from .params import Completion, GenerationStats, SamplingParams
+from .scoring import score as score_completions
+
+
+class Sampler:
+    def __init__(self, model, tokenizer, hf_config, model_path, eos_token_ids: set[int],
+                 max_batch_size: int = 256):
+        self.model, self.tokenizer, self.config, self.model_path = model, tokenizer, hf_config, model_path
+        self.engine = Engine(model, tokenizer, eos_token_ids, max_batch_size)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, device: str = "cpu", dtype=torch.float32,
+                        max_batch_size: int = 256) -> "Sampler":
+        from transformers import AutoTokenizer
+        path = resolve_model_path(name_or_path)
+        dtype = parse_dtype(dtype)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise InvalidInput(f"device {device!r} requested but CUDA is not available")
+        hf_config = load_hf_config(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = load_model(path, hf_config, device, dtype)
+        return cls(model, tokenizer, hf_config, path, _eos_token_ids(path, hf_config, tokenizer), max_batch_size)
+
+    @property
+    def stats(self) -> GenerationStats:
+        return self.engine.stats
+
+    def encode(self, prompt: str) -> list[int]:
+        if not isinstance(prompt, str):
+            raise InvalidInput(f"prompt must be a string, got {type(prompt).__name__}")
+        ids = self.tokenizer(prompt).input_ids
+        if not ids:
+            raise InvalidInput("prompt is empty: it must encode to at least one token")
+        return ids
+
+    def stream(self, prompts: Sequence[str], params: SamplingParams) -> "SampleStream":
+        return SampleStream(self.engine, [self.encode(p) for p in _check_prompts(prompts)], params)
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams, progress: bool = False) \
+            -> list[list[Completion]]:
+        """All n samples of every prompt, each list sorted by sample index."""
+        out: list[list[Completion]] = [[] for _ in _check_prompts(prompts)]
+        stream = self.stream(prompts, params)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=len(prompts) * params.n, unit="sample", desc="generate")
+        for i, completion in stream:
+            out[i].append(completion)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"{self.stats.tokens_per_second:,.0f} tok/s")
+        if bar is not None:
+            bar.close()
+        return [sorted(c, key=lambda x: x.index) for c in out]
+
+    def score(self, prompt: str, completions: Sequence[str]) -> list[list[float]]:
+        """Per-token log-probs of each completion after the prompt, teacher-forced.
+        Completions are tokenized on their own (no special tokens), as the sampler produced them."""
+        ids = [self.tokenizer(c, add_special_tokens=False).input_ids for c in completions]
+        return self.score_ids(self.encode(prompt), ids)
+
+    def score_ids(self, prompt_ids: list[int], completions: list[list[int]]) -> list[list[float]]:
+        limit = self.model.cfg.max_context
+        longest = max((len(c) for c in completions), default=0)
+        if len(prompt_ids) + longest > limit:
+            raise InvalidInput(f"prompt + completion ({len(prompt_ids) + longest} tokens) exceeds the "
+                               f"model's context of {limit} tokens")
+        return score_completions(self.engine, prompt_ids, completions)
+
+
+class SampleStream:
+    """Iterator of (prompt_index, Completion) as samples finish; `cancel(i)` drops prompt i's rest."""
+
+    def __init__(self, engine: Engine, prompt_ids: list[list[int]], params: SamplingParams):
+        self.engine = engine
+        for ids in prompt_ids:  # validate every prompt before starting any
+            engine.validate(ids, params)
+        self.request_ids = [engine.add_request(ids, params) for ids in prompt_ids]
+        self.index_of = {rid: i for i, rid in enumerate(self.request_ids)}
+        self._ready: list[tuple[int, Completion]] = []
+
+    def cancel(self, prompt_index: int) -> None:
+        self.engine.abort_request(self.request_ids[prompt_index])
+        self.index_of.pop(self.request_ids[prompt_index], None)
+
+    def close(self) -> None:
+        for i in list(self.index_of.values()):
+            self.cancel(i)
+
+    def __iter__(self) -> Iterator[tuple[int, Completion]]:
+        return self
+
+    def __next__(self) -> tuple[int, Completion]:
+        while not self._ready:
+            if not any(rid in self.engine.requests for rid in self.index_of):
+                raise StopIteration
+            self._ready = [(self.index_of[rid], c) for rid, c in self.engine.step() if rid in self.index_of]
+        return self._ready.pop(0)
+
+
+def _check_prompts(prompts) -> Sequence[str]:
+    if isinstance(prompts, str):
+        raise InvalidInput("prompts must be a list of strings, not a single string")
+    if not prompts:
+        raise InvalidInput("the prompt list is empty")
+    return prompts
+
+
+def _eos_token_ids(path, hf_config, tokenizer) -> set[int]:
+    from transformers import GenerationConfig
+    try:
+        eos = GenerationConfig.from_pretrained(path).eos_token_id
+    except OSError:
+        eos = None
+    for candidate in (eos, getattr(hf_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if candidate is not None:
+            return set(candidate) if isinstance(candidate, (list, tuple)) else {candidate}
+    return set()

@@ -1,0 +1,176 @@
+"""The Llama-family decoder (Llama / CodeLlama / Llama 3, Qwen2, Mistral) in plain PyTorch.
+
+Reads top to bottom like gpt-fast: a config taken from the Hugging Face config, the rotary table,
+then Transformer -> Block -> attention / MLP. The model knows nothing about how the KV cache is laid
+out: each forward gets a batch view (see sampler/cache.py) that says where to write K/V and how to
+attend. The per-op math goes through `kernels` (Triton on CUDA, torch references on CPU).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import kernels
+
+from ..errors import InvalidInput
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclass
+class ModelConfig:
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    max_position_embeddings: int
+    rope_theta: float
+    rope_scaling: dict
+    qkv_bias: bool
+    o_bias: bool
+    mlp_bias: bool
+    tie_word_embeddings: bool
+    sliding_window: Optional[int]
+
+    @classmethod
+    def from_hf(cls, c) -> "ModelConfig":
+        """Normalise a transformers config of any supported family (transformers 4.x and 5.x)."""
+        if c.model_type not in SUPPORTED_MODEL_TYPES:
+            raise InvalidInput(f"model_type {c.model_type!r} is not supported; supported: "
+                               f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+        rope = dict(getattr(c, "rope_parameters", None) or getattr(c, "rope_scaling", None) or {})
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type not in SUPPORTED_ROPE_TYPES:
+            raise InvalidInput(f"rope type {rope_type!r} is not supported; supported: "
+                               f"{', '.join(SUPPORTED_ROPE_TYPES)}")
+        rope["rope_type"] = rope_type
+        heads = c.num_attention_heads
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
+        qwen2 = c.model_type == "qwen2"
+        attention_bias = bool(getattr(c, "attention_bias", False))
+        window = getattr(c, "sliding_window", None)
+        if qwen2 and not getattr(c, "use_sliding_window", False):
+            window = None
+        return cls(
+            model_type=c.model_type, vocab_size=c.vocab_size, hidden_size=c.hidden_size,
+            intermediate_size=c.intermediate_size, num_layers=c.num_hidden_layers, num_heads=heads,
+            num_kv_heads=getattr(c, "num_key_value_heads", None) or heads, head_dim=head_dim,
+            rms_norm_eps=c.rms_norm_eps, max_position_embeddings=c.max_position_embeddings,
+            rope_theta=float(rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))),
+            rope_scaling=rope, qkv_bias=qwen2 or attention_bias, o_bias=attention_bias and not qwen2,
+            mlp_bias=bool(getattr(c, "mlp_bias", False)),
+            tie_word_embeddings=bool(getattr(c, "tie_word_embeddings", False)), sliding_window=window)
+
+    @property
+    def max_context(self) -> int:
+        """Longest prompt + generation we attend over exactly (full attention inside the window)."""
+        if self.sliding_window:
+            return min(self.max_position_embeddings, self.sliding_window)
+        return self.max_position_embeddings
+
+
+def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
+    """Inverse frequencies with Hugging Face's `linear` and `llama3` scalings."""
+    d = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    s = cfg.rope_scaling
+    if s["rope_type"] == "linear":
+        inv_freq = inv_freq / s["factor"]
+    elif s["rope_type"] == "llama3":
+        factor, low, high = s["factor"], s["low_freq_factor"], s["high_freq_factor"]
+        old_len = s["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+        inv_freq = torch.where(medium, smoothed, scaled)
+    return inv_freq
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.h, self.hkv, self.d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.qkv_proj = nn.Linear(cfg.hidden_size, (self.h + 2 * self.hkv) * self.d, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(self.h * self.d, cfg.hidden_size, bias=cfg.o_bias)
+
+    def forward(self, x, cos, sin, layer: int, batch) -> torch.Tensor:
+        n = x.shape[0]
+        q, k, v = self.qkv_proj(x).split([self.h * self.d, self.hkv * self.d, self.hkv * self.d], dim=-1)
+        q, k, v = q.view(n, self.h, self.d), k.view(n, self.hkv, self.d), v.view(n, self.hkv, self.d)
+        k_cache, v_cache = batch.write_cache(layer)
+        q = kernels.rope_write_kv(q, k, v, cos, sin, k_cache, v_cache, batch.write_rows)
+        out = batch.attend(layer, q, 1.0 / math.sqrt(self.d))
+        return self.o_proj(out.reshape(n, self.h * self.d))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
+
+    def forward(self, x):
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.eps = cfg.rms_norm_eps
+        self.input_layernorm = nn.Parameter(torch.ones(cfg.hidden_size))
+        self.post_attention_layernorm = nn.Parameter(torch.ones(cfg.hidden_size))
+        self.self_attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, residual, cos, sin, batch):
+        h, residual = kernels.rms_norm(x, self.input_layernorm, self.eps, residual)
+        h = self.self_attn(h, cos, sin, self.layer, batch)
+        h, residual = kernels.rms_norm(h, self.post_attention_layernorm, self.eps, residual)
+        return self.mlp(h), residual
+
+
+class Transformer(nn.Module):
+    """Token ids in, hidden states out; `logits` applies the (possibly tied) LM head."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+        self.norm = nn.Parameter(torch.ones(cfg.hidden_size))
+        self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin [tokens, head_dim] in float32, as Hugging Face computes them."""
+        freqs = positions.float().unsqueeze(1) * self.inv_freq.float().unsqueeze(0)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos(), emb.sin()
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch) -> torch.Tensor:
+        """input_ids, positions: [tokens]; returns final-normed hidden states [tokens, hidden]."""
+        cos, sin = self.rope(positions)
+        x, residual = self.embed_tokens(input_ids), None
+        for block in self.layers:
+            x, residual = block(x, residual, cos, sin, batch)
+        x, _ = kernels.rms_norm(x, self.norm, self.cfg.rms_norm_eps, residual)
+        return x
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(hidden, weight)

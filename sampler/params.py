@@ -1,0 +1,103 @@
+"""What a user asks for (SamplingParams) and what the engine hands back (Completion, GenerationStats).
+
+Names and meanings follow vLLM / Hugging Face so that users of either can read them without docs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import InvalidInput
+
+
+@dataclass
+class SamplingParams:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    max_new_tokens: int = 256
+    stop: list[str] = field(default_factory=list)
+    seed: Optional[int] = None
+    ignore_eos: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        self.stop = list(self.stop or [])
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(name, value, allowed):
+            raise InvalidInput(f"{name}={value!r} is invalid: {allowed}")
+
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            bad("n", self.n, "must be an integer >= 1")
+        if not _is_number(self.temperature) or self.temperature < 0:
+            bad("temperature", self.temperature, "must be a number >= 0 (0 means greedy)")
+        if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
+            bad("top_p", self.top_p, "must be in (0, 1]")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            bad("top_k", self.top_k, "must be an integer >= 0 (0 disables it)")
+        if not _is_number(self.min_p) or not 0 <= self.min_p < 1:
+            bad("min_p", self.min_p, "must be in [0, 1)")
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
+                or self.max_new_tokens < 1:
+            bad("max_new_tokens", self.max_new_tokens, "must be an integer >= 1")
+        for s in self.stop:
+            if not isinstance(s, str) or s == "":
+                bad("stop", s, "every stop string must be a non-empty string")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            bad("seed", self.seed, "must be an integer or None")
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclass
+class Completion:
+    """One finished sample. `logprob` sums the chosen tokens' log-probs under the model's
+    unmodified distribution (temperature 1, no truncation): what a likelihood ranker needs."""
+    index: int
+    text: str
+    token_ids: list[int]
+    logprob: float
+    finish_reason: str  # "stop" | "eos" | "length" | "abort"
+    token_logprobs: list[float] = field(default_factory=list)
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob / max(len(self.token_ids), 1)
+
+
+@dataclass
+class GenerationStats:
+    """Counters since the Sampler was made (or `reset()`), for throughput and budget accounting."""
+    prefill_tokens: int = 0
+    generated_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    decode_steps: int = 0
+    peak_kv_bytes: int = 0
+    prefix_kv_bytes: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.prefill_seconds + self.decode_seconds
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def reset(self) -> None:
+        for name, value in GenerationStats().__dict__.items():
+            setattr(self, name, value)
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["seconds"] = self.seconds
+        d["tokens_per_second"] = self.tokens_per_second
+        return d

@@ -1,0 +1,39 @@
+"""State of one request (a prompt and its n samples) and of one sample while it is in a slot."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from .params import SamplingParams
+from .stopping import StopChecker
+
+
+@dataclass
+class Request:
+    request_id: int
+    prompt_ids: list[int]
+    params: SamplingParams
+    seed: int
+    next_sample: int = 0          # index of the next sample to start
+    live: int = 0                 # samples currently in slots
+    prefix: Optional[int] = None  # prefix-pool handle once prefilled
+    last_logits: Optional[torch.Tensor] = None  # the prompt's next-token logits [vocab]
+
+    @property
+    def pending(self) -> int:
+        return self.params.n - self.next_sample
+
+    @property
+    def done(self) -> bool:
+        return self.pending == 0 and self.live == 0
+
+
+@dataclass
+class Sample:
+    request: Request
+    index: int
+    stop: Optional[StopChecker]
+    token_ids: list[int] = field(default_factory=list)
+    token_logprobs: list[float] = field(default_factory=list)

@@ -1,0 +1,57 @@
+"""Tiny random Hugging Face checkpoints written with save_pretrained, for offline tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+CORPUS = [
+    "def add(a, b):\n    return a + b\n",
+    "def is_even(n):\n    \"\"\"Return True if n is even.\"\"\"\n    return n % 2 == 0\n",
+    "for i in range(10):\n    print(i * i)\n",
+    "class Stack:\n    def push(self, x):\n        self.items.append(x)\n",
+    "héllo wörld — ünïcode ✓ 日本語\n",
+] * 4
+
+
+def make_tokenizer(vocab_size: int = 300):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(CORPUS, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+
+
+def make_config(model_type: str = "llama", vocab_size: int = 300, **overrides):
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+    base = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                bos_token_id=0, eos_token_id=1, rms_norm_eps=1e-5)
+    cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}[model_type]
+    if model_type == "qwen2":
+        base["tie_word_embeddings"] = True
+    base.update(overrides)
+    return cls(**base)
+
+
+def make_checkpoint(path: Path, model_type: str = "llama", seed: int = 0, **overrides) -> Path:
+    """Random weights (scaled up so logits are far from uniform) + tokenizer, saved under `path`."""
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(seed)
+    config = make_config(model_type, **overrides)
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+            elif name.endswith("bias"):
+                p.normal_(0, 0.1)
+            else:
+                p.normal_(0, 0.2)
+    model.save_pretrained(path)
+    make_tokenizer(config.vocab_size).save_pretrained(path)
+    return Path(path)
