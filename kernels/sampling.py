@@ -1,18 +1,28 @@
 """Fused sampling: temperature, top-k, top-p, min-p and a counter-based RNG; reference and kernel.
 
-Draw = Gumbel-max: argmax over kept tokens of logits / T + g, g = -log(-log(u)), which samples
-exactly from softmax(logits / T) restricted to the kept tokens, with no sort needed for the draw.
-u comes from a counter-based hash of (seed, sample index, step, token id), so a sample's tokens do
-not depend on which other samples share its batch, and the Triton kernel reproduces the reference's
-noise bit for bit (both compute the same 32-bit integer hash).
+Draw = inverse CDF: one uniform u per row, token = the first kept token whose cumulative
+probability (of softmax(logits / T) restricted to the kept tokens) reaches u times the kept mass.
+u comes from a counter-based hash of (seed, sample index, step), so a sample's tokens do not depend
+on which other samples share its batch, and the Triton kernel draws the very same u (both compute
+the same 32-bit integer hash). One hash per row keeps the CPU path cheap at large vocabularies
+(a per-token Gumbel draw cost more than the model's forward there). u has 24 bits, the resolution
+of a float32 CDF.
 
 Truncation follows Hugging Face's order: temperature, then top-k, then top-p on the top-k
 renormalised distribution, then min-p (keep p >= min_p * p_max, order-independent).
 The returned log-prob is the chosen token's under the unmodified distribution (T = 1, no truncation).
+
+The kernel (one program per row) never sorts. Every truncation keeps {s >= threshold} of the
+scaled logits s, so it streams the row a few times: pass 1 (max, log-sum-exp, argmax); top-k's
+threshold, the k-th largest s, and top-p's, the smallest s whose mass strictly above is below
+top_p of the top-k mass, are each found by a 16-way search on the float's bits (8 passes each, only
+for rows that use them); then one pass for the kept mass and one for the inverse-CDF scan.
 """
 from __future__ import annotations
 
 import torch
+
+from ._triton import tl, triton
 
 MASK32 = 0xFFFFFFFF
 
@@ -35,11 +45,9 @@ def row_keys(seeds: torch.Tensor, sample_idx: torch.Tensor, steps: torch.Tensor)
     return mix32((h + (steps.to(torch.int64) & MASK32) * 0x9E3779B9) & MASK32)
 
 
-def uniform_noise(keys: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """u in (0, 1) per (row, token): 24 high bits of mix32(key ^ mix32(token * golden))."""
-    tok = torch.arange(vocab_size, device=keys.device, dtype=torch.int64)
-    h = mix32(keys.unsqueeze(1) ^ mix32((tok * 0x9E3779B1) & MASK32).unsqueeze(0))
-    return ((h >> 8).to(torch.float32) + 0.5) * (1.0 / 16777216.0)
+def uniform(keys: torch.Tensor) -> torch.Tensor:
+    """u in (0, 1) per row: the 24 high bits of the row key, centred in their bucket."""
+    return ((keys >> 8).to(torch.float32) + 0.5) * (1.0 / 16777216.0)
 
 
 def truncation_mask(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
@@ -70,9 +78,161 @@ def sample_ref(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Ten
     greedy = temperature <= 0
     scaled = logits / torch.where(greedy, 1.0, temperature).unsqueeze(1)
     keep = truncation_mask(scaled, top_k, top_p, min_p)
-    u = uniform_noise(row_keys(seeds, sample_idx, steps), logits.shape[1])
-    gumbel = -torch.log(-torch.log(u))
-    scores = torch.where(keep, scaled + gumbel, float("-inf"))
-    tokens = torch.where(greedy, logits.argmax(dim=-1), scores.argmax(dim=-1))
+    cdf = torch.cumsum(torch.softmax(scaled.masked_fill(~keep, float("-inf")), dim=-1), dim=-1)
+    target = uniform(row_keys(seeds, sample_idx, steps)) * cdf[:, -1]
+    drawn = torch.searchsorted(cdf, target.unsqueeze(1)).squeeze(1).clamp_max(logits.shape[1] - 1)
+    tokens = torch.where(greedy, logits.argmax(dim=-1), drawn)
     logprobs = torch.log_softmax(logits, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
+    return tokens, logprobs
+
+
+@triton.jit
+def _mix32(x):
+    """`mix32` on uint32 (multiplication wraps mod 2^32, as the reference's masked int64 product)."""
+    x = x ^ (x >> 16)
+    x = x * 0x85EBCA6B
+    x = x ^ (x >> 13)
+    x = x * 0xC2B2AE35
+    return x ^ (x >> 16)
+
+
+@triton.jit
+def _uniform(seed, sample_idx, step):
+    """`uniform(row_keys(...))` for one row."""
+    h = _mix32((seed & 0xFFFFFFFF).to(tl.uint32) ^ 0x243F6A88)
+    h = _mix32(h ^ ((seed >> 32) & 0xFFFFFFFF).to(tl.uint32))
+    h = _mix32(h ^ (sample_idx & 0xFFFFFFFF).to(tl.uint32))
+    h = _mix32(h + (step & 0xFFFFFFFF).to(tl.uint32) * 0x9E3779B9)
+    return ((h >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
+
+
+@triton.jit
+def _scaled_chunk(ROW, offs, V, temp):
+    """Scaled logits s = raw / T of tokens offs (-inf past V) and their order keys: int64 with the
+    float's order (negative floats flip their magnitude bits)."""
+    s = tl.load(ROW + offs, mask=offs < V, other=float("-inf")).to(tl.float32) / temp
+    bits = s.to(tl.int32, bitcast=True)
+    return s, tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).to(tl.int64)
+
+
+@triton.jit
+def _kept_mass(ROW, V, temp, m, key_min, s_min, BLOCK_V: tl.constexpr):
+    """sum of exp(s - m) over tokens with order key >= key_min and s >= s_min."""
+    total = tl.zeros([], tl.float32)
+    for start in range(0, V, BLOCK_V):
+        offs = start + tl.arange(0, BLOCK_V)
+        s, key = _scaled_chunk(ROW, offs, V, temp)
+        total += tl.sum(tl.where((key >= key_min) & (s >= s_min), tl.exp(s - m), 0.0), 0)
+    return total
+
+
+@triton.jit
+def _threshold_key(ROW, V, temp, m, key_min, target, MASS: tl.constexpr, BLOCK: tl.constexpr,
+                   NB: tl.constexpr, PASSES: tl.constexpr):
+    """Smallest order key t with G(t) < target, where G(t) sums w over the tokens with key > t
+    (and key >= key_min); w = exp(s - m) if MASS else 1. G does not increase with t, so each pass
+    evaluates it at NB thresholds spread over the candidate interval [lo, hi] and keeps the piece
+    where it drops below target: NB^PASSES >= 2^32 makes it exact. Needs G(key_min - 1) >= target."""
+    lo = key_min
+    hi = tl.full([], 2147483647, tl.int64)  # G(hi) = 0 < target
+    j = tl.arange(0, NB)
+    for _ in range(PASSES):
+        t = lo + (j * (hi - lo)) // NB
+        g = tl.zeros([NB], tl.float32)
+        for start in range(0, V, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            s, key = _scaled_chunk(ROW, offs, V, temp)
+            if MASS:
+                w = tl.exp(s - m)
+            else:
+                w = tl.full([BLOCK], 1.0, tl.float32)
+            w = tl.where((offs < V) & (key >= key_min), w, 0.0)
+            g += tl.sum(tl.where(key[:, None] > t[None, :], w[:, None], 0.0), 0)
+        c = tl.sum((g >= target).to(tl.int32), 0)  # G(t_j) >= target exactly for j < c
+        t_below = tl.sum(tl.where(j == c - 1, t, 0), 0)
+        t_above = tl.where(c < NB, tl.sum(tl.where(j == c, t, 0), 0), hi)
+        hi = tl.where(c == 0, lo, t_above)
+        lo = tl.where(c == 0, lo, t_below + 1)
+    return hi
+
+
+@triton.jit
+def _sample_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, SEEDS, SAMPLE_IDX, STEPS, TOKENS, LOGPROBS,
+                   stride_b, V, BLOCK_V: tl.constexpr, BLOCK_SEARCH: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    ROW = LOGITS + row * stride_b
+    temperature = tl.load(TEMPERATURE + row)
+    greedy = temperature <= 0.0
+    temp = tl.where(greedy, 1.0, temperature)
+
+    # pass 1: max and sum of exp of the raw logits (log-prob, argmax) and of the scaled ones
+    m_raw = tl.full([], float("-inf"), tl.float32)
+    z_raw = tl.zeros([], tl.float32)
+    argmax = tl.zeros([], tl.int32)
+    m = tl.full([], float("-inf"), tl.float32)
+    z = tl.zeros([], tl.float32)
+    for start in range(0, V, BLOCK_V):
+        offs = start + tl.arange(0, BLOCK_V)
+        raw = tl.load(ROW + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+        chunk_max, chunk_arg = tl.max(raw, 0, return_indices=True, return_indices_tie_break_left=True)
+        argmax = tl.where(chunk_max > m_raw, start + chunk_arg, argmax)  # first max, like torch
+        m_new = tl.maximum(m_raw, chunk_max)
+        z_raw = z_raw * tl.exp(m_raw - m_new) + tl.sum(tl.exp(raw - m_new), 0)
+        m_raw = m_new
+        s = raw / temp
+        m_new = tl.maximum(m, tl.max(s, 0))
+        z = z * tl.exp(m - m_new) + tl.sum(tl.exp(s - m_new), 0)
+        m = m_new
+
+    x = argmax
+    if not greedy:
+        # truncation: kept = order key >= key_min (top-k, then top-p) and s >= s_min (min-p)
+        top_k = tl.load(TOP_K + row)
+        top_p = tl.load(TOP_P + row)
+        min_p = tl.load(MIN_P + row)
+        key_min = tl.full([], -2147483648, tl.int64)
+        z_k = z
+        if (top_k > 0) & (top_k < V):
+            key_min = _threshold_key(ROW, V, temp, m, key_min, top_k.to(tl.float32), False,
+                                     BLOCK_SEARCH, 16, 8)
+            z_k = _kept_mass(ROW, V, temp, m, key_min, float("-inf"), BLOCK_V)
+        if top_p < 1.0:
+            key_min = _threshold_key(ROW, V, temp, m, key_min, top_p * z_k, True, BLOCK_SEARCH, 16, 8)
+        s_min = tl.where(min_p > 0.0, m + tl.log(tl.maximum(min_p, 1e-30)), float("-inf"))
+
+        # draw: the first kept token whose cumulative mass (vocabulary order) reaches u * kept mass
+        target = _uniform(tl.load(SEEDS + row).to(tl.int64), tl.load(SAMPLE_IDX + row).to(tl.int64),
+                          tl.load(STEPS + row).to(tl.int64)) * _kept_mass(ROW, V, temp, m, key_min, s_min, BLOCK_V)
+        running = tl.zeros([], tl.float32)
+        first = tl.full([], V, tl.int32)
+        last_kept = tl.zeros([], tl.int32)
+        for start in range(0, V, BLOCK_V):
+            offs = start + tl.arange(0, BLOCK_V)
+            s, key = _scaled_chunk(ROW, offs, V, temp)
+            kept = (offs < V) & (key >= key_min) & (s >= s_min)
+            w = tl.where(kept, tl.exp(s - m), 0.0)
+            reached = kept & (running + tl.cumsum(w, 0) >= target)
+            first = tl.minimum(first, tl.min(tl.where(reached, offs, V), 0))
+            last_kept = tl.maximum(last_kept, tl.max(tl.where(kept, offs, 0), 0))
+            running += tl.sum(w, 0)
+        x = tl.where(first < V, first, last_kept)  # rounding can leave the total just under target
+    tl.store(TOKENS + row, x.to(tl.int64))
+    tl.store(LOGPROBS + row, tl.load(ROW + x).to(tl.float32) - m_raw - tl.log(z_raw))
+
+
+def sample_triton(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
+                  top_p: torch.Tensor, min_p: torch.Tensor, seeds: torch.Tensor,
+                  sample_idx: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as `sample_ref`, one kernel launch, no host sync."""
+    B, V = logits.shape
+    if logits.stride(1) != 1:
+        logits = logits.contiguous()
+    tokens = torch.empty(B, dtype=torch.int64, device=logits.device)
+    logprobs = torch.empty(B, dtype=torch.float32, device=logits.device)
+    if B == 0:
+        return tokens, logprobs
+    block_v = min(triton.next_power_of_2(V), 4096)
+    _sample_kernel[(B,)](logits, temperature, top_k, top_p, min_p, seeds, sample_idx, steps, tokens, logprobs,
+                         logits.stride(0), V, BLOCK_V=block_v, BLOCK_SEARCH=min(block_v, 512),
+                         num_warps=8 if block_v >= 2048 else 4)
     return tokens, logprobs

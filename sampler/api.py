@@ -93,6 +93,7 @@ class SampleStream:
     def cancel(self, prompt_index: int) -> None:
         self.engine.abort_request(self.request_ids[prompt_index])
         self.index_of.pop(self.request_ids[prompt_index], None)
+        self._ready = [(i, c) for i, c in self._ready if i != prompt_index]
 
     def close(self) -> None:
         for i in list(self.index_of.values()):

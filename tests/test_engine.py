@@ -1,0 +1,125 @@
+"""Engine behaviour: seeds, refill, several prompts, stop strings, cancel, memory, bad input."""
+import pytest
+import torch
+
+from sampler import InvalidInput, Sampler, SamplingParams
+
+PROMPT = "def add(a, b):\n    return"
+
+
+@pytest.fixture(scope="module")
+def sampler(tiny_llama):
+    return Sampler.from_pretrained(str(tiny_llama), max_batch_size=8)
+
+
+def ids_of(out):
+    return [[c.token_ids for c in per_prompt] for per_prompt in out]
+
+
+def test_seed_reproduces_and_samples_differ(sampler):
+    p = SamplingParams(n=6, temperature=1.0, max_new_tokens=16, ignore_eos=True, seed=7)
+    a, b = sampler.generate([PROMPT], p), sampler.generate([PROMPT], p)
+    assert ids_of(a) == ids_of(b)
+    assert len({tuple(t) for t in ids_of(a)[0]}) == 6
+    c = sampler.generate([PROMPT], SamplingParams(n=6, temperature=1.0, max_new_tokens=16, ignore_eos=True, seed=8))
+    assert ids_of(c) != ids_of(a)
+
+
+def test_samples_do_not_depend_on_batch_composition(tiny_llama, sampler):
+    """n > max_batch_size forces refill; the counter-based RNG keeps each sample identical."""
+    p = SamplingParams(n=20, temperature=0.9, top_p=0.9, max_new_tokens=10, ignore_eos=True, seed=1)
+    small = Sampler.from_pretrained(str(tiny_llama), max_batch_size=3)
+    together = sampler.generate([PROMPT, "x = 1"], p)
+    assert ids_of(small.generate([PROMPT, "x = 1"], p)) == ids_of(together)
+    alone = sampler.generate(["x = 1"], p)
+    assert ids_of(alone)[0] == ids_of(together)[1]
+    assert [c.index for c in together[0]] == list(range(20))
+
+
+def test_n_larger_than_slots_with_eos_and_refill(tiny_llama):
+    s = Sampler.from_pretrained(str(tiny_llama), max_batch_size=4)
+    out = s.generate([PROMPT, "for i in", "class"], SamplingParams(n=37, temperature=1.2, max_new_tokens=9, seed=0))
+    assert [len(o) for o in out] == [37, 37, 37]
+    for o in out:
+        for c in o:
+            assert c.finish_reason in ("eos", "length")
+            assert len(c.token_ids) == 9 or c.token_ids[-1] == 1
+    assert not s.engine.has_unfinished() and not s.engine.pool.ranges
+
+
+def test_stop_string_across_token_boundary(sampler):
+    base = sampler.generate([PROMPT], SamplingParams(n=1, temperature=0, max_new_tokens=40, ignore_eos=True))[0][0]
+    pieces = [sampler.tokenizer.decode([t]) for t in base.token_ids]
+    # a stop that starts inside token 3 and ends inside a later token
+    start = sum(len(p) for p in pieces[:3]) - 1
+    stop = base.text[start:start + len(pieces[3]) + 2]
+    assert len(stop) >= 2 and pieces[2] and stop not in "".join(pieces[:3])
+    got = sampler.generate([PROMPT], SamplingParams(n=2, temperature=0, max_new_tokens=40, ignore_eos=True,
+                                                    stop=["@@never@@", stop]))[0]
+    for c in got:
+        assert c.finish_reason == "stop"
+        assert c.text == base.text[:base.text.find(stop)]
+        assert c.token_ids == base.token_ids[:len(c.token_ids)] and len(c.token_ids) < 40
+
+
+def test_prompt_kv_memory_does_not_grow_with_n(tiny_llama):
+    sizes = []
+    for n in (1, 64):
+        s = Sampler.from_pretrained(str(tiny_llama), max_batch_size=64)
+        s.generate([PROMPT * 4], SamplingParams(n=n, max_new_tokens=4, ignore_eos=True, seed=0))
+        sizes.append((s.stats.prefix_kv_bytes, s.engine.pool.nbytes))
+        assert s.stats.prefill_tokens == len(s.encode(PROMPT * 4))
+        assert s.stats.generated_tokens == 4 * n and s.stats.tokens_per_second > 0
+    assert sizes[0] == sizes[1] and sizes[0][0] > 0
+
+
+def test_stream_cancel_stops_a_prompt(sampler):
+    stream = sampler.stream([PROMPT, "x = 1"], SamplingParams(n=30, max_new_tokens=6, ignore_eos=True, seed=0))
+    seen = {0: 0, 1: 0}
+    for i, _ in stream:
+        seen[i] += 1
+        if i == 0 and seen[0] == 1:
+            stream.cancel(0)
+    assert seen == {0: 1, 1: 30}
+    assert not sampler.engine.has_unfinished()
+
+
+def test_logprob_is_sum_of_token_logprobs(sampler):
+    c = sampler.generate([PROMPT], SamplingParams(n=1, temperature=0.7, top_k=5, max_new_tokens=8, seed=2))[0][0]
+    assert c.logprob == pytest.approx(sum(c.token_logprobs))
+    assert all(lp <= 0 for lp in c.token_logprobs)
+
+
+def test_score_of_generated_text_matches_its_logprobs(sampler):
+    c = sampler.generate([PROMPT], SamplingParams(n=1, temperature=1.0, max_new_tokens=10, ignore_eos=True,
+                                                  seed=4))[0][0]
+    got = sampler.score_ids(sampler.encode(PROMPT), [c.token_ids, c.token_ids[:3], []])
+    torch.testing.assert_close(torch.tensor(got[0]), torch.tensor(c.token_logprobs), atol=1e-4, rtol=0)
+    assert got[1] == pytest.approx(got[0][:3], abs=1e-5) and got[2] == []
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n=0), "n=0"), (dict(temperature=-0.1), "temperature"), (dict(top_p=0.0), "top_p"),
+    (dict(top_p=1.5), "top_p"), (dict(top_k=-1), "top_k"), (dict(min_p=1.0), "min_p"),
+    (dict(max_new_tokens=0), "max_new_tokens"), (dict(stop=[""]), "stop"),
+])
+def test_bad_sampling_params(kwargs, match):
+    with pytest.raises(InvalidInput, match=match):
+        SamplingParams(**kwargs)
+
+
+def test_bad_requests(sampler, tmp_path):
+    with pytest.raises(InvalidInput, match="context"):
+        sampler.generate([PROMPT], SamplingParams(max_new_tokens=250))
+    with pytest.raises(InvalidInput, match="empty"):
+        sampler.generate([], SamplingParams())
+    with pytest.raises(InvalidInput, match="empty"):
+        sampler.engine.add_request([], SamplingParams())
+    assert not sampler.engine.has_unfinished()
+    with pytest.raises(InvalidInput, match="not found"):
+        Sampler.from_pretrained(str(tmp_path / "missing"))
+    with pytest.raises(InvalidInput, match="no config.json"):
+        Sampler.from_pretrained(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
+    with pytest.raises(InvalidInput, match="supported: llama, qwen2, mistral"):
+        Sampler.from_pretrained(str(tmp_path))
