@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-CONFIG = dict(vocab_size=8192, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+CONFIG = dict(vocab_size=6144, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
               num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
               bos_token_id=0, eos_token_id=1, tie_word_embeddings=False)
 

@@ -72,3 +72,27 @@ def test_decode_step_logprobs_match_hf_logits(pair):
             1, torch.tensor(c.token_ids).unsqueeze(1)).squeeze(1)
         torch.testing.assert_close(torch.tensor(c.token_logprobs, dtype=torch.float64), ref, atol=1e-4, rtol=0)
         assert c.logprob == pytest.approx(float(ref.sum()), abs=1e-3)
+
+
+def test_sharded_checkpoint_and_half_precision(tmp_path):
+    """Sharded safetensors with an index load to the same weights; bf16/fp16 stay close to fp32
+    (tolerance 0.1 on log-probs of a 2-layer model: half precision rounds at ~3 significant digits)."""
+    from transformers import AutoModelForCausalLM
+    path = make_checkpoint(tmp_path / "one", "llama", seed=5)
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    ours = Sampler.from_pretrained(str(path)).tokenizer
+    ours.save_pretrained(tmp_path / "sharded")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    full = Sampler.from_pretrained(str(path))
+    ids = full.encode(PROMPTS[1])
+    want = torch.tensor(full.score_ids(ids[:3], [ids[3:]])[0])
+    got = Sampler.from_pretrained(str(tmp_path / "sharded")).score_ids(ids[:3], [ids[3:]])[0]
+    assert torch.equal(torch.tensor(got), want)
+    for dtype in ("bfloat16", "float16"):
+        half = Sampler.from_pretrained(str(path), dtype=dtype)
+        assert half.model.embed_tokens.weight.dtype == getattr(torch, dtype)
+        got = torch.tensor(half.score_ids(ids[:3], [ids[3:]])[0])
+        torch.testing.assert_close(got, want, atol=0.1, rtol=0.05)
+        out = half.generate([PROMPTS[1]], SamplingParams(n=2, temperature=0.8, max_new_tokens=6, seed=0))
+        assert all(len(c.token_ids) >= 1 for c in out[0])
