@@ -15,10 +15,33 @@ Layouts (one layer): q [B, H, D], rows sorted by group; row_ptr int [G+1] (rows 
 row_ptr[g]:row_ptr[g+1]); prefix_k/v [P, Hkv, D] pool with group g at prefix_start[g] for
 prefix_len[g] tokens; suffix_k/v [S, T, Hkv, D]; slot_ids int [B]; suffix_lens int [B] (valid
 suffix tokens of each row, 0 allowed). Query head h reads KV head h // (H // Hkv), as in HF.
+
+The Triton path runs three kernels: prefix part (one program per tile of a group's stacked query
+rows x KV head x split of the prefix), suffix part (one program per row x KV head x split of its
+suffix), and merge (one program per row and block of heads, over all the partial results).
+Splitting the keys keeps the GPU busy when there are few tiles; the partial results of the splits
+are merged exactly like the two parts.
+Every launch decision comes from tensor shapes, never from tensor values: no host sync, so the
+decode step can be captured in a CUDA graph.
 """
 from __future__ import annotations
 
+import functools
+from typing import Optional
+
 import torch
+
+from ._triton import tl, triton
+
+
+def _softmax_attend(s, v):
+    """softmax(s) @ v and the log-sum-exp of s along the last axis; rows that are all -inf give
+    out = 0, lse = -inf (one exp per score: cheaper than logsumexp followed by softmax)."""
+    m = s.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(s.dtype).min)
+    p = torch.exp(s - m)
+    total = p.sum(dim=-1, keepdim=True)
+    o = torch.matmul(p, v) / total.clamp_min(torch.finfo(s.dtype).tiny)
+    return o, (m + torch.log(total)).squeeze(-1)
 
 
 def prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_start, prefix_len, scale):
@@ -39,8 +62,7 @@ def prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_start, prefix_le
         v = prefix_v[starts[g]:starts[g] + lens[g]].transpose(0, 1).float()
         qg = q[r0:r1].float().view(m, hkv, ratio, D).permute(1, 0, 2, 3).reshape(hkv, m * ratio, D)
         s = torch.bmm(qg, k.transpose(1, 2)) * scale  # [Hkv, m*ratio, L]
-        l = torch.logsumexp(s, dim=-1)
-        o = torch.bmm(torch.exp(s - l.unsqueeze(-1)), v)
+        o, l = _softmax_attend(s, v)
         out[r0:r1] = o.view(hkv, m, ratio, D).permute(1, 0, 2, 3).reshape(m, H, D)
         lse[r0:r1] = l.view(hkv, m, ratio).permute(1, 0, 2).reshape(m, H)
     return out, lse
@@ -65,10 +87,7 @@ def suffix_attention_ref(q, suffix_k, suffix_v, slot_ids, suffix_lens, scale):
     qg = q.float().view(B, hkv, ratio, D)
     s = torch.matmul(qg, k) * scale  # [B, Hkv, ratio, t]
     valid = torch.arange(t, device=q.device).view(1, 1, 1, t) < suffix_lens.view(B, 1, 1, 1)
-    s = s.masked_fill(~valid, float("-inf"))
-    l = torch.logsumexp(s, dim=-1)  # -inf where the row has no suffix
-    p = torch.exp(s - torch.where(torch.isinf(l), 0.0, l).unsqueeze(-1))
-    o = torch.matmul(p, v)
+    o, l = _softmax_attend(s.masked_fill(~valid, float("-inf")), v)
     return o.reshape(B, H, D), l.reshape(B, H)
 
 
@@ -87,3 +106,219 @@ def shared_prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_start, pr
     out_s, lse_s = suffix_attention_ref(q, suffix_k, suffix_v, slot_ids, suffix_lens, scale)
     out, _ = merge_attention_ref(out_p, lse_p, out_s, lse_s)
     return out.to(q.dtype)
+
+
+@triton.jit
+def _attend(q, K, V, stride_kn, stride_vn, lo, hi, qk_scale, d, d_mask,
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+    """Online softmax of q [BLOCK_M, BLOCK_D] over keys lo:hi of K/V (rows strided by stride_kn/vn).
+
+    Returns (acc, l, m) in base 2: scores are s = q.k * qk_scale with qk_scale = scale * log2(e),
+    m = max s, l = sum 2^(s - m), acc = sum 2^(s - m) v. Accumulation is float32.
+    """
+    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    n = tl.arange(0, BLOCK_N)
+    for start in range(lo, hi, BLOCK_N):
+        cols = start + n
+        col_ok = cols < hi
+        kv_mask = col_ok[:, None] & d_mask[None, :]
+        k = tl.load(K + cols[:, None] * stride_kn + d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(V + cols[:, None] * stride_vn + d[None, :], mask=kv_mask, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        s = tl.where(col_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, 1))  # finite: every chunk has at least one valid key
+        alpha = tl.exp2(m - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l = l * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m = m_new
+    return acc, l, m
+
+
+@triton.jit
+def _store_part(OUT, LSE, acc, l, m, row_ok, d_mask):
+    """Write one partial result: out = acc / l and lse = m + log2(l); an empty part (no keys) writes
+    only lse = -inf, and the merge never reads its out."""
+    empty = l == 0.0
+    tl.store(LSE, tl.where(empty, float("-inf"), m + tl.log2(tl.where(empty, 1.0, l))), mask=row_ok)
+    out = acc / tl.where(empty, 1.0, l)[:, None]
+    tl.store(OUT, out, mask=(row_ok & ~empty)[:, None] & d_mask[None, :])
+
+
+@triton.jit
+def _prefix_part_kernel(Q, K, V, ROW_PTR, PREFIX_START, PREFIX_LEN, OUT, LSE,
+                        stride_qb, stride_qh, stride_kp, stride_kh, stride_vp, stride_vh,
+                        stride_op, stride_ob, stride_oh, stride_lp, stride_lb,
+                        n_groups, qk_scale,
+                        RATIO: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_G: tl.constexpr,
+                        PRECISION: tl.constexpr):
+    """Prefix part: BLOCK_M stacked query rows of one group (its rows x the RATIO query heads of
+    one KV head) against one split of the group's prefix K/V, read once for all of them."""
+    tile = tl.program_id(0)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+    n_splits = tl.num_programs(2)
+
+    # which group owns this tile: group g has cdiv(rows_g * RATIO, BLOCK_M) tiles, in order
+    g = tl.arange(0, BLOCK_G)
+    g_first = tl.load(ROW_PTR + g, mask=g < n_groups, other=0)
+    g_last = tl.load(ROW_PTR + g + 1, mask=g < n_groups, other=0)
+    g_tiles = ((g_last - g_first) * RATIO + BLOCK_M - 1) // BLOCK_M
+    group = tl.sum((tl.cumsum(g_tiles, 0) <= tile).to(tl.int32), 0)
+    live = group < n_groups  # the grid is an upper bound on the number of tiles
+    group = tl.minimum(group, n_groups - 1)
+    tile -= tl.sum(tl.where(g < group, g_tiles, 0), 0)
+    row0 = tl.load(ROW_PTR + group)
+    n_rows = tl.where(live, tl.load(ROW_PTR + group + 1) - row0, 0)
+
+    i = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = i < n_rows * RATIO
+    row = (row0 + i // RATIO).to(tl.int64)
+    head = kvh * RATIO + i % RATIO
+    d = tl.arange(0, BLOCK_D)
+    d_mask = d < HEAD_DIM
+    q = tl.load(Q + row[:, None] * stride_qb + head[:, None] * stride_qh + d[None, :],
+                mask=row_ok[:, None] & d_mask[None, :], other=0.0)
+
+    length = tl.where(live, tl.load(PREFIX_LEN + group), 0)
+    chunk = tl.cdiv(tl.cdiv(length, n_splits), BLOCK_N) * BLOCK_N
+    lo = split * chunk
+    hi = tl.minimum(lo + chunk, length)
+    start = tl.load(PREFIX_START + group).to(tl.int64)
+    acc, l, m = _attend(q, K + start * stride_kp + kvh * stride_kh, V + start * stride_vp + kvh * stride_vh,
+                        stride_kp, stride_vp, lo, hi, qk_scale, d, d_mask, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+    _store_part(OUT + split * stride_op + row[:, None] * stride_ob + head[:, None] * stride_oh + d[None, :],
+                LSE + split * stride_lp + row * stride_lb + head, acc, l, m, row_ok, d_mask)
+
+
+@triton.jit
+def _suffix_part_kernel(Q, K, V, SLOT_IDS, SUFFIX_LENS, OUT, LSE,
+                        stride_qb, stride_qh, stride_ks, stride_kt, stride_kh, stride_vs, stride_vt, stride_vh,
+                        stride_op, stride_ob, stride_oh, stride_lp, stride_lb, first_part, qk_scale,
+                        RATIO: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr,
+                        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+    """Suffix part: the RATIO query heads of one row and one KV head against one split of the
+    row's own suffix K/V."""
+    b = tl.program_id(0).to(tl.int64)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+    n_splits = tl.num_programs(2)
+
+    r = tl.arange(0, BLOCK_R)
+    row_ok = r < RATIO
+    head = kvh * RATIO + r
+    d = tl.arange(0, BLOCK_D)
+    d_mask = d < HEAD_DIM
+    q = tl.load(Q + b * stride_qb + head[:, None] * stride_qh + d[None, :],
+                mask=row_ok[:, None] & d_mask[None, :], other=0.0)
+
+    length = tl.load(SUFFIX_LENS + b)
+    chunk = tl.cdiv(tl.cdiv(length, n_splits), BLOCK_N) * BLOCK_N
+    lo = split * chunk
+    hi = tl.minimum(lo + chunk, length)
+    slot = tl.load(SLOT_IDS + b).to(tl.int64)
+    acc, l, m = _attend(q, K + slot * stride_ks + kvh * stride_kh, V + slot * stride_vs + kvh * stride_vh,
+                        stride_kt, stride_vt, lo, hi, qk_scale, d, d_mask, BLOCK_R, BLOCK_N, BLOCK_D, PRECISION)
+    part = first_part + split
+    _store_part(OUT + part * stride_op + b * stride_ob + head[:, None] * stride_oh + d[None, :],
+                LSE + part * stride_lp + b * stride_lb + head, acc, l, m, row_ok, d_mask)
+
+
+@triton.jit
+def _merge_kernel(OUT, LSE, RESULT, stride_op, stride_ob, stride_oh, stride_lp, stride_lb,
+                  stride_rb, stride_rh, n_parts, n_heads,
+                  HEAD_DIM: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Merge: out = sum_i 2^(lse_i - lse) out_i with lse = log2 sum_i 2^lse_i, over all parts
+    (prefix splits and suffix splits) of one row, for BLOCK_H of its heads."""
+    b = tl.program_id(0).to(tl.int64)
+    p = tl.arange(0, BLOCK_P)[:, None]
+    h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    d = tl.arange(0, BLOCK_D)
+    lse = tl.load(LSE + p * stride_lp + b * stride_lb + h[None, :], mask=(p < n_parts) & (h < n_heads)[None, :],
+                  other=float("-inf"))  # [P, H]
+    has_keys = lse > float("-inf")
+    m = tl.max(lse, 0)
+    w = tl.where(has_keys, tl.exp2(lse - tl.where(m > float("-inf"), m, 0.0)[None, :]), 0.0)
+    out = tl.load(OUT + p[:, :, None] * stride_op + b * stride_ob + h[None, :, None] * stride_oh + d[None, None, :],
+                  mask=has_keys[:, :, None] & (d < HEAD_DIM)[None, None, :], other=0.0)  # [P, H, D]
+    total = tl.sum(w, 0)
+    out = tl.sum(w[:, :, None] * out, 0) / tl.where(total > 0.0, total, 1.0)[:, None]
+    tl.store(RESULT + b * stride_rb + h[:, None] * stride_rh + d[None, :], out.to(RESULT.dtype.element_ty),
+             mask=(h < n_heads)[:, None] & (d < HEAD_DIM)[None, :])
+
+
+LOG2E = 1.4426950408889634
+BLOCK_N = 64  # keys per step of the online softmax
+MAX_SPLITS = 16
+
+
+def shared_prefix_attention_triton(q, prefix_k, prefix_v, row_ptr, prefix_start, prefix_len,
+                                   suffix_k, suffix_v, slot_ids, suffix_lens, scale, *,
+                                   prefix_splits: Optional[int] = None, suffix_splits: Optional[int] = None):
+    """Same contract as `shared_prefix_attention_ref`. `prefix_splits` / `suffix_splits` override
+    how many parts the keys are split into (default: enough programs to fill the GPU)."""
+    B, H, D = q.shape
+    hkv = prefix_k.shape[1]
+    ratio = H // hkv
+    n_groups = row_ptr.shape[0] - 1
+    out = torch.empty(B, H, D, dtype=q.dtype, device=q.device)
+    if B == 0:
+        return out
+    for name, t in (("q", q), ("prefix_k", prefix_k), ("prefix_v", prefix_v), ("suffix_k", suffix_k),
+                    ("suffix_v", suffix_v)):
+        if t.stride(-1) != 1:
+            raise ValueError(f"{name} has stride {t.stride(-1)} along head_dim; it must be 1")
+    block_d = max(16, triton.next_power_of_2(D))
+    block_m = min(64, max(16, triton.next_power_of_2(B * ratio)))
+    # sum over groups of cdiv(rows * ratio, block_m) is below this bound, known without a sync
+    prefix_tiles = triton.cdiv(B * ratio, block_m) + n_groups
+    ps = prefix_splits or _num_splits(prefix_tiles * hkv, prefix_k.shape[0], q.device)
+    ss = suffix_splits or _num_splits(B * hkv, suffix_k.shape[1], q.device)
+    parts_out = torch.empty(ps + ss, B, H, D, dtype=torch.float32, device=q.device)
+    parts_lse = torch.empty(ps + ss, B, H, dtype=torch.float32, device=q.device)
+    precision = "ieee" if q.dtype == torch.float32 else "tf32"  # tf32 only ever applies to float32
+    qk_scale = scale * LOG2E
+    part_strides = (parts_out.stride(0), parts_out.stride(1), parts_out.stride(2),
+                    parts_lse.stride(0), parts_lse.stride(1))
+
+    # prefix part
+    _prefix_part_kernel[(prefix_tiles, hkv, ps)](
+        q, prefix_k, prefix_v, row_ptr, prefix_start, prefix_len, parts_out, parts_lse,
+        q.stride(0), q.stride(1), prefix_k.stride(0), prefix_k.stride(1), prefix_v.stride(0), prefix_v.stride(1),
+        *part_strides, n_groups, qk_scale,
+        RATIO=ratio, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=BLOCK_N, BLOCK_D=block_d,
+        BLOCK_G=triton.next_power_of_2(max(n_groups, 1)), PRECISION=precision, num_warps=4)
+    # suffix part
+    _suffix_part_kernel[(B, hkv, ss)](
+        q, suffix_k, suffix_v, slot_ids, suffix_lens, parts_out, parts_lse,
+        q.stride(0), q.stride(1), suffix_k.stride(0), suffix_k.stride(1), suffix_k.stride(2),
+        suffix_v.stride(0), suffix_v.stride(1), suffix_v.stride(2), *part_strides, ps, qk_scale,
+        RATIO=ratio, HEAD_DIM=D, BLOCK_R=max(16, triton.next_power_of_2(ratio)), BLOCK_N=BLOCK_N,
+        BLOCK_D=block_d, PRECISION=precision, num_warps=4)
+    # merge
+    block_p = triton.next_power_of_2(ps + ss)
+    block_h = min(triton.next_power_of_2(H), max(1, 8192 // (block_p * block_d)))
+    _merge_kernel[(B, triton.cdiv(H, block_h))](
+        parts_out, parts_lse, out, *part_strides, out.stride(0), out.stride(1), ps + ss, H,
+        HEAD_DIM=D, BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_D=block_d, num_warps=4)
+    return out
+
+
+def _num_splits(programs: int, max_len: int, device: torch.device) -> int:
+    """Split the keys when there are fewer programs than SMs; 1 elsewhere. Each split costs a
+    float32 partial result per row and head, so the target is one program per SM, not more.
+    max_len bounds the keys a program may get (the pool or cache size, known without a sync)."""
+    target = _sm_count(device)
+    if programs >= target:
+        return 1
+    return max(1, min(triton.cdiv(target, programs), triton.cdiv(max_len, BLOCK_N), MAX_SPLITS))
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from ._triton import tl, triton
+
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
@@ -31,3 +33,72 @@ def rope_write_kv_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: to
     k_cache[cache_rows] = rope_ref(k, cos, sin).to(k_cache.dtype)
     v_cache[cache_rows] = v.to(v_cache.dtype)
     return rope_ref(q, cos, sin)
+
+
+@triton.jit
+def _rotate(ptrs, mask, cos1, cos2, sin1, sin2, HALF: tl.constexpr):
+    """x * cos + rotate_half(x) * sin in float32, as its two halves; ptrs address the first half."""
+    x1 = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(ptrs + HALF, mask=mask, other=0.0).to(tl.float32)
+    return x1 * cos1 - x2 * sin1, x2 * cos2 + x1 * sin2
+
+
+@triton.jit
+def _rope_write_kv_kernel(Q, K, V, COS, SIN, K_CACHE, V_CACHE, ROWS, Q_OUT,
+                          stride_qn, stride_qh, stride_kn, stride_kh, stride_vn, stride_vh,
+                          stride_cn, stride_sn, stride_kcr, stride_kch, stride_vcr, stride_vch,
+                          stride_on, stride_oh, n_heads, n_kv_heads,
+                          HALF: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_HALF: tl.constexpr):
+    """One token per program: rotate its q and k, store q, and write k and v to its cache row."""
+    n = tl.program_id(0).to(tl.int64)
+    row = tl.load(ROWS + n).to(tl.int64)
+    h = tl.arange(0, BLOCK_H)[:, None]
+    d = tl.arange(0, BLOCK_HALF)[None, :]
+    q_mask = (h < n_heads) & (d < HALF)
+    kv_mask = (h < n_kv_heads) & (d < HALF)
+    # HF casts the tables to the activations' dtype before multiplying
+    dt = Q.dtype.element_ty
+    cos1 = tl.load(COS + n * stride_cn + d, mask=d < HALF, other=0.0).to(dt).to(tl.float32)
+    cos2 = tl.load(COS + n * stride_cn + HALF + d, mask=d < HALF, other=0.0).to(dt).to(tl.float32)
+    sin1 = tl.load(SIN + n * stride_sn + d, mask=d < HALF, other=0.0).to(dt).to(tl.float32)
+    sin2 = tl.load(SIN + n * stride_sn + HALF + d, mask=d < HALF, other=0.0).to(dt).to(tl.float32)
+
+    o1, o2 = _rotate(Q + n * stride_qn + h * stride_qh + d, q_mask, cos1, cos2, sin1, sin2, HALF)
+    dst = Q_OUT + n * stride_on + h * stride_oh + d
+    tl.store(dst, o1.to(Q_OUT.dtype.element_ty), mask=q_mask)
+    tl.store(dst + HALF, o2.to(Q_OUT.dtype.element_ty), mask=q_mask)
+
+    o1, o2 = _rotate(K + n * stride_kn + h * stride_kh + d, kv_mask, cos1, cos2, sin1, sin2, HALF)
+    dst = K_CACHE + row * stride_kcr + h * stride_kch + d
+    tl.store(dst, o1.to(K_CACHE.dtype.element_ty), mask=kv_mask)
+    tl.store(dst + HALF, o2.to(K_CACHE.dtype.element_ty), mask=kv_mask)
+
+    src = V + n * stride_vn + h * stride_vh + d
+    dst = V_CACHE + row * stride_vcr + h * stride_vch + d
+    tl.store(dst, tl.load(src, mask=kv_mask).to(V_CACHE.dtype.element_ty), mask=kv_mask)
+    tl.store(dst + HALF, tl.load(src + HALF, mask=kv_mask).to(V_CACHE.dtype.element_ty), mask=kv_mask)
+
+
+def rope_write_kv_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor,
+                         sin: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                         cache_rows: torch.Tensor) -> torch.Tensor:
+    """Same contract as `rope_write_kv_ref`, one kernel launch; q/k/v may be strided views (the
+    split of a fused qkv projection) as long as head_dim is contiguous."""
+    n, h, d = q.shape
+    if d % 2:
+        raise ValueError(f"head_dim={d} is invalid for rotary embedding: it must be even")
+    for name, t in (("q", q), ("k", k), ("v", v), ("cos", cos), ("sin", sin), ("k_cache", k_cache),
+                    ("v_cache", v_cache)):
+        if t.stride(-1) != 1:
+            raise ValueError(f"{name} has stride {t.stride(-1)} along head_dim; it must be 1")
+    q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    if n == 0:
+        return q_out
+    _rope_write_kv_kernel[(n,)](
+        q, k, v, cos, sin, k_cache, v_cache, cache_rows, q_out,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        cos.stride(0), sin.stride(0), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
+        q_out.stride(0), q_out.stride(1), h, k.shape[1],
+        HALF=d // 2, BLOCK_H=triton.next_power_of_2(max(h, k.shape[1])),
+        BLOCK_HALF=triton.next_power_of_2(d // 2))
+    return q_out

@@ -73,17 +73,32 @@ def truncation_mask(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tens
 def sample_ref(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
                top_p: torch.Tensor, min_p: torch.Tensor, seeds: torch.Tensor,
                sample_idx: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [B, V]; per-row params [B]. Returns (tokens int64 [B], logprobs float32 [B])."""
+    """logits [B, V]; per-row params [B]. Returns (tokens int64 [B], logprobs float32 [B]).
+
+    Passes over [B, V] are what this costs on CPU, so work that no row needs is skipped.
+    """
     logits = logits.float()
+    V = logits.shape[1]
+    logp = torch.log_softmax(logits, dim=-1)  # the unmodified distribution, for the returned log-prob
     greedy = temperature <= 0
-    scaled = logits / torch.where(greedy, 1.0, temperature).unsqueeze(1)
-    keep = truncation_mask(scaled, top_k, top_p, min_p)
-    cdf = torch.cumsum(torch.softmax(scaled.masked_fill(~keep, float("-inf")), dim=-1), dim=-1)
-    target = uniform(row_keys(seeds, sample_idx, steps)) * cdf[:, -1]
-    drawn = torch.searchsorted(cdf, target.unsqueeze(1)).squeeze(1).clamp_max(logits.shape[1] - 1)
-    tokens = torch.where(greedy, logits.argmax(dim=-1), drawn)
-    logprobs = torch.log_softmax(logits, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
-    return tokens, logprobs
+    if bool(greedy.all()):
+        tokens = logits.argmax(dim=-1)
+    else:
+        t = torch.where(greedy, 1.0, temperature)
+        truncate = bool((min_p > 0).any()) or bool((top_p < 1).any()) or bool(((top_k > 0) & (top_k < V)).any())
+        if not truncate and bool((t == 1).all()):
+            probs = logp.exp()
+        else:
+            scaled = logits / t.unsqueeze(1)
+            if truncate:
+                scaled = scaled.masked_fill(~truncation_mask(scaled, top_k, top_p, min_p), float("-inf"))
+            probs = torch.softmax(scaled, dim=-1)
+        cdf = torch.cumsum(probs, dim=-1)
+        target = uniform(row_keys(seeds, sample_idx, steps)) * cdf[:, -1]
+        tokens = torch.searchsorted(cdf, target.unsqueeze(1)).squeeze(1).clamp_max(V - 1)
+        if bool(greedy.any()):
+            tokens = torch.where(greedy, logits.argmax(dim=-1), tokens)
+    return tokens, logp.gather(1, tokens.unsqueeze(1)).squeeze(1)
 
 
 @triton.jit
@@ -118,12 +133,12 @@ def _scaled_chunk(ROW, offs, V, temp):
 @triton.jit
 def _kept_mass(ROW, V, temp, m, key_min, s_min, BLOCK_V: tl.constexpr):
     """sum of exp(s - m) over tokens with order key >= key_min and s >= s_min."""
-    total = tl.zeros([], tl.float32)
+    total = tl.zeros([BLOCK_V], tl.float32)  # per lane; reduced once, after the loop
     for start in range(0, V, BLOCK_V):
         offs = start + tl.arange(0, BLOCK_V)
         s, key = _scaled_chunk(ROW, offs, V, temp)
-        total += tl.sum(tl.where((key >= key_min) & (s >= s_min), tl.exp(s - m), 0.0), 0)
-    return total
+        total += tl.where((key >= key_min) & (s >= s_min), tl.exp(s - m), 0.0)
+    return tl.sum(total, 0)
 
 
 @triton.jit
@@ -138,7 +153,7 @@ def _threshold_key(ROW, V, temp, m, key_min, target, MASS: tl.constexpr, BLOCK: 
     j = tl.arange(0, NB)
     for _ in range(PASSES):
         t = lo + (j * (hi - lo)) // NB
-        g = tl.zeros([NB], tl.float32)
+        g = tl.zeros([BLOCK, NB], tl.float32)  # per lane; reduced once, after the loop
         for start in range(0, V, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             s, key = _scaled_chunk(ROW, offs, V, temp)
@@ -147,8 +162,8 @@ def _threshold_key(ROW, V, temp, m, key_min, target, MASS: tl.constexpr, BLOCK: 
             else:
                 w = tl.full([BLOCK], 1.0, tl.float32)
             w = tl.where((offs < V) & (key >= key_min), w, 0.0)
-            g += tl.sum(tl.where(key[:, None] > t[None, :], w[:, None], 0.0), 0)
-        c = tl.sum((g >= target).to(tl.int32), 0)  # G(t_j) >= target exactly for j < c
+            g += tl.where(key[:, None] > t[None, :], w[:, None], 0.0)
+        c = tl.sum((tl.sum(g, 0) >= target).to(tl.int32), 0)  # G(t_j) >= target exactly for j < c
         t_below = tl.sum(tl.where(j == c - 1, t, 0), 0)
         t_above = tl.where(c < NB, tl.sum(tl.where(j == c, t, 0), 0), hi)
         hi = tl.where(c == 0, lo, t_above)
@@ -162,8 +177,7 @@ def _sample_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, SEEDS, SAMPLE_IDX, 
     row = tl.program_id(0).to(tl.int64)
     ROW = LOGITS + row * stride_b
     temperature = tl.load(TEMPERATURE + row)
-    greedy = temperature <= 0.0
-    temp = tl.where(greedy, 1.0, temperature)
+    temp = tl.where(temperature > 0.0, temperature, 1.0)  # temperature 0: greedy
 
     # pass 1: max and sum of exp of the raw logits (log-prob, argmax) and of the scaled ones
     m_raw = tl.full([], float("-inf"), tl.float32)
@@ -185,7 +199,7 @@ def _sample_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, SEEDS, SAMPLE_IDX, 
         m = m_new
 
     x = argmax
-    if not greedy:
+    if temperature > 0.0:
         # truncation: kept = order key >= key_min (top-k, then top-p) and s >= s_min (min-p)
         top_k = tl.load(TOP_K + row)
         top_p = tl.load(TOP_P + row)

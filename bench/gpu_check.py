@@ -1,0 +1,396 @@
+"""One-call GPU check: everything the kernels promise, measured in one process on a lent GPU.
+
+1. correctness of every Triton kernel in bfloat16 and float16 against its torch reference;
+2. shared-prefix attention vs torch SDPA over KV replicated per sample (and flash-attn when it is
+   installed) at n in {16, 64, 256, 1024} samples and prefixes of {512, 2048, 8192} tokens;
+3. micro-benchmarks of RMSNorm, RoPE + KV write and sampling against their references;
+4. end-to-end tokens/s of our engine vs transformers `generate(num_return_sequences=n)` on a
+   random-weight model of Qwen2.5-1.5B's shape, and the decode step's fraction of the memory
+   roofline: minimum bytes a step must move / measured copy bandwidth / measured step time.
+
+Writes JSON (device, versions, every figure) to $OUT/gpu_check_<device>.json (or --out) and prints a
+short table last. Runs from the checkout with no installs:
+
+    PYTHONPATH=. python bench/gpu_check.py            # on the GPU machine, < 10 minutes
+    python bench/gpu_check.py --dry-run --out x.json  # CPU, Triton interpreter, tiny shapes, < 1 minute
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+if "--dry-run" in sys.argv:
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first `import triton`
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # our `kernels`, not a same-named installed package
+
+import torch  # noqa: E402
+
+import kernels  # noqa: E402
+from kernel_inputs import (QWEN_1_5B, attention_inputs, norm_inputs, replicated_kv, rope_inputs,  # noqa: E402
+                           sampling_inputs, sdpa_replicated)
+from kernels import attention, norm, rope, sampling  # noqa: E402
+
+QWEN2_5_1_5B = dict(  # config.json of Qwen/Qwen2.5-1.5B, weights random
+    model_type="qwen2", architectures=["Qwen2ForCausalLM"], vocab_size=151936, hidden_size=1536,
+    intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+    max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+    use_sliding_window=False, sliding_window=32768, max_window_layers=21, hidden_act="silu",
+    bos_token_id=151643, eos_token_id=151643)
+TINY = dict(QWEN2_5_1_5B, vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, bos_token_id=0,
+            eos_token_id=1)
+
+# (atol, rtol) per dtype: the kernels and the references differ by rounding only
+TOL = {torch.float32: (1e-4, 1e-4), torch.float16: (2e-3, 2e-3), torch.bfloat16: (2e-2, 2e-2)}
+
+
+class Setup:
+    """What a run measures: full sizes on CUDA, tiny ones for --dry-run on CPU."""
+
+    def __init__(self, dry: bool):
+        self.dry = dry
+        self.device = "cpu" if dry else "cuda"
+        self.dtypes = [torch.float32, torch.float16] if dry else [torch.bfloat16, torch.float16]
+        self.dtype = torch.float32 if dry else torch.bfloat16  # benchmarks and the end-to-end model
+        self.heads = dict(heads=4, kv_heads=2, head_dim=32) if dry else \
+            {k: QWEN_1_5B[k] for k in ("heads", "kv_heads", "head_dim")}
+        self.vocab = 1000 if dry else QWEN_1_5B["vocab"]
+        self.hidden = 64 if dry else QWEN_1_5B["hidden"]
+        self.check_rows = 9 if dry else 257  # rows of the norm / rope correctness checks
+        self.sample_rows = 16 if dry else 64  # rows of the sampling check, a multiple of its 8 settings
+        self.attention_n = [2, 3] if dry else [16, 64, 256, 1024]
+        self.attention_prefix = [17] if dry else [512, 2048, 8192]
+        self.attention_suffix = 5 if dry else 64
+        self.prefix_splits = [1, 4] if dry else [1, 2, 4, 8, 16]  # swept to tune the launcher's choice
+        self.micro_n = 4 if dry else 256
+        self.model = TINY if dry else QWEN2_5_1_5B
+        self.e2e_n = [2] if dry else [16, 64, 256]
+        self.prompt_tokens = 12 if dry else 512
+        self.new_tokens = 4 if dry else 128
+
+    def timer(self, fn) -> float:
+        """Median milliseconds per call."""
+        if self.dry:
+            fn()
+            times = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            return 1e3 * statistics.median(times)
+        import triton.testing
+        return triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median")
+
+
+def environment(setup: Setup) -> dict:
+    import transformers
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    try:
+        import flash_attn
+        flash = flash_attn.__version__
+    except ImportError:
+        flash = None
+    cuda = setup.device == "cuda"
+    return dict(device=torch.cuda.get_device_name() if cuda else f"cpu ({platform.processor() or platform.machine()})",
+                dry_run=setup.dry, machine=platform.node(), python=platform.python_version(),
+                torch=torch.__version__, cuda=torch.version.cuda if cuda else None, triton=triton_version,
+                transformers=transformers.__version__, flash_attn=flash,
+                triton_interpret=os.environ.get("TRITON_INTERPRET") == "1")
+
+
+# -- 1. correctness ---------------------------------------------------------------------------------
+
+def max_error(got, want) -> float:
+    return (got.float() - want.float()).abs().max().item() if got.numel() else 0.0
+
+
+def correctness(setup: Setup) -> list[dict]:
+    rows = []
+
+    def record(op, dtype, pairs, **extra):
+        """pairs: (kernel output, reference output); ok when |got - want| <= atol + rtol |want|."""
+        atol, rtol = TOL[dtype]
+        ok = all(torch.allclose(got.float(), want.float(), atol=atol, rtol=rtol) for got, want in pairs)
+        rows.append(dict(op=op, dtype=str(dtype).removeprefix("torch."), atol=atol, rtol=rtol, ok=ok,
+                         max_abs_error=max(max_error(got, want) for got, want in pairs), **extra))
+
+    dev, h = setup.device, setup.heads
+    for dtype in setup.dtypes:
+        # attention: ragged groups and splits forced both ways
+        a = attention_inputs(7, 33 if setup.dry else 1000, 9 if setup.dry else 130, groups=3, device=dev,
+                             dtype=dtype, **h)
+        a["suffix_lens"] = torch.randint(0, a["suffix_k"].shape[1] + 1, (7,)).to(a["suffix_lens"])
+        want = attention.shared_prefix_attention_ref(**a)
+        for splits in [(None, None), (3, 2)]:
+            got = attention.shared_prefix_attention_triton(**a, prefix_splits=splits[0], suffix_splits=splits[1])
+            record("shared_prefix_attention", dtype, [(got, want)], splits=list(splits))
+        # RMSNorm with and without the residual
+        x, weight, eps, residual = norm_inputs(setup.check_rows, setup.hidden, device=dev, dtype=dtype)
+        for res in (None, residual):
+            got, want = norm.rms_norm_triton(x, weight, eps, res), norm.rms_norm_ref(x, weight, eps, res)
+            record("rms_norm" + ("+residual" if res is not None else ""), dtype, list(zip(got, want)))
+        # RoPE + KV write: compare q and the written cache
+        args = rope_inputs(setup.check_rows, device=dev, dtype=dtype, cache_rows=300, **h)
+        k_cache, v_cache = args[5].clone(), args[6].clone()
+        got = rope.rope_write_kv_triton(*args[:5], k_cache, v_cache, args[7])
+        want = rope.rope_write_kv_ref(*args)
+        record("rope_write_kv", dtype, [(got, want), (k_cache, args[5]), (v_cache, args[6])])
+    # sampling: identical tokens where logits have no ties (float32); 16-bit logits tie, and where
+    # ties straddle a top-k / top-p boundary the reference keeps an arbitrary subset of them
+    # (torch.sort's order) while the kernel keeps them all, so there most tokens agree
+    for dtype in [torch.float32] + setup.dtypes:
+        n = setup.sample_rows
+        args = list(sampling_inputs(n, setup.vocab, device=dev, dtype=dtype))
+        params = [(0.0, 0, 1.0, 0.0), (1.0, 0, 1.0, 0.0), (0.8, 0, 0.95, 0.0), (1.0, 50, 1.0, 0.0),
+                  (0.7, 20, 0.9, 0.05), (1.2, 0, 1.0, 0.1), (1.0, 0, 0.5, 0.0), (0.6, 0, 0.99, 0.0)]
+        for i, column in enumerate(zip(*params)):
+            args[1 + i] = torch.tensor(column * (n // len(params)), device=dev, dtype=args[1 + i].dtype)
+        tokens, logprobs = sampling.sample_triton(*args)
+        want_tokens, want_logprobs = sampling.sample_ref(*args)
+        agree = (tokens == want_tokens).float().mean().item()
+        need = 0.98 if dtype == torch.float32 else 0.75
+        rows.append(dict(op="sample", dtype=str(dtype).removeprefix("torch."), token_agreement=agree,
+                         logprob_max_abs_error=max_error(logprobs, want_logprobs),
+                         ok=bool(agree >= need and max_error(logprobs, want_logprobs) <= 1e-3)))
+    return rows
+
+
+# -- 2. prefix attention vs replicated KV -----------------------------------------------------------
+
+def flash_attn_replicated():
+    try:
+        from flash_attn import flash_attn_func
+    except ImportError:
+        return None
+    return lambda q, k, v, scale: flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                  softmax_scale=scale)
+
+
+def attention_benchmark(setup: Setup) -> list[dict]:
+    rows, flash = [], flash_attn_replicated() if setup.device == "cuda" else None
+    for prefix in setup.attention_prefix:
+        for n in setup.attention_n:
+            a = attention_inputs(n, prefix, setup.attention_suffix, device=setup.device, dtype=setup.dtype,
+                                 **setup.heads)
+            ours = setup.timer(lambda: attention.shared_prefix_attention_triton(**a))
+            by_splits = {s: setup.timer(lambda: attention.shared_prefix_attention_triton(**a, prefix_splits=s))
+                         for s in setup.prefix_splits}
+            q, k, v = replicated_kv(a)
+            sdpa = setup.timer(lambda: sdpa_replicated(q, k, v, a["scale"]))
+            row = dict(n=n, prefix=prefix, suffix=setup.attention_suffix, ours_ms=ours, sdpa_replicated_ms=sdpa,
+                       speedup_vs_sdpa=sdpa / ours, ours_ms_by_prefix_splits=by_splits,
+                       replicated_kv_bytes=2 * k.numel() * k.element_size())
+            if flash is not None:
+                row["flash_attn_replicated_ms"] = setup.timer(lambda: flash(q, k, v, a["scale"]))
+                row["speedup_vs_flash_attn"] = row["flash_attn_replicated_ms"] / ours
+            rows.append(row)
+            del q, k, v, a
+            if setup.device == "cuda":
+                torch.cuda.empty_cache()
+    return rows
+
+
+# -- 3. micro-benchmarks ----------------------------------------------------------------------------
+
+def micro_benchmarks(setup: Setup) -> list[dict]:
+    n, dev, dt = setup.micro_n, setup.device, setup.dtype
+    cases = [
+        ("rms_norm+residual", norm, "rms_norm", norm_inputs(n, setup.hidden, device=dev, dtype=dt)),
+        ("rope_write_kv", rope, "rope_write_kv", rope_inputs(n, device=dev, dtype=dt, **setup.heads)),
+        ("sample T=1", sampling, "sample", sampling_inputs(n, setup.vocab, device=dev, dtype=dt, top_p=1.0)),
+        ("sample top_p=0.95", sampling, "sample", sampling_inputs(n, setup.vocab, device=dev, dtype=dt)),
+        ("sample top_k=50", sampling, "sample", sampling_inputs(n, setup.vocab, device=dev, dtype=dt, top_k=50,
+                                                                top_p=1.0)),
+    ]
+    rows = []
+    for name, module, fn, args in cases:
+        ours = setup.timer(lambda: getattr(module, f"{fn}_triton")(*args))
+        ref = setup.timer(lambda: getattr(module, f"{fn}_ref")(*args))
+        rows.append(dict(op=name, n=n, ours_ms=ours, torch_ref_ms=ref, speedup=ref / ours))
+    return rows
+
+
+# -- 4. end to end and the memory roofline ----------------------------------------------------------
+
+def copy_bandwidth(setup: Setup) -> float:
+    """Bytes per second of a large device-to-device copy (read + write)."""
+    numel = (1 << 20) if setup.dry else (1 << 29)  # 2 GiB of bfloat16 on the GPU
+    src = torch.empty(numel, dtype=torch.bfloat16, device=setup.device)
+    dst = torch.empty_like(src)
+    ms = setup.timer(lambda: dst.copy_(src))
+    return 2 * src.numel() * src.element_size() / (ms / 1e3)
+
+
+def make_checkpoint(setup: Setup, path: Path) -> int:
+    """Random weights of the configured shape saved with save_pretrained; returns parameter count."""
+    from throughput import make_tokenizer  # the lead's byte-level BPE (ids beyond it decode to nothing)
+    from transformers import AutoModelForCausalLM, Qwen2Config
+    make_tokenizer(512).save_pretrained(path)
+    torch.manual_seed(0)
+    with torch.device(setup.device):
+        model = AutoModelForCausalLM.from_config(Qwen2Config(**setup.model), dtype=setup.dtype)
+    model.save_pretrained(path)
+    count = sum(p.numel() for p in model.parameters())
+    del model
+    return count
+
+
+def decode_step_bytes(cfg: dict, dtype: torch.dtype, n: int, prompt: int, suffix: int) -> int:
+    """Minimum bytes one decode step of n samples of one prompt moves: every weight once (the
+    embedding table only as the tied LM head), the prompt's KV once, each sample's own KV, and the
+    logits written once and read once."""
+    h, inter, layers, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    kv = cfg["num_key_value_heads"] * (h // cfg["num_attention_heads"])
+    per_layer = h * (h + 2 * kv) + (h + 2 * kv) + h * h + 3 * h * inter + 2 * h  # qkv (+bias), o, mlp, norms
+    weights = layers * per_layer + h + vocab * h  # + final norm + LM head
+    kv_bytes = layers * 2 * kv * (prompt + n * suffix)
+    return (weights + kv_bytes + 2 * n * vocab) * torch.finfo(dtype).bits // 8
+
+
+def run_ours(sampler, setup: Setup, prompt_ids: list[int], n: int) -> dict:
+    from sampler import SamplingParams
+    engine = sampler.engine
+    params = SamplingParams(n=n, temperature=1.0, top_p=0.95, max_new_tokens=setup.new_tokens,
+                            ignore_eos=True, seed=0)
+    warm_up = engine.add_request(prompt_ids, params)  # compiles the kernels for exactly these shapes
+    for _ in range(3):
+        engine.step()
+    engine.abort_request(warm_up)
+    engine.stats.reset()
+    t0 = time.perf_counter()
+    engine.add_request(prompt_ids, params)
+    steps, done = [], 0
+    while engine.has_unfinished():
+        t = time.perf_counter()
+        done += len(engine.step())  # returns after the sampled tokens reached the host
+        steps.append(time.perf_counter() - t)
+    seconds = time.perf_counter() - t0
+    assert done == n
+    # the first step prefills and fans out; later ones are pure decode steps of all n samples
+    decode = steps[1:] or steps
+    return dict(seconds=seconds, tokens_per_s=n * setup.new_tokens / seconds,
+                decode_step_ms=1e3 * statistics.median(decode), stats=engine.stats.as_dict())
+
+
+def run_hf(model, setup: Setup, prompt_ids: list[int], n: int) -> dict:
+    ids = torch.tensor([prompt_ids], device=setup.device)
+
+    def generate(new_tokens):
+        with torch.inference_mode():
+            return model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0,
+                                  top_k=0, top_p=0.95, num_return_sequences=n, max_new_tokens=new_tokens,
+                                  min_new_tokens=new_tokens, pad_token_id=0)
+
+    generate(2)  # warm-up
+    t0 = time.perf_counter()
+    out = generate(setup.new_tokens)
+    seconds = time.perf_counter() - t0  # generate syncs: it checks stopping criteria on the host
+    assert out.shape == (n, len(prompt_ids) + setup.new_tokens)
+    return dict(seconds=seconds, tokens_per_s=n * setup.new_tokens / seconds)
+
+
+def end_to_end(setup: Setup) -> dict:
+    from sampler import Sampler
+    from transformers import AutoModelForCausalLM
+    bandwidth = copy_bandwidth(setup)
+    previous = kernels.get_backend()
+    kernels.set_backend("triton")  # on CUDA that is what "auto" picks; on CPU it runs the interpreter
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            params = make_checkpoint(setup, Path(d))
+            prompt_ids = torch.randint(2, 512, (setup.prompt_tokens,),
+                                       generator=torch.Generator().manual_seed(1)).tolist()
+            ours = Sampler.from_pretrained(d, device=setup.device, dtype=setup.dtype, max_batch_size=max(setup.e2e_n))
+            runs = {n: run_ours(ours, setup, prompt_ids, n) for n in setup.e2e_n}
+            del ours
+            hf = AutoModelForCausalLM.from_pretrained(d, dtype=setup.dtype).to(setup.device).eval()
+            for n in setup.e2e_n:
+                mine, theirs = runs[n], run_hf(hf, setup, prompt_ids, n)
+                # bytes at the median decode step: each sample is about half way through its generation
+                step_bytes = decode_step_bytes(setup.model, setup.dtype, n, setup.prompt_tokens,
+                                               setup.new_tokens // 2)
+                rows.append(dict(n=n, ours_tokens_per_s=mine["tokens_per_s"], hf_tokens_per_s=theirs["tokens_per_s"],
+                                 speedup_vs_hf=mine["tokens_per_s"] / theirs["tokens_per_s"],
+                                 ours_seconds=mine["seconds"], hf_seconds=theirs["seconds"],
+                                 decode_step_ms=mine["decode_step_ms"], decode_step_bytes=step_bytes,
+                                 roofline_fraction=step_bytes / bandwidth / (mine["decode_step_ms"] / 1e3),
+                                 ours_stats=mine["stats"]))
+            del hf
+    finally:
+        kernels.set_backend(previous)
+    return dict(model=dict(setup.model, parameters=params), dtype=str(setup.dtype).removeprefix("torch."),
+                prompt_tokens=setup.prompt_tokens, new_tokens=setup.new_tokens,
+                sampling=dict(temperature=1.0, top_p=0.95), copy_bandwidth_bytes_per_s=bandwidth, results=rows)
+
+
+# -- report -----------------------------------------------------------------------------------------
+
+def table(result: dict) -> str:
+    env = result["environment"]
+    lines = [f"gpu_check on {env['device']}: torch {env['torch']}, triton {env['triton']}, "
+             f"transformers {env['transformers']}" + (" [dry run]" if env["dry_run"] else "")]
+    bad = [r for r in result["correctness"] if not r["ok"]]
+    lines.append(f"correctness: {len(result['correctness']) - len(bad)}/{len(result['correctness'])} ok"
+                 + "".join(f"\n  FAILED {r}" for r in bad))
+    lines.append("prefix attention    n  prefix   ours ms   SDPA-replicated ms   speedup")
+    for r in result["attention"]:
+        lines.append(f"{'':16}{r['n']:5d}  {r['prefix']:6d}  {r['ours_ms']:8.3f}  "
+                     f"{r['sdpa_replicated_ms']:19.3f}  {r['speedup_vs_sdpa']:7.1f}x")
+    lines.append("micro (n={})       op   ours ms   torch ms   speedup".format(result["micro"][0]["n"]))
+    for r in result["micro"]:
+        lines.append(f"  {r['op']:>22}  {r['ours_ms']:8.3f}  {r['torch_ref_ms']:9.3f}  {r['speedup']:7.1f}x")
+    e2e = result["end_to_end"]
+    lines.append(f"end to end (prompt {e2e['prompt_tokens']}, {e2e['new_tokens']} new, copy "
+                 f"{e2e['copy_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s)   n   ours tok/s   HF tok/s   speedup   "
+                 f"step ms   roofline")
+    for r in e2e["results"]:
+        lines.append(f"{'':50}{r['n']:5d}  {r['ours_tokens_per_s']:11.0f}  {r['hf_tokens_per_s']:9.0f}  "
+                     f"{r['speedup_vs_hf']:7.2f}x  {r['decode_step_ms']:8.2f}  {100 * r['roofline_fraction']:7.1f}%")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dry-run", action="store_true", help="CPU, Triton interpreter, tiny shapes (< 1 minute)")
+    ap.add_argument("--out", default=None, help="JSON path (default $OUT/gpu_check_<device>.json)")
+    args = ap.parse_args(argv)
+    setup = Setup(args.dry_run)
+    if not setup.dry and not torch.cuda.is_available():
+        print("gpu_check: CUDA is not available; use --dry-run on a CPU machine", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    result = dict(command="python bench/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                  environment=environment(setup))
+    for name, part in [("correctness", correctness), ("attention", attention_benchmark),
+                       ("micro", micro_benchmarks), ("end_to_end", end_to_end)]:
+        t = time.perf_counter()
+        result[name] = part(setup)
+        print(f"[{time.perf_counter() - t0:6.1f}s] {name} done in {time.perf_counter() - t:.1f}s", flush=True)
+    result["seconds"] = time.perf_counter() - t0
+    slug = re.sub(r"[^a-z0-9]+", "-", result["environment"]["device"].lower()).strip("-")
+    out = Path(args.out) if args.out else Path(os.environ.get("OUT", ".")) / f"gpu_check_{slug}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    print(table(result))
+    return 0 if all(r["ok"] for r in result["correctness"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""Decode-step inputs for the kernel benchmarks and the GPU check, in the engine's layouts.
+
+Default head shape is Qwen2.5-1.5B's (12 query heads, 2 KV heads, head_dim 128, hidden 1536,
+vocab 151936): n samples of `groups` prompts, each sample `suffix` tokens into its generation.
+"""
+from __future__ import annotations
+
+import torch
+
+QWEN_1_5B = dict(heads=12, kv_heads=2, head_dim=128, hidden=1536, vocab=151936)
+
+
+def attention_inputs(n: int, prefix: int, suffix: int, *, groups: int = 1, heads: int = 12, kv_heads: int = 2,
+                     head_dim: int = 128, device="cpu", dtype=torch.float32, seed: int = 0) -> dict:
+    """Keyword arguments of `shared_prefix_attention`: n rows split evenly over `groups` prompts of
+    `prefix` tokens each, every row with `suffix` tokens of its own."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    randn = lambda *shape: torch.randn(*shape, generator=g).to(device=device, dtype=dtype)  # noqa: E731
+    per_group = [n // groups + (i < n % groups) for i in range(groups)]
+    i32 = dict(device=device, dtype=torch.int32)
+    return dict(
+        q=randn(n, heads, head_dim), prefix_k=randn(groups * prefix, kv_heads, head_dim),
+        prefix_v=randn(groups * prefix, kv_heads, head_dim),
+        row_ptr=torch.tensor([0] + per_group).cumsum(0).to(**i32),
+        prefix_start=torch.arange(groups, **i32) * prefix, prefix_len=torch.full((groups,), prefix, **i32),
+        suffix_k=randn(n, max(suffix, 1), kv_heads, head_dim), suffix_v=randn(n, max(suffix, 1), kv_heads, head_dim),
+        slot_ids=torch.arange(n, **i32), suffix_lens=torch.full((n,), suffix, **i32), scale=head_dim ** -0.5)
+
+
+def replicated_kv(a: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What an engine without prefix sharing holds: every row's own copy of [prefix; suffix] KV,
+    as SDPA inputs q [B, H, 1, D], k/v [B, Hkv, L, D]. Needs equal suffix lengths."""
+    suffix = int(a["suffix_lens"][0])
+    rows = []
+    for g in range(len(a["prefix_len"])):
+        start, length = int(a["prefix_start"][g]), int(a["prefix_len"][g])
+        count = int(a["row_ptr"][g + 1] - a["row_ptr"][g])
+        rows += [(start, length)] * count
+    k = torch.stack([torch.cat([a["prefix_k"][s:s + n], a["suffix_k"][int(a["slot_ids"][b]), :suffix]])
+                     for b, (s, n) in enumerate(rows)])
+    v = torch.stack([torch.cat([a["prefix_v"][s:s + n], a["suffix_v"][int(a["slot_ids"][b]), :suffix]])
+                     for b, (s, n) in enumerate(rows)])
+    return a["q"].unsqueeze(2), k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
+
+
+def sdpa_replicated(q, k, v, scale):
+    """Decode attention over replicated KV with torch SDPA (GQA without copying K/V)."""
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=True)
+
+
+def sampling_inputs(n: int, vocab: int, *, device="cpu", dtype=torch.float32, seed: int = 0,
+                    temperature: float = 1.0, top_k: int = 0, top_p: float = 0.95, min_p: float = 0.0) -> tuple:
+    """Positional arguments of `sample`: logits scaled like a trained model's (a few peaked rows)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    logits = (torch.randn(n, vocab, generator=g) * 3).to(device=device, dtype=dtype)
+    full = lambda value, dt: torch.full((n,), value, device=device, dtype=dt)  # noqa: E731
+    return (logits, full(temperature, torch.float32), full(top_k, torch.int32), full(top_p, torch.float32),
+            full(min_p, torch.float32), full(seed, torch.int64), torch.arange(n, device=device),
+            full(7, torch.int64))
+
+
+def norm_inputs(n: int, hidden: int, *, device="cpu", dtype=torch.float32, seed: int = 0) -> tuple:
+    """Positional arguments of `rms_norm` with a residual."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    x, residual = (torch.randn(2, n, hidden, generator=g) * 2).to(device=device, dtype=dtype)
+    weight = (torch.rand(hidden, generator=g) + 0.5).to(device=device, dtype=dtype)
+    return x, weight, 1e-6, residual
+
+
+def rope_inputs(n: int, *, heads: int = 12, kv_heads: int = 2, head_dim: int = 128, cache_rows: int = 4096,
+                device="cpu", dtype=torch.float32, seed: int = 0) -> tuple:
+    """Positional arguments of `rope_write_kv`: q/k/v split from one fused projection, as the model
+    passes them, written to scattered rows of a flat cache."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    qkv = torch.randn(n, (heads + 2 * kv_heads) * head_dim, generator=g).to(device=device, dtype=dtype)
+    q, k, v = qkv.split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
+    inv_freq = 1.0 / 1e6 ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    freqs = torch.randint(0, 8192, (n, 1), generator=g).float() * inv_freq
+    emb = torch.cat([freqs, freqs], dim=-1).to(device)
+    k_cache = torch.zeros(max(cache_rows, n), kv_heads, head_dim, device=device, dtype=dtype)
+    rows = torch.randperm(max(cache_rows, n), generator=g)[:n].to(device)
+    return (q.view(n, heads, head_dim), k.view(n, kv_heads, head_dim), v.view(n, kv_heads, head_dim),
+            emb.cos(), emb.sin(), k_cache, torch.zeros_like(k_cache), rows)

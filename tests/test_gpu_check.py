@@ -1,0 +1,25 @@
+"""bench/gpu_check.py runs end to end in its CPU dry mode (Triton interpreter, tiny shapes), so the
+one-call GPU check cannot rot between the sessions that have a GPU."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dry_run_writes_json_and_table(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run", "--out", str(out)],
+                         cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["environment"]["dry_run"] and result["environment"]["triton_interpret"]
+    assert result["correctness"] and all(r["ok"] for r in result["correctness"])
+    assert {r["op"] for r in result["correctness"]} >= {"shared_prefix_attention", "rms_norm+residual",
+                                                      "rope_write_kv", "sample"}
+    assert result["attention"] and all(r["ours_ms"] > 0 for r in result["attention"])
+    assert [r["n"] for r in result["end_to_end"]["results"]] == [2]
+    assert run.stdout.strip().splitlines()[-1].strip().startswith("2 ")  # the table comes last
