@@ -32,6 +32,11 @@ class Sampler:
         return cls(model, tokenizer, hf_config, path, _eos_token_ids(path, hf_config, tokenizer), max_batch_size)
 
     @property
+    def max_context(self) -> int:
+        """Prompt + generated tokens the model attends over exactly."""
+        return self.model.cfg.max_context
+
+    @property
     def stats(self) -> GenerationStats:
         return self.engine.stats
 
@@ -71,7 +76,7 @@ class Sampler:
         return self.score_ids(self.encode(prompt), ids)
 
     def score_ids(self, prompt_ids: list[int], completions: list[list[int]]) -> list[list[float]]:
-        limit = self.model.cfg.max_context
+        limit = self.max_context
         longest = max((len(c) for c in completions), default=0)
         if len(prompt_ids) + longest > limit:
             raise InvalidInput(f"prompt + completion ({len(prompt_ids) + longest} tokens) exceeds the "

@@ -1,0 +1,428 @@
+"""The OpenAI-compatible server under a real HTTP client on loopback.
+
+A fake engine makes concurrency, disconnects and failures deterministic (it can hold every request
+in flight until the test lets go); the tiny random checkpoint checks the real path end to end.
+"""
+import logging
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import httpx
+import pytest
+import uvicorn
+
+from sampler import Completion, InvalidInput, Sampler
+from sampler.integrations.openai_api import Limits
+from sampler.serve import build_app
+
+WAIT_SECONDS = 60  # upper bound for a condition the test waits for, not a timing assertion
+
+
+@contextmanager
+def serving(sampler, limits=Limits(), model_id="tiny"):
+    """The app under uvicorn in a thread, on a free loopback port; stopped on exit."""
+    app = build_app(sampler, model_id, limits)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                           timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started or not thread.is_alive())
+    assert server.started, "the server did not start"
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(WAIT_SECONDS)
+        sock.close()
+    assert not thread.is_alive()
+
+
+def wait_until(condition):
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+# ---------------------------------------------------------------- fake engine
+
+
+class FakeTokenizer:
+    def decode(self, ids, **kwargs):
+        return "".join(chr(ord("a") + t % 26) for t in ids)
+
+
+class FakeEngine:
+    """Each sample finishes after max_new_tokens steps, while `release` is set. Its text encodes
+    the prompt, seed and sample index, so the test can check what reached the engine."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.reset()
+
+    def reset(self):
+        """Forget everything between tests (the server, and this engine, live for the module)."""
+        assert not getattr(self, "requests", None), "a test left requests in flight"
+        self.requests, self.added, self.aborted = {}, [], []
+        self.release.set()
+        self.fail_next_step = False
+        self.seconds_per_step, self.samples_per_step = 0.001, None  # None: all n at once
+        self.peak_in_flight = 0
+        self._next_id = 0
+
+    def add_request(self, prompt_ids, params):
+        if len(prompt_ids) + params.max_new_tokens > 64:
+            raise InvalidInput("prompt + max_new_tokens exceeds the model's context of 64 tokens")
+        rid, self._next_id = self._next_id, self._next_id + 1
+        self.requests[rid] = [list(prompt_ids), params, 0]
+        self.added.append((list(prompt_ids), params))
+        return rid
+
+    def abort_request(self, rid):
+        self.aborted.append(rid)
+        self.requests.pop(rid, None)
+
+    def has_unfinished(self):
+        return bool(self.requests)
+
+    def step(self):
+        time.sleep(self.seconds_per_step)
+        self.peak_in_flight = max(self.peak_in_flight, len(self.requests))
+        if self.fail_next_step:
+            self.fail_next_step = False
+            raise RuntimeError("injected engine failure")
+        if not self.release.is_set():
+            return []
+        finished = []
+        for rid, request in list(self.requests.items()):
+            prompt_ids, params, steps = request
+            request[2] = steps + 1
+            if request[2] < params.max_new_tokens:
+                continue
+            first = request[2] - params.max_new_tokens
+            count = params.n if self.samples_per_step is None else self.samples_per_step
+            for i in range(first * count, min((first + 1) * count, params.n)):
+                tokens = ([params.seed or 0, i] + [0] * params.max_new_tokens)[:params.max_new_tokens]
+                finished.append((rid, Completion(i, f"{prompt_ids}|{params.seed}|{i}", tokens, -1.0,
+                                                 "eos" if i % 2 else "length", [-0.5] * len(tokens))))
+            if (first + 1) * count >= params.n:
+                del self.requests[rid]
+        return finished
+
+
+class FakeSampler:
+    def __init__(self):
+        self.engine = FakeEngine()
+        self.tokenizer = FakeTokenizer()
+        self.config = SimpleNamespace(vocab_size=100)
+        self.max_context = 64
+
+    def encode(self, prompt):
+        if prompt == "crash":
+            raise RuntimeError("injected tokenizer failure")
+        if not prompt:
+            raise InvalidInput("prompt is empty: it must encode to at least one token")
+        return [ord(c) % 100 for c in prompt]
+
+
+@pytest.fixture(scope="module")
+def fake_server():
+    sampler = FakeSampler()
+    with serving(sampler, Limits(max_n=8, max_tokens=32, max_prompts=3, max_body_bytes=2048)) as url:
+        with httpx.Client(base_url=url, timeout=WAIT_SECONDS) as client:
+            yield sampler.engine, client
+
+
+@pytest.fixture
+def fake(fake_server):
+    engine, _ = fake_server
+    engine.reset()
+    yield fake_server
+    engine.release.set()
+
+
+def test_health_and_models(fake):
+    _, client = fake
+    assert client.get("/health").json() == {"status": "ok"}
+    models = client.get("/v1/models").json()
+    assert models["object"] == "list"
+    assert [(m["id"], m["object"], m["max_model_len"]) for m in models["data"]] == [("tiny", "model", 64)]
+
+
+def test_completion_schema_and_what_reaches_the_engine(fake):
+    engine, client = fake
+    r = client.post("/v1/completions", json={
+        "model": "tiny", "prompt": "ab", "n": 3, "max_tokens": 4, "temperature": 0.5, "top_p": 0.9,
+        "top_k": -1, "min_p": 0.1, "stop": "\n", "seed": 5, "logprobs": 1, "user": "me"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "text_completion" and body["model"] == "tiny"
+    assert body["id"].startswith("cmpl-") and isinstance(body["created"], int)
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    assert [c["text"] for c in body["choices"]] == [f"[97, 98]|5|{i}" for i in range(3)]
+    assert [c["finish_reason"] for c in body["choices"]] == ["length", "stop", "length"]  # eos -> stop
+    logprobs = body["choices"][1]["logprobs"]
+    assert logprobs["tokens"] == ["f", "b", "a", "a"] and logprobs["token_logprobs"] == [-0.5] * 4
+    assert logprobs["text_offset"] == [0, 1, 2, 3] and logprobs["top_logprobs"] is None
+    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 12, "total_tokens": 14}
+    # one engine request for the prompt, carrying all n samples
+    [(prompt_ids, params)] = engine.added
+    assert prompt_ids == [97, 98]
+    assert (params.n, params.max_new_tokens, params.temperature, params.top_p, params.top_k,
+            params.min_p, params.stop, params.seed) == (3, 4, 0.5, 0.9, 0, 0.1, ["\n"], 5)
+
+
+def test_prompt_list_is_one_engine_request_per_prompt(fake):
+    engine, client = fake
+    body = client.post("/v1/completions", json={"prompt": ["ab", "c"], "n": 2, "max_tokens": 3}).json()
+    assert [(ids, p.n) for ids, p in engine.added] == [([97, 98], 2), ([99], 2)]
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
+    assert [c["text"].split("|")[0] for c in body["choices"]] == ["[97, 98]"] * 2 + ["[99]"] * 2
+    assert body["usage"]["prompt_tokens"] == 3 and all(c["logprobs"] is None for c in body["choices"])
+    tokens = client.post("/v1/completions", json={"prompt": [[5, 6], [7]], "max_tokens": 2}).json()
+    assert [c["text"].split("|")[0] for c in tokens["choices"]] == ["[5, 6]", "[7]"]
+
+
+BAD_REQUESTS = [
+    # (body, status, param)
+    ({"prompt": "a", "n": 0}, 400, "n"),
+    ({"prompt": "a", "n": 9}, 400, "n"),  # above --max-n
+    ({"prompt": "a", "n": True}, 400, "n"),
+    ({"prompt": "a", "n": 2.0}, 400, "n"),
+    ({"prompt": "a", "n": "2"}, 400, "n"),
+    ({"prompt": "a", "max_tokens": 0}, 400, "max_tokens"),
+    ({"prompt": "a", "max_tokens": 33}, 400, "max_tokens"),  # above --max-tokens
+    ({"prompt": "a", "temperature": -0.1}, 400, "temperature"),
+    ({"prompt": "a", "temperature": 2.5}, 400, "temperature"),
+    ({"prompt": "a", "temperature": "hot"}, 400, "temperature"),
+    ({"prompt": "a", "top_p": 0}, 400, "top_p"),
+    ({"prompt": "a", "top_p": 1.5}, 400, "top_p"),
+    ({"prompt": "a", "top_k": -2}, 400, "top_k"),
+    ({"prompt": "a", "top_k": 1.5}, 400, "top_k"),
+    ({"prompt": "a", "min_p": 1}, 400, "min_p"),
+    ({"prompt": "a", "stop": ""}, 400, "stop"),
+    ({"prompt": "a", "stop": ["x", ""]}, 400, "stop"),
+    ({"prompt": "a", "stop": ["s"] * 17}, 400, "stop"),
+    ({"prompt": "a", "stop": 5}, 400, "stop"),
+    ({"prompt": "a", "seed": -1}, 400, "seed"),
+    ({"prompt": "a", "seed": 2**63}, 400, "seed"),
+    ({"prompt": "a", "seed": "1"}, 400, "seed"),
+    ({"prompt": "a", "logprobs": 6}, 400, "logprobs"),
+    ({"prompt": "a", "logprobs": -1}, 400, "logprobs"),
+    ({"prompt": "a", "ignore_eos": "yes"}, 400, "ignore_eos"),
+    ({"prompt": "a", "echo": True}, 400, "echo"),
+    ({"prompt": "a", "stream": True}, 400, "stream"),
+    ({"prompt": "a", "user": 5}, 400, "user"),
+    ({"prompt": "a", "best_of": 2}, 400, "best_of"),  # unknown field
+    ({"n": 1}, 400, "prompt"),  # missing prompt
+    ({"prompt": []}, 400, "prompt"),
+    ({"prompt": 5}, 400, "prompt"),
+    ({"prompt": ["a", [1]]}, 400, "prompt"),  # mixed
+    ({"prompt": [[]]}, 400, "prompt"),
+    ({"prompt": [-1]}, 400, "prompt"),
+    ({"prompt": [True]}, 400, "prompt"),
+    ({"prompt": ["a", "b", "c", "d"]}, 400, "prompt"),  # above max_prompts
+    ({"prompt": [100]}, 400, "prompt"),  # outside the vocabulary (checked by the engine loop)
+    ({"prompt": "a", "model": "other"}, 404, "model"),
+    ({"prompt": ""}, 400, None),  # the sampler's own check: encodes to nothing
+    ({"prompt": "a" * 40, "max_tokens": 30}, 400, None),  # the engine's check: exceeds the context
+]
+
+
+@pytest.mark.parametrize("body,status,param", BAD_REQUESTS, ids=lambda x: None)
+def test_every_bad_field_is_a_4xx_json_error(fake, body, status, param):
+    engine, client = fake
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and error["code"] == status and error["message"]
+    assert engine.requests == {}  # nothing was left running
+    assert client.get("/health").status_code == 200
+
+
+def test_malformed_bodies_and_routes(fake):
+    engine, client = fake
+    cases = [
+        (client.post("/v1/completions", content=b"{not json"), 400),
+        (client.post("/v1/completions", content=b"\xff\xfe"), 400),
+        (client.post("/v1/completions", json=["a"]), 400),
+        (client.post("/v1/completions", json={"prompt": "a" * 3000}), 413),  # declared length
+        (client.post("/v1/completions", content=(b"x" * 1024 for _ in range(3))), 413),  # chunked
+        (client.get("/v1/completions"), 405),
+        (client.post("/v1/chat/completions", json={}), 404),
+    ]
+    for response, status in cases:
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["message"]
+    assert engine.added == []
+
+
+def test_concurrent_requests_are_in_the_engine_together(fake):
+    engine, client = fake
+    engine.release.clear()
+    results = [None] * 4
+
+    def send(i):
+        results[i] = client.post("/v1/completions", json={"prompt": "abcd"[i], "n": 2, "max_tokens": 2,
+                                                          "seed": i})
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(engine.requests) == 4)  # all four held in flight at once
+    engine.release.set()
+    for t in threads:
+        t.join(WAIT_SECONDS)
+    assert engine.peak_in_flight == 4
+    for i, r in enumerate(results):
+        assert r.status_code == 200
+        prompt_ids = [ord("abcd"[i]) % 100]
+        assert [c["text"] for c in r.json()["choices"]] == [f"{prompt_ids}|{i}|{j}" for j in range(2)]
+
+
+def test_client_disconnect_aborts_its_samples(fake):
+    engine, client = fake
+    engine.release.clear()
+    with pytest.raises(httpx.ReadTimeout):
+        client.post("/v1/completions", json={"prompt": "a", "n": 4, "max_tokens": 8}, timeout=0.5)
+    wait_until(lambda: engine.aborted == [0])
+    assert engine.requests == {}
+    engine.release.set()
+    assert client.post("/v1/completions", json={"prompt": "b"}).status_code == 200
+
+
+def test_disconnect_is_noticed_while_samples_keep_arriving(fake):
+    engine, client = fake
+    engine.seconds_per_step, engine.samples_per_step = 0.2, 1  # a sample every 0.2 s for 1.6 s
+    with pytest.raises(httpx.ReadTimeout):
+        client.post("/v1/completions", json={"prompt": "a", "n": 8, "max_tokens": 1}, timeout=0.3)
+    wait_until(lambda: engine.aborted == [0])
+    assert engine.requests == {}
+
+
+def test_engine_failure_is_a_500_and_the_server_keeps_serving(fake):
+    engine, client = fake
+    engine.fail_next_step = True
+    r = client.post("/v1/completions", json={"prompt": "a", "n": 2, "max_tokens": 2})
+    assert r.status_code == 500 and "internal error" in r.json()["error"]["message"]
+    assert engine.aborted == [0]
+    assert client.post("/v1/completions", json={"prompt": "a"}).status_code == 200
+    r = client.post("/v1/completions", json={"prompt": ["b", "crash"]})  # fails while being added
+    assert r.status_code == 500
+    assert client.post("/v1/completions", json={"prompt": "a"}).status_code == 200
+    wait_until(lambda: not engine.requests)  # "b" was aborted or had finished
+
+
+def test_one_log_line_per_request(fake, caplog):
+    _, client = fake
+    with caplog.at_level(logging.INFO, logger="sampler.serve"):
+        client.post("/v1/completions", json={"prompt": "a", "n": 2, "max_tokens": 2})
+        client.post("/v1/completions", json={"prompt": "a", "n": 0})
+        client.get("/health")
+        wait_until(lambda: len(caplog.records) >= 3)
+    lines = sorted(r.getMessage().split(" ", 1)[1] for r in caplog.records if r.name == "sampler.serve")
+    assert len(lines) == 3
+    assert lines[0].startswith('"GET /health" 200')
+    assert lines[1].startswith('"POST /v1/completions" 200') and "n=2" in lines[1]
+    assert "completion_tokens=4" in lines[1]
+    assert lines[2].startswith('"POST /v1/completions" 400')
+
+
+# ---------------------------------------------------------------- real tiny checkpoint
+
+
+@pytest.fixture(scope="module")
+def real(tiny_llama):
+    sampler = Sampler.from_pretrained(str(tiny_llama), max_batch_size=16)
+    with serving(sampler, Limits(max_n=16, max_tokens=200)) as url:
+        with httpx.Client(base_url=url, timeout=WAIT_SECONDS * 5) as client:
+            yield sampler, client
+
+
+PROMPT = "def add(a, b):\n    return"
+
+
+def complete(client, **body):
+    r = client.post("/v1/completions", json={"prompt": PROMPT, **body})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_real_n_samples_usage_and_seeds(real):
+    sampler, client = real
+    body = complete(client, n=4, max_tokens=6, temperature=1.0, seed=3, logprobs=0)
+    choices = body["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2, 3]
+    assert all(c["finish_reason"] in ("stop", "length") for c in choices)
+    assert all(len(c["logprobs"]["token_logprobs"]) == len(c["logprobs"]["tokens"]) <= 6 for c in choices)
+    assert body["usage"]["prompt_tokens"] == len(sampler.encode(PROMPT))
+    assert body["usage"]["completion_tokens"] == sum(len(c["logprobs"]["tokens"]) for c in choices)
+    assert len({c["text"] for c in choices}) > 1
+    assert complete(client, n=4, max_tokens=6, temperature=1.0, seed=3, logprobs=0)["choices"] == choices
+    other = complete(client, n=4, max_tokens=6, temperature=1.0, seed=4)["choices"]
+    assert [c["text"] for c in other] != [c["text"] for c in choices]
+
+
+def test_real_stop_strings_are_honoured(real):
+    sampler, client = real
+    request = dict(n=8, max_tokens=12, temperature=1.0, seed=11, ignore_eos=True, logprobs=0)
+    full = complete(client, **request)["choices"]
+    # a stop string: a clean generated token, past the first, in text that decodes cleanly up to it
+    stop, index = next((token, c["index"]) for c in full
+                       for k, token in enumerate(c["logprobs"]["tokens"][1:], start=1)
+                       if token.strip() and token in c["text"]
+                       and "\ufffd" not in "".join(c["logprobs"]["tokens"][:k + 1]))
+    stopped = complete(client, **request, stop=[stop])["choices"]
+    expected = full[index]["text"][:full[index]["text"].index(stop)]
+    assert stopped[index]["text"] == expected and stopped[index]["finish_reason"] == "stop"
+    assert all(stop not in c["text"] for c in stopped)
+
+
+def test_real_concurrent_requests_match_requests_made_alone(real):
+    _, client = real
+    bodies = [dict(prompt=p, n=3, max_tokens=5, seed=i) for i, p in enumerate(["x = 1", "for i in", "class"])]
+    alone = [client.post("/v1/completions", json=b).json()["choices"] for b in bodies]
+    together = [None] * len(bodies)
+
+    def send(i):
+        together[i] = client.post("/v1/completions", json=bodies[i]).json()["choices"]
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT_SECONDS * 5)
+    assert together == alone
+
+
+def test_real_disconnect_frees_the_engine(real):
+    sampler, client = real
+    with pytest.raises(httpx.ReadTimeout):
+        client.post("/v1/completions", json={"prompt": PROMPT, "n": 16, "max_tokens": 200,
+                                             "ignore_eos": True}, timeout=0.5)
+    wait_until(lambda: not sampler.engine.has_unfinished())
+    assert not sampler.engine.pool.ranges  # its prefix KV was released
+    assert complete(client, max_tokens=2)["choices"][0]["index"] == 0
+
+
+def test_real_bad_input_from_the_engine(real):
+    _, client = real
+    r = client.post("/v1/completions", json={"prompt": "x" * 300, "max_tokens": 8})
+    assert r.status_code == 400 and "context" in r.json()["error"]["message"]
+    r = client.post("/v1/completions", json={"prompt": [[1, 2, 10**6]]})
+    assert r.status_code == 400 and "vocabulary" in r.json()["error"]["message"]
+
+
+def test_cli_defaults_to_loopback_and_checks_its_bounds(capsys):
+    from sampler.cli import build_parser, main
+
+    args = build_parser().parse_args(["serve", "--model", "m"])
+    assert (args.host, args.port) == ("127.0.0.1", 8000)
+    assert main(["serve", "--model", "m", "--port", "70000"]) == 2
+    assert main(["serve", "--model", "m", "--max-n", "0"]) == 2
+    assert "--max-n=0 is invalid" in capsys.readouterr().err
