@@ -37,6 +37,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # our `kernels`, not a same-nam
 import torch  # noqa: E402
 
 import kernels  # noqa: E402
+from e2e import make_tokenizer, run_hf, run_ours  # noqa: E402
 from kernel_inputs import (QWEN_1_5B, attention_inputs, norm_inputs, replicated_kv, rope_inputs,  # noqa: E402
                            sampling_inputs, sdpa_replicated)
 from kernels import attention, norm, rope, sampling  # noqa: E402
@@ -50,6 +51,8 @@ QWEN2_5_1_5B = dict(  # config.json of Qwen/Qwen2.5-1.5B, weights random
 TINY = dict(QWEN2_5_1_5B, vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, bos_token_id=0,
             eos_token_id=1)
+
+TOP_P = 0.95  # end to end: exercises the sampling kernel's truncation path
 
 # (atol, rtol) per dtype: the kernels and the references differ by rounding only
 TOL = {torch.float32: (1e-4, 1e-4), torch.float16: (2e-3, 2e-3), torch.bfloat16: (2e-2, 2e-2)}
@@ -238,7 +241,6 @@ def copy_bandwidth(setup: Setup) -> float:
 
 def make_checkpoint(setup: Setup, path: Path) -> int:
     """Random weights of the configured shape saved with save_pretrained; returns parameter count."""
-    from throughput import make_tokenizer  # the lead's byte-level BPE (ids beyond it decode to nothing)
     from transformers import AutoModelForCausalLM, Qwen2Config
     make_tokenizer(512).save_pretrained(path)
     torch.manual_seed(0)
@@ -262,48 +264,6 @@ def decode_step_bytes(cfg: dict, dtype: torch.dtype, n: int, prompt: int, suffix
     return (weights + kv_bytes + 2 * n * vocab) * torch.finfo(dtype).bits // 8
 
 
-def run_ours(sampler, setup: Setup, prompt_ids: list[int], n: int) -> dict:
-    from sampler import SamplingParams
-    engine = sampler.engine
-    params = SamplingParams(n=n, temperature=1.0, top_p=0.95, max_new_tokens=setup.new_tokens,
-                            ignore_eos=True, seed=0)
-    warm_up = engine.add_request(prompt_ids, params)  # compiles the kernels for exactly these shapes
-    for _ in range(3):
-        engine.step()
-    engine.abort_request(warm_up)
-    engine.stats.reset()
-    t0 = time.perf_counter()
-    engine.add_request(prompt_ids, params)
-    steps, done = [], 0
-    while engine.has_unfinished():
-        t = time.perf_counter()
-        done += len(engine.step())  # returns after the sampled tokens reached the host
-        steps.append(time.perf_counter() - t)
-    seconds = time.perf_counter() - t0
-    assert done == n
-    # the first step prefills and fans out; later ones are pure decode steps of all n samples
-    decode = steps[1:] or steps
-    return dict(seconds=seconds, tokens_per_s=n * setup.new_tokens / seconds,
-                decode_step_ms=1e3 * statistics.median(decode), stats=engine.stats.as_dict())
-
-
-def run_hf(model, setup: Setup, prompt_ids: list[int], n: int) -> dict:
-    ids = torch.tensor([prompt_ids], device=setup.device)
-
-    def generate(new_tokens):
-        with torch.inference_mode():
-            return model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0,
-                                  top_k=0, top_p=0.95, num_return_sequences=n, max_new_tokens=new_tokens,
-                                  min_new_tokens=new_tokens, pad_token_id=0)
-
-    generate(2)  # warm-up
-    t0 = time.perf_counter()
-    out = generate(setup.new_tokens)
-    seconds = time.perf_counter() - t0  # generate syncs: it checks stopping criteria on the host
-    assert out.shape == (n, len(prompt_ids) + setup.new_tokens)
-    return dict(seconds=seconds, tokens_per_s=n * setup.new_tokens / seconds)
-
-
 def end_to_end(setup: Setup) -> dict:
     from sampler import Sampler
     from transformers import AutoModelForCausalLM
@@ -317,11 +277,11 @@ def end_to_end(setup: Setup) -> dict:
             prompt_ids = torch.randint(2, 512, (setup.prompt_tokens,),
                                        generator=torch.Generator().manual_seed(1)).tolist()
             ours = Sampler.from_pretrained(d, device=setup.device, dtype=setup.dtype, max_batch_size=max(setup.e2e_n))
-            runs = {n: run_ours(ours, setup, prompt_ids, n) for n in setup.e2e_n}
+            runs = {n: run_ours(ours, prompt_ids, n, setup.new_tokens, TOP_P) for n in setup.e2e_n}
             del ours
             hf = AutoModelForCausalLM.from_pretrained(d, dtype=setup.dtype).to(setup.device).eval()
             for n in setup.e2e_n:
-                mine, theirs = runs[n], run_hf(hf, setup, prompt_ids, n)
+                mine, theirs = runs[n], run_hf(hf, prompt_ids, n, setup.new_tokens, TOP_P)
                 # bytes at the median decode step: each sample is about half way through its generation
                 step_bytes = decode_step_bytes(setup.model, setup.dtype, n, setup.prompt_tokens,
                                                setup.new_tokens // 2)
@@ -336,7 +296,7 @@ def end_to_end(setup: Setup) -> dict:
         kernels.set_backend(previous)
     return dict(model=dict(setup.model, parameters=params), dtype=str(setup.dtype).removeprefix("torch."),
                 prompt_tokens=setup.prompt_tokens, new_tokens=setup.new_tokens,
-                sampling=dict(temperature=1.0, top_p=0.95), copy_bandwidth_bytes_per_s=bandwidth, results=rows)
+                sampling=dict(temperature=1.0, top_p=TOP_P), copy_bandwidth_bytes_per_s=bandwidth, results=rows)
 
 
 # -- report -----------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ def _bench(args) -> int:
     if not script.is_file():
         raise InvalidInput(f"{script} not found: `bench` runs from a source checkout of budget-sampler")
     sys.argv = [str(script), *args.bench_args]
+    sys.path.insert(0, str(script.parent))
     runpy.run_path(str(script), run_name="__main__")
     return 0
 
