@@ -48,18 +48,22 @@ class Sampler:
             raise InvalidInput("prompt is empty: it must encode to at least one token")
         return ids
 
-    def stream(self, prompts: Sequence[str], params: SamplingParams) -> "SampleStream":
-        return SampleStream(self.engine, [self.encode(p) for p in _check_prompts(prompts)], params)
+    def stream(self, prompts: Sequence[str], params: SamplingParams | Sequence[SamplingParams]) \
+            -> "SampleStream":
+        """params: one SamplingParams for all prompts, or one per prompt (as in vLLM)."""
+        prompt_ids = [self.encode(p) for p in _check_prompts(prompts)]
+        return SampleStream(self.engine, prompt_ids, _params_per_prompt(params, len(prompt_ids)))
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams, progress: bool = False) \
-            -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[str], params: SamplingParams | Sequence[SamplingParams],
+                 progress: bool = False) -> list[list[Completion]]:
         """All n samples of every prompt, each list sorted by sample index."""
         out: list[list[Completion]] = [[] for _ in _check_prompts(prompts)]
+        params = _params_per_prompt(params, len(prompts))
         stream = self.stream(prompts, params)
         bar = None
         if progress:
             from tqdm import tqdm
-            bar = tqdm(total=len(prompts) * params.n, unit="sample", desc="generate")
+            bar = tqdm(total=sum(p.n for p in params), unit="sample", desc="generate")
         for i, completion in stream:
             out[i].append(completion)
             if bar is not None:
@@ -87,32 +91,42 @@ class Sampler:
 class SampleStream:
     """Iterator of (prompt_index, Completion) as samples finish; `cancel(i)` drops prompt i's rest."""
 
-    def __init__(self, engine: Engine, prompt_ids: list[list[int]], params: SamplingParams):
-        self.engine = engine
-        for ids in prompt_ids:  # validate every prompt before starting any
-            engine.validate(ids, params)
-        self.request_ids = [engine.add_request(ids, params) for ids in prompt_ids]
+    def __init__(self, engine: Engine, prompt_ids: list[list[int]], params: list[SamplingParams]):
+        self.engine, self.prompt_ids = engine, prompt_ids
+        for ids, p in zip(prompt_ids, params):  # validate every prompt before starting any
+            engine.validate(ids, p)
+        self.request_ids = [engine.add_request(ids, p) for ids, p in zip(prompt_ids, params)]
         self.index_of = {rid: i for i, rid in enumerate(self.request_ids)}
-        self._ready: list[tuple[int, Completion]] = []
 
     def cancel(self, prompt_index: int) -> None:
         self.engine.abort_request(self.request_ids[prompt_index])
         self.index_of.pop(self.request_ids[prompt_index], None)
-        self._ready = [(i, c) for i, c in self._ready if i != prompt_index]
 
     def close(self) -> None:
         for i in list(self.index_of.values()):
             self.cancel(i)
 
-    def __iter__(self) -> Iterator[tuple[int, Completion]]:
-        return self
+    def steps(self) -> Iterator[list[tuple[int, Completion]]]:
+        """The samples each engine step finished (for callers that account time per step)."""
+        while any(rid in self.engine.requests for rid in self.index_of):
+            finished = [(self.index_of[rid], c) for rid, c in self.engine.step() if rid in self.index_of]
+            if finished:
+                yield finished
 
-    def __next__(self) -> tuple[int, Completion]:
-        while not self._ready:
-            if not any(rid in self.engine.requests for rid in self.index_of):
-                raise StopIteration
-            self._ready = [(self.index_of[rid], c) for rid, c in self.engine.step() if rid in self.index_of]
-        return self._ready.pop(0)
+    def __iter__(self) -> Iterator[tuple[int, Completion]]:
+        for finished in self.steps():
+            for i, completion in finished:
+                if self.request_ids[i] in self.index_of:  # not cancelled earlier in this step
+                    yield i, completion
+
+
+def _params_per_prompt(params, count: int) -> list[SamplingParams]:
+    if isinstance(params, SamplingParams):
+        return [params] * count
+    params = list(params)
+    if len(params) != count or not all(isinstance(p, SamplingParams) for p in params):
+        raise InvalidInput(f"params must be one SamplingParams or a list of {count} (one per prompt)")
+    return params
 
 
 def _check_prompts(prompts) -> Sequence[str]:

@@ -400,8 +400,15 @@ def test_real_concurrent_requests_match_requests_made_alone(real):
     assert together == alone
 
 
-def test_real_disconnect_frees_the_engine(real):
+def test_real_disconnect_frees_the_engine(real, monkeypatch):
     sampler, client = real
+    step = sampler.engine.step
+
+    def slow_step():  # 200 steps take >= 4 s: the client's 0.5 s timeout always comes first
+        time.sleep(0.02)
+        return step()
+
+    monkeypatch.setattr(sampler.engine, "step", slow_step)
     with pytest.raises(httpx.ReadTimeout):
         client.post("/v1/completions", json={"prompt": PROMPT, "n": 16, "max_tokens": 200,
                                              "ignore_eos": True}, timeout=0.5)

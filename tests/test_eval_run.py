@@ -1,0 +1,268 @@
+"""`budget-sampler eval` end to end: the run directory, resume after a crash, until-pass, bad input.
+
+Most tests drive a fake Sampler (deterministic samples and engine seconds, one sample finished per
+step) so that reports can be compared exactly; one drives the real engine on tiny checkpoints.
+"""
+import argparse
+import hashlib
+import json
+
+import pytest
+from checkpoints import make_checkpoint
+
+from sampler.api import SampleStream
+from sampler.errors import InvalidInput
+from sampler.eval import execute, run
+from sampler.params import Completion, GenerationStats
+
+PROBLEMS = [{"task_id": f"T/{j}", "prompt": f"def f{j}(x):\n", "entry_point": f"f{j}",
+             "test": f"def check(candidate):\n    assert candidate(0) == {j}\n"} for j in range(4)]
+
+
+class Crash(Exception):
+    pass
+
+
+class FakeEngine:
+    crash_after = None  # finish this many samples in the whole process, then raise Crash
+    finished = 0
+
+    def __init__(self, right):
+        self.right, self.requests, self.aborted, self.next_id = right, {}, [], 0
+        self.stats = GenerationStats()
+
+    def validate(self, prompt_ids, params):
+        params.validate()
+
+    def add_request(self, prompt_ids, params):
+        rid, self.next_id = self.next_id, self.next_id + 1
+        self.requests[rid] = [prompt_ids, params, 0]
+        return rid
+
+    def abort_request(self, rid):
+        self.aborted.append(rid)
+        self.requests.pop(rid, None)
+
+    def step(self):
+        if FakeEngine.crash_after is not None and FakeEngine.finished >= FakeEngine.crash_after:
+            raise Crash("simulated crash")
+        rid, (prompt_ids, params, i) = next(iter(self.requests.items()))
+        h = hashlib.sha256(f"{params.seed}/{i}/{params.temperature}".encode()).digest()
+        good = h[0] % 3 == 0
+        text = self.right[bytes(prompt_ids).decode()] if good else "    return -1\n"
+        m = 1 + h[1] % 7
+        self.requests[rid][2] += 1
+        if i + 1 == params.n:
+            del self.requests[rid]
+        self.stats.generated_tokens += m
+        self.stats.decode_seconds += m / 1024  # exact in binary: sums do not depend on their order
+        FakeEngine.finished += 1
+        lps = [-(h[2] % 64) / 32] * m
+        return [(rid, Completion(i, text, list(range(m)), sum(lps), "stop", lps))]
+
+
+class FakeSampler:
+    def __init__(self, path):
+        self.engine = FakeEngine({p["prompt"]: f"    return {p['entry_point'][1:]}\n" for p in PROBLEMS})
+        self.model_path = path
+
+    @classmethod
+    def from_pretrained(cls, path, **kwargs):
+        return cls(path)
+
+    @property
+    def stats(self):
+        return self.engine.stats
+
+    def generate(self, prompts, params):  # the warm-up: nothing to warm
+        return [[] for _ in prompts]
+
+    def encode(self, prompt):
+        return list(prompt.encode())
+
+    def stream(self, prompts, params):  # the real stream, over the fake engine
+        return SampleStream(self.engine, [self.encode(p) for p in prompts], params)
+
+    def score(self, prompt, completions):
+        return [[-len(c) / 16] * 2 for c in completions]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return [str(make_checkpoint(root / name, "llama", seed=i, hidden_size=32 * (i + 1), num_hidden_layers=i + 1))
+            for i, name in enumerate(["small", "large"])]
+
+
+@pytest.fixture
+def bench(tmp_path):
+    path = tmp_path / "problems.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
+    return str(path)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    monkeypatch.setattr(run, "Sampler", FakeSampler)
+    monkeypatch.setattr(FakeEngine, "crash_after", None)
+    monkeypatch.setattr(FakeEngine, "finished", 0)
+
+
+def args(*argv):
+    parser = argparse.ArgumentParser()
+    run.add_arguments(parser)
+    return parser.parse_args(["--timeout", "2", "--workers", "2", *map(str, argv)])
+
+
+def read_report(out):
+    return json.loads((out / "report.json").read_text()), (out / "report.md").read_text()
+
+
+def test_run_directory_and_report(fake, models, bench, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run.main(args("--models", ",".join(models), "--benchmark", bench, "--n", 8,
+                         "--max-new-tokens", 16, "--out", out)) == 0
+    report, markdown = read_report(out)
+    small = out / run.model_dir(".", models[0]).name
+    samples = [json.loads(line) for line in (small / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 8 * len(PROBLEMS)
+    assert {"task_id", "completion", "index", "num_tokens", "logprob", "finish_reason", "seconds"} <= set(samples[0])
+    results = [json.loads(line) for line in (small / "samples_results.jsonl").read_text().splitlines()]
+    assert {(r["task_id"], r["index"]) for r in results} == {(s["task_id"], s["index"]) for s in samples}
+    for s, r in zip(sorted(samples, key=lambda s: (s["task_id"], s["index"])),
+                    sorted(results, key=lambda r: (r["task_id"], r["index"]))):
+        assert r["passed"] == (s["completion"] != "    return -1\n")
+    assert [json.loads(line) for line in (out / "problems.jsonl").read_text().splitlines()] == PROBLEMS
+    m = report["models"][models[0]]
+    assert list(m["pass@k"]) == ["1", "2", "4", "8"] and m["greedy_pass@1"] is not None
+    assert m["tokens_per_second"] == 1024  # the fake spends 1/1024 s per token
+    assert m["flops_per_sample"]["exact"] < m["flops_per_sample"]["exact_without_prefix_sharing"]
+    assert [t["kind"] for t in report["budgets"]] == ["flops", "flops_exact", "time"]
+    assert report["budgets"][0]["rows"][0]["models"][models[1]]["k"] == 0  # large can't afford 1 small sample
+    assert (out / "budget.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## Budget: FLOPs, paper" in markdown and markdown in capsys.readouterr().out
+
+
+def test_resume_after_a_crash_gives_the_same_report(fake, models, bench, tmp_path, monkeypatch):
+    common = ("--models", ",".join(models), "--benchmark", bench, "--n", 6, "--max-new-tokens", 16,
+              "--ranker", models[1])
+    assert run.main(args(*common, "--out", tmp_path / "a")) == 0
+    expected = read_report(tmp_path / "a")
+
+    out = tmp_path / "b"
+    FakeEngine.finished, FakeEngine.crash_after = 0, 4 + 6 * len(PROBLEMS) + 7  # in model 2's samples
+    with pytest.raises(Crash):
+        run.main(args(*common, "--out", out))
+    with open(out / run.model_dir(".", models[1]).name / "samples.jsonl", "a") as f:
+        f.write('{"task_id": "T/1", "compl')  # killed in the middle of a write
+    FakeEngine.crash_after = None
+
+    real, calls = execute.run_program, []
+
+    def crash_on_the_fifth_run(*a, **k):
+        calls.append(1)
+        if len(calls) == 5:
+            raise Crash("simulated crash while executing")
+        return real(*a, **k)
+    monkeypatch.setattr(execute, "run_program", crash_on_the_fifth_run)
+    with pytest.raises(Crash):
+        run.main(args(*common, "--out", out))
+    assert not (out / "report.json").exists()
+
+    monkeypatch.setattr(execute, "run_program", real)
+    assert run.main(args(*common, "--out", out)) == 0
+    assert read_report(out) == expected
+
+    def no_more_work(*a, **k):
+        raise AssertionError("a finished run drew or executed again")
+    monkeypatch.setattr(FakeSampler, "from_pretrained", no_more_work)
+    monkeypatch.setattr(execute, "run_program", no_more_work)
+    assert run.main(args(*common, "--out", out)) == 0
+    assert read_report(out) == expected
+
+
+def test_until_pass_cancels_a_problem_once_a_sample_passes(fake, models, bench, tmp_path, monkeypatch):
+    submit = execute.ExecutionPool.submit
+
+    def submit_and_wait(self, *a):  # results in sample order: which samples get drawn is deterministic
+        future = submit(self, *a)
+        future.result()
+        return future
+    monkeypatch.setattr(execute.ExecutionPool, "submit", submit_and_wait)
+    n, out = 12, tmp_path / "out"
+    assert run.main(args("--models", models[0], "--benchmark", bench, "--n", n, "--max-new-tokens", 16,
+                         "--out", out, "--until-pass")) == 0
+    report, markdown = read_report(out)
+    rows = [json.loads(line) for line in
+            (out / run.model_dir(".", models[0]).name / "samples.jsonl").read_text().splitlines()]
+    drawn = {p["task_id"]: sorted(r["index"] for r in rows if r["task_id"] == p["task_id"]) for p in PROBLEMS}
+    first_pass = {t: next((r["index"] for r in sorted(rows, key=lambda r: r["index"])
+                           if r["task_id"] == t and r["completion"] != "    return -1\n"), None) for t in drawn}
+    for t, indices in drawn.items():
+        assert indices == list(range(n if first_pass[t] is None else first_pass[t] + 1))
+    u = report["until_pass"][models[0]]
+    assert u["samples_drawn"] == len(rows) < n * len(PROBLEMS)
+    assert u["saved"] == pytest.approx(1 - len(rows) / (n * len(PROBLEMS)))
+    solved = [t for t in drawn if first_pass[t] is not None]
+    assert u["solved"] == len(solved) / len(PROBLEMS)
+    assert u["to_first_pass"]["samples"] == pytest.approx(sum(first_pass[t] + 1 for t in solved) / len(solved))
+    assert "budgets" not in report and "## Until a sample passes" in markdown
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--models", "nope-xl"], "model 'nope-xl' not found"),
+    (["--benchmark", "mbpp"], "benchmark 'mbpp' is unknown"),
+    (["--n", 0], "n=0 is invalid"),
+    (["--max-new-tokens", 0], "max_new_tokens=0 is invalid"),
+    (["--n", 4, "--k", "1,8"], "k=8 is invalid"),
+    (["--benchmark", "BAD_LINE"], r"problems.jsonl:2: not valid JSON"),
+    (["--benchmark", "NO_TEST"], "has no 'test'"),
+    (["--models", "SMALL,SMALL"], "distinct"),
+    (["--ranker", "nope-xl"], "model 'nope-xl' not found"),
+    (["--max-new-tokens", 10_000], "exceeds its context"),
+])
+def test_bad_input_is_one_error_and_writes_nothing(fake, models, bench, tmp_path, argv, message):
+    path = tmp_path / "problems.jsonl"
+    if "BAD_LINE" in argv:
+        path.write_text(json.dumps(PROBLEMS[0]) + "\n{oops\n")
+    if "NO_TEST" in argv:
+        path.write_text(json.dumps({k: v for k, v in PROBLEMS[0].items() if k != "test"}) + "\n")
+    argv = [str(a).replace("BAD_LINE", bench).replace("NO_TEST", bench).replace("SMALL", models[0]) for a in argv]
+    argv = ["--models", models[0], "--benchmark", bench, "--n", 2, "--max-new-tokens", 8] + argv
+    out = tmp_path / "out"
+    with pytest.raises(InvalidInput, match=message):
+        run.main(args(*argv, "--out", out))
+    assert not out.exists()
+
+
+def test_resuming_with_other_settings_is_refused(fake, models, bench, tmp_path):
+    common = ("--models", models[0], "--benchmark", bench, "--n", 2, "--max-new-tokens", 8, "--out", tmp_path)
+    assert run.main(args(*common)) == 0
+    with pytest.raises(InvalidInput, match=r"other settings \(temperature=0.8\)"):
+        run.main(args(*common, "--temperature", 0.2))
+
+
+def test_real_engine_on_tiny_checkpoints(models, bench, tmp_path):
+    out = tmp_path / "out"
+    assert run.main(args("--models", ",".join(models), "--benchmark", bench, "--n", 3,
+                         "--max-new-tokens", 8, "--ranker", models[1], "--budget", "time", "--out", out)) == 0
+    report, _ = read_report(out)
+    for name in models:
+        m = report["models"][name]
+        assert m["samples"] == 3 * len(PROBLEMS) and m["tokens_per_second"] > 0
+        assert list(m["pass@k"]) == ["1", "2"] and 0 <= m["rank_score@k"]["2"] <= 1
+    ranks = out / run.model_dir(".", models[0]).name / f"rank_{run.model_dir('.', models[1]).name}.jsonl"
+    assert len(ranks.read_text().splitlines()) == 3 * len(PROBLEMS)
+    assert [t["kind"] for t in report["budgets"]] == ["time"]
+
+    # lose the last samples (in flight at a crash): the resumed run draws them again, identically
+    path = out / run.model_dir(".", models[0]).name / "samples.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-5]))
+    assert run.main(args("--models", ",".join(models), "--benchmark", bench, "--n", 3,
+                         "--max-new-tokens", 8, "--ranker", models[1], "--budget", "time", "--out", out)) == 0
+
+    def drawn(rows):
+        return sorted((r["task_id"], r["index"], r["completion"], round(r["logprob"], 4))
+                      for r in map(json.loads, rows))
+    assert drawn(path.read_text().splitlines()) == drawn(lines)
