@@ -9,7 +9,8 @@ Qwen2.5-1.5B's heads and vocabulary. Run:
 import pytest
 import torch
 
-from kernel_inputs import (QWEN_1_5B, attention_inputs, norm_inputs, replicated_kv, rope_inputs, sampling_inputs,
+from kernel_inputs import (QWEN_1_5B, attention_inputs, flash_attn_replicated, norm_inputs, replicated_kv,
+                           rope_inputs, sampling_inputs,
                            sdpa_replicated)
 from kernels import attention, norm, rope, sampling
 
@@ -20,15 +21,6 @@ N = [64, 256] if CUDA else [16]
 PREFIX = 2048 if CUDA else 512
 SUFFIX = 64 if CUDA else 32
 IMPLS = ["ref", "triton"] if CUDA else ["ref"]
-
-
-def flash_attn_replicated():
-    try:
-        from flash_attn import flash_attn_func
-    except ImportError:
-        return None
-    return lambda q, k, v, scale: flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                                  softmax_scale=scale)
 
 
 def timed(benchmark, fn, *args, **kwargs):

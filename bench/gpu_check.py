@@ -38,7 +38,7 @@ import torch  # noqa: E402
 
 import kernels  # noqa: E402
 from e2e import make_tokenizer, run_hf, run_ours  # noqa: E402
-from kernel_inputs import (QWEN_1_5B, attention_inputs, norm_inputs, replicated_kv, rope_inputs,  # noqa: E402
+from kernel_inputs import (QWEN_1_5B, attention_inputs, flash_attn_replicated, norm_inputs, replicated_kv, rope_inputs,  # noqa: E402
                            sampling_inputs, sdpa_replicated)
 from kernels import attention, norm, rope, sampling  # noqa: E402
 
@@ -174,15 +174,6 @@ def correctness(setup: Setup) -> list[dict]:
 
 
 # -- 2. prefix attention vs replicated KV -----------------------------------------------------------
-
-def flash_attn_replicated():
-    try:
-        from flash_attn import flash_attn_func
-    except ImportError:
-        return None
-    return lambda q, k, v, scale: flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                                  softmax_scale=scale)
-
 
 def attention_benchmark(setup: Setup) -> list[dict]:
     rows, flash = [], flash_attn_replicated() if setup.device == "cuda" else None

@@ -48,6 +48,16 @@ def sdpa_replicated(q, k, v, scale):
     return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=True)
 
 
+def flash_attn_replicated():
+    """flash-attn over the same replicated KV, when it is installed (CUDA only)."""
+    try:
+        from flash_attn import flash_attn_func
+    except ImportError:
+        return None
+    return lambda q, k, v, scale: flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                  softmax_scale=scale)
+
+
 def sampling_inputs(n: int, vocab: int, *, device="cpu", dtype=torch.float32, seed: int = 0,
                     temperature: float = 1.0, top_k: int = 0, top_p: float = 0.95, min_p: float = 0.0) -> tuple:
     """Positional arguments of `sample`: logits scaled like a trained model's (a few peaked rows)."""
