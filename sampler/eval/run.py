@@ -23,6 +23,7 @@ import torch
 
 from ..api import Sampler
 from ..errors import InvalidInput
+from ..generate_cmd import add_model_arguments
 from ..jsonl import write_atomic, write_jsonl_atomic
 from ..models import ModelConfig, load_hf_config, parse_dtype, resolve_model_path
 from ..params import SamplingParams
@@ -69,9 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"wall-clock seconds per test run (default: {TIMEOUT:g})")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="test runs in parallel (default: CPU count)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--max-batch-size", type=int, default=256)
+    add_model_arguments(parser)
 
 
 @dataclass
