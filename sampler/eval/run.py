@@ -34,8 +34,8 @@ from .records import SampleSet, model_dir
 from .report import BUDGETS, build_report, ranks_log, write_report
 from .tasks import BENCHMARKS, Benchmark, load_benchmark
 
-DEFAULT_N = 16           # samples per problem in the default run
-DEFAULT_PROBLEMS = 30    # toy problems in the default run (other benchmarks: all, unless --limit)
+DEFAULT_N = 32           # samples per problem in the default run
+DEFAULT_PROBLEMS = 60    # toy problems in the default run (other benchmarks: all, unless --limit)
 DEFAULT_OUT = "runs/eval"
 SETTINGS = ("benchmark", "problems_sha256", "n", "temperature", "top_p", "max_new_tokens", "seed",
             "stop", "timeout")  # what samples and results depend on: a resumed run must match them
