@@ -123,11 +123,16 @@ def _list_map(rng):
               lambda xs, f=fn, k=k: [f(x, k) for x in xs])
 
 
-def _list_cond_map(rng):
-    cname = rng.choice(list(_COND))
+def _cond_branches(rng, conditions):
+    """A condition and two different branches, each with its constant (list and int families)."""
+    cname = rng.choice(conditions)
     ck = _k_for(cname, rng)
     a, b = rng.sample(list(_BRANCH), 2)
-    ka, kb = _k_for(a, rng), _k_for(b, rng)
+    return cname, ck, a, _k_for(a, rng), b, _k_for(b, rng)
+
+
+def _list_cond_map(rng):
+    cname, ck, a, ka, b, kb = _cond_branches(rng, list(_COND))
     ccode, cwords, pred = _COND[cname]
     ea, wa, fa = _BRANCH[a]
     eb, wb, fb = _BRANCH[b]
@@ -376,10 +381,7 @@ def _int_step(rng):
         w = "at least" if choice == "max" else "at most"
         return Op(f"i{choice}", f"n = {choice}(n, {k})", f"make it {w} {k}",
                   lambda n, f=max if choice == "max" else min: f(n, k))
-    cname = rng.choice(["even", "odd", "gt", "lt"])
-    ck = _k_for(cname, rng)
-    a, b = rng.sample(list(_BRANCH), 2)
-    ka, kb = _k_for(a, rng), _k_for(b, rng)
+    cname, ck, a, ka, b, kb = _cond_branches(rng, ["even", "odd", "gt", "lt"])
     ccode, cwords, pred = _COND[cname]
     ea, wa, fa = _BRANCH[a]
     eb, wb, fb = _BRANCH[b]
