@@ -138,6 +138,14 @@ def _attend(q, K, V, stride_kn, stride_vn, lo, hi, qk_scale, d, d_mask,
 
 
 @triton.jit
+def _split_range(length, split, n_splits, BLOCK_N: tl.constexpr):
+    """Keys [lo, hi) of one of n_splits splits of a sequence, in whole BLOCK_N chunks."""
+    chunk = tl.cdiv(tl.cdiv(length, n_splits), BLOCK_N) * BLOCK_N
+    lo = split * chunk
+    return lo, tl.minimum(lo + chunk, length)
+
+
+@triton.jit
 def _store_part(OUT, LSE, acc, l, m, row_ok, d_mask):
     """Write one partial result: out = acc / l and lse = m + log2(l); an empty part (no keys) writes
     only lse = -inf, and the merge never reads its out."""
@@ -184,9 +192,7 @@ def _prefix_part_kernel(Q, K, V, ROW_PTR, PREFIX_START, PREFIX_LEN, OUT, LSE,
                 mask=row_ok[:, None] & d_mask[None, :], other=0.0)
 
     length = tl.where(live, tl.load(PREFIX_LEN + group), 0)
-    chunk = tl.cdiv(tl.cdiv(length, n_splits), BLOCK_N) * BLOCK_N
-    lo = split * chunk
-    hi = tl.minimum(lo + chunk, length)
+    lo, hi = _split_range(length, split, n_splits, BLOCK_N)
     start = tl.load(PREFIX_START + group).to(tl.int64)
     acc, l, m = _attend(q, K + start * stride_kp + kvh * stride_kh, V + start * stride_vp + kvh * stride_vh,
                         stride_kp, stride_vp, lo, hi, qk_scale, d, d_mask, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
@@ -216,9 +222,7 @@ def _suffix_part_kernel(Q, K, V, SLOT_IDS, SUFFIX_LENS, OUT, LSE,
                 mask=row_ok[:, None] & d_mask[None, :], other=0.0)
 
     length = tl.load(SUFFIX_LENS + b)
-    chunk = tl.cdiv(tl.cdiv(length, n_splits), BLOCK_N) * BLOCK_N
-    lo = split * chunk
-    hi = tl.minimum(lo + chunk, length)
+    lo, hi = _split_range(length, split, n_splits, BLOCK_N)
     slot = tl.load(SLOT_IDS + b).to(tl.int64)
     acc, l, m = _attend(q, K + slot * stride_ks + kvh * stride_kh, V + slot * stride_vs + kvh * stride_vh,
                         stride_kt, stride_vt, lo, hi, qk_scale, d, d_mask, BLOCK_R, BLOCK_N, BLOCK_D, PRECISION)
