@@ -113,11 +113,13 @@ class SampleStream:
             if finished:
                 yield finished
 
+    def live(self, finished: list[tuple[int, Completion]]) -> Iterator[tuple[int, Completion]]:
+        """The samples of one step whose prompt was not cancelled while the step was consumed."""
+        return ((i, c) for i, c in finished if self.request_ids[i] in self.index_of)
+
     def __iter__(self) -> Iterator[tuple[int, Completion]]:
         for finished in self.steps():
-            for i, completion in finished:
-                if self.request_ids[i] in self.index_of:  # not cancelled earlier in this step
-                    yield i, completion
+            yield from self.live(finished)
 
 
 def _params_per_prompt(params, count: int) -> list[SamplingParams]:

@@ -80,9 +80,8 @@ def _timed(stream, stats) -> Iterator[tuple[int, Completion, float]]:
     for finished in stream.steps():
         share = (stats.seconds - attributed) / len(finished)
         attributed = stats.seconds
-        for i, completion in finished:
-            if stream.request_ids[i] in stream.index_of:
-                yield i, completion, share
+        for i, completion in stream.live(finished):
+            yield i, completion, share
 
 
 def _record(sample_set: SampleSet, task_id: str, index: int, result: dict) -> bool:
