@@ -46,6 +46,10 @@ class Engine:
         params.validate()
         if not prompt_ids:
             raise InvalidInput("prompt is empty: it must encode to at least one token")
+        vocab = self.model.cfg.vocab_size
+        bad = next((t for t in prompt_ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise InvalidInput(f"prompt token id {bad} is out of range: the vocabulary has {vocab} tokens")
         limit = self.model.cfg.max_context
         if len(prompt_ids) + params.max_new_tokens > limit:
             raise InvalidInput(f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({params.max_new_tokens}) "

@@ -123,3 +123,10 @@ def test_bad_requests(sampler, tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
     with pytest.raises(InvalidInput, match="supported: llama, qwen2, mistral"):
         Sampler.from_pretrained(str(tmp_path))
+
+
+def test_prompt_token_ids_outside_the_vocabulary(sampler):
+    for bad in (-1, sampler.config.vocab_size):
+        with pytest.raises(InvalidInput, match=f"token id {bad} is out of range"):
+            sampler.engine.add_request([2, bad], SamplingParams())
+    assert not sampler.engine.has_unfinished()
