@@ -7,7 +7,7 @@ import torch
 
 from .engine import Engine
 from .errors import InvalidInput
-from .models import load_hf_config, load_model, parse_dtype, resolve_model_path
+from .models import check_device, load_hf_config, load_model, parse_dtype, resolve_model_path
 from .params import Completion, GenerationStats, SamplingParams
 from .scoring import score as score_completions
 
@@ -24,8 +24,7 @@ class Sampler:
         from transformers import AutoTokenizer
         path = resolve_model_path(name_or_path)
         dtype = parse_dtype(dtype)
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise InvalidInput(f"device {device!r} requested but CUDA is not available")
+        check_device(device)
         hf_config = load_hf_config(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = load_model(path, hf_config, device, dtype)

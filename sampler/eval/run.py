@@ -19,13 +19,11 @@ from functools import cache
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 from ..api import Sampler
 from ..errors import InvalidInput
 from ..generate_cmd import add_model_arguments
 from ..jsonl import write_atomic, write_jsonl_atomic
-from ..models import ModelConfig, load_hf_config, parse_dtype, resolve_model_path
+from ..models import ModelConfig, check_device, load_hf_config, parse_dtype, resolve_model_path
 from ..params import SamplingParams
 from .budget import ModelShape
 from .execute import TIMEOUT, ExecutionPool
@@ -107,8 +105,7 @@ def plan(args: argparse.Namespace) -> Plan:
     if args.workers < 1:
         raise InvalidInput(f"workers={args.workers!r} is invalid: must be >= 1")
     parse_dtype(args.dtype)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidInput(f"device {args.device!r} requested but CUDA is not available")
+    check_device(args.device)
     models = [_model(name, bench, params.max_new_tokens) for name in names]
     ranker = None if args.ranker == "self" else next(
         (m for m in models if m.name == args.ranker), None) or _model(args.ranker, bench, params.max_new_tokens)

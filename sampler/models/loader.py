@@ -45,6 +45,11 @@ def parse_dtype(dtype) -> torch.dtype:
     raise InvalidInput(f"dtype {dtype!r} is not supported; choose one of {', '.join(DTYPES)}")
 
 
+def check_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidInput(f"device {device!r} requested but CUDA is not available")
+
+
 def load_hf_config(path: Path):
     from transformers import AutoConfig
     try:
