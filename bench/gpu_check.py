@@ -135,9 +135,9 @@ def correctness(setup: Setup) -> list[dict]:
     dev, h = setup.device, setup.heads
     for dtype in setup.dtypes:
         # attention: ragged groups and splits forced both ways
-        a = attention_inputs(7, 33 if setup.dry else 1000, 9 if setup.dry else 130, groups=3, device=dev,
-                             dtype=dtype, **h)
-        a["suffix_lens"] = torch.randint(0, a["suffix_k"].shape[1] + 1, (7,)).to(a["suffix_lens"])
+        suffix = 9 if setup.dry else 130
+        a = attention_inputs(7, 33 if setup.dry else 1000, suffix, groups=3, device=dev, dtype=dtype, **h)
+        a["suffix_lens"] = torch.randint(0, suffix + 1, (7,)).to(a["suffix_lens"])
         want = attention.shared_prefix_attention_ref(**a)
         for splits in [(None, None), (3, 2)]:
             got = attention.shared_prefix_attention_triton(**a, prefix_splits=splits[0], suffix_splits=splits[1])

@@ -11,36 +11,44 @@ QWEN_1_5B = dict(heads=12, kv_heads=2, head_dim=128, hidden=1536, vocab=151936)
 
 
 def attention_inputs(n: int, prefix: int, suffix: int, *, groups: int = 1, heads: int = 12, kv_heads: int = 2,
-                     head_dim: int = 128, device="cpu", dtype=torch.float32, seed: int = 0) -> dict:
+                     head_dim: int = 128, block_size: int = 16, device="cpu", dtype=torch.float32,
+                     seed: int = 0) -> dict:
     """Keyword arguments of `shared_prefix_attention`: n rows split evenly over `groups` prompts of
-    `prefix` tokens each, every row with `suffix` tokens of its own."""
+    `prefix` tokens each, every row with `suffix` tokens of its own, in one paged pool whose blocks
+    are handed out in a shuffled order (as a pool is after a while)."""
     g = torch.Generator(device="cpu").manual_seed(seed)
     randn = lambda *shape: torch.randn(*shape, generator=g).to(device=device, dtype=dtype)  # noqa: E731
     per_group = [n // groups + (i < n % groups) for i in range(groups)]
     i32 = dict(device=device, dtype=torch.int32)
+    prefix_blocks, suffix_blocks = -(-prefix // block_size), max(1, -(-suffix // block_size))
+    used = groups * prefix_blocks + n * suffix_blocks
+    blocks = (torch.randperm(used, generator=g) + 1).to(**i32)  # block 0 stays the engine's scratch block
+    shape = (kv_heads, used + 1, block_size, head_dim)
     return dict(
-        q=randn(n, heads, head_dim), prefix_k=randn(groups * prefix, kv_heads, head_dim),
-        prefix_v=randn(groups * prefix, kv_heads, head_dim),
+        q=randn(n, heads, head_dim), prefix_k=randn(*shape), prefix_v=randn(*shape),
         row_ptr=torch.tensor([0] + per_group).cumsum(0).to(**i32),
-        prefix_start=torch.arange(groups, **i32) * prefix, prefix_len=torch.full((groups,), prefix, **i32),
-        suffix_k=randn(n, max(suffix, 1), kv_heads, head_dim), suffix_v=randn(n, max(suffix, 1), kv_heads, head_dim),
-        slot_ids=torch.arange(n, **i32), suffix_lens=torch.full((n,), suffix, **i32), scale=head_dim ** -0.5)
+        prefix_tables=blocks[:groups * prefix_blocks].view(groups, prefix_blocks),
+        prefix_lens=torch.full((groups,), prefix, **i32),
+        suffix_k=randn(*shape), suffix_v=randn(*shape),
+        suffix_tables=blocks[groups * prefix_blocks:].view(n, suffix_blocks),
+        suffix_lens=torch.full((n,), suffix, **i32), scale=head_dim ** -0.5)
 
 
 def replicated_kv(a: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What an engine without prefix sharing holds: every row's own copy of [prefix; suffix] KV,
     as SDPA inputs q [B, H, 1, D], k/v [B, Hkv, L, D]. Needs equal suffix lengths."""
-    suffix = int(a["suffix_lens"][0])
-    rows = []
-    for g in range(len(a["prefix_len"])):
-        start, length = int(a["prefix_start"][g]), int(a["prefix_len"][g])
-        count = int(a["row_ptr"][g + 1] - a["row_ptr"][g])
-        rows += [(start, length)] * count
-    k = torch.stack([torch.cat([a["prefix_k"][s:s + n], a["suffix_k"][int(a["slot_ids"][b]), :suffix]])
-                     for b, (s, n) in enumerate(rows)])
-    v = torch.stack([torch.cat([a["prefix_v"][s:s + n], a["suffix_v"][int(a["slot_ids"][b]), :suffix]])
-                     for b, (s, n) in enumerate(rows)])
-    return a["q"].unsqueeze(2), k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
+    from kernels.attention import gather_blocks
+    suffix, prefix = int(a["suffix_lens"][0]), int(a["prefix_lens"][0])
+    group_of_row = torch.repeat_interleave(torch.arange(len(a["prefix_lens"]), device=a["q"].device),
+                                           (a["row_ptr"][1:] - a["row_ptr"][:-1]).long())
+    tables = a["prefix_tables"][group_of_row]
+
+    def replicate(prefix_cache, suffix_cache):
+        kv = torch.cat([gather_blocks(prefix_cache, tables, prefix)[:, :, :prefix],
+                        gather_blocks(suffix_cache, a["suffix_tables"], suffix)[:, :, :suffix]], dim=2)
+        return kv.transpose(0, 1).contiguous()  # [B, Hkv, L, D]
+
+    return a["q"].unsqueeze(2), replicate(a["prefix_k"], a["suffix_k"]), replicate(a["prefix_v"], a["suffix_v"])
 
 
 def sdpa_replicated(q, k, v, scale):

@@ -61,14 +61,14 @@ def rope_write_kv(q, k, v, cos, sin, k_cache, v_cache, cache_rows):
     return rope_write_kv_ref(q, k, v, cos, sin, k_cache, v_cache, cache_rows)
 
 
-def shared_prefix_attention(q, prefix_k, prefix_v, row_ptr, prefix_start, prefix_len,
-                            suffix_k, suffix_v, slot_ids, suffix_lens, scale):
+def shared_prefix_attention(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens,
+                            suffix_k, suffix_v, suffix_tables, suffix_lens, scale):
     if _use_triton(q):
         from .attention import shared_prefix_attention_triton
-        return shared_prefix_attention_triton(q, prefix_k, prefix_v, row_ptr, prefix_start, prefix_len,
-                                              suffix_k, suffix_v, slot_ids, suffix_lens, scale)
-    return shared_prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_start, prefix_len,
-                                       suffix_k, suffix_v, slot_ids, suffix_lens, scale)
+        return shared_prefix_attention_triton(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens,
+                                              suffix_k, suffix_v, suffix_tables, suffix_lens, scale)
+    return shared_prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens,
+                                       suffix_k, suffix_v, suffix_tables, suffix_lens, scale)
 
 
 def sample(logits, temperature, top_k, top_p, min_p, seeds, sample_idx, steps):

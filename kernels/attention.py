@@ -12,9 +12,13 @@ stored once). Attention over [prefix; suffix] is split in two exact parts:
   which equals softmax attention over the concatenation.
 
 Layouts (one layer): q [B, H, D], rows sorted by group; row_ptr int [G+1] (rows of group g are
-row_ptr[g]:row_ptr[g+1]); prefix_k/v [P, Hkv, D] pool with group g at prefix_start[g] for
-prefix_len[g] tokens; suffix_k/v [S, T, Hkv, D]; slot_ids int [B]; suffix_lens int [B] (valid
-suffix tokens of each row, 0 allowed). Query head h reads KV head h // (H // Hkv), as in HF.
+row_ptr[g]:row_ptr[g+1]). K/V live in paged caches [Hkv, num_blocks, block_size, D] (see
+sampler/cache.py): group g's prefix is prefix_lens[g] tokens in the blocks listed by
+prefix_tables[g] (int [G, max_blocks]); row b's suffix is suffix_lens[b] tokens (0 allowed) in the
+blocks listed by suffix_tables[b] (int [B, max_blocks]). Token t of a sequence sits at offset
+t % block_size of block table[t // block_size]; table entries past a sequence's end are never read
+for scores (the reference gathers them, so they must be valid block ids). Query head h reads KV
+head h // (H // Hkv), as in HF.
 
 The Triton path runs three kernels: prefix part (one program per tile of a group's stacked query
 rows x KV head x split of the prefix), suffix part (one program per row x KV head x split of its
@@ -44,22 +48,34 @@ def _softmax_attend(s, v):
     return o, (m + torch.log(total)).squeeze(-1)
 
 
-def prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_start, prefix_len, scale):
+def gather_blocks(cache: torch.Tensor, tables: torch.Tensor, length: int) -> torch.Tensor:
+    """The first `length` tokens of each table's sequence, [Hkv, rows, tokens, D] (a copy), from a
+    paged cache [Hkv, num_blocks, block_size, D] and tables int [rows, max_blocks]. Tokens past a
+    sequence's own length up to the next block end come along; callers mask them."""
+    hkv, _, bs, d = cache.shape
+    nb = -(-length // bs)
+    return cache[:, tables[:, :nb]].reshape(hkv, tables.shape[0], nb * bs, d)
+
+
+def prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens, scale):
     """Prefix part. Returns (out [B, H, D] float32, lse [B, H] float32)."""
     B, H, D = q.shape
-    hkv = prefix_k.shape[1]
+    hkv = prefix_k.shape[0]
     ratio = H // hkv
     out = torch.empty(B, H, D, dtype=torch.float32, device=q.device)
     lse = torch.empty(B, H, dtype=torch.float32, device=q.device)
-    bounds = row_ptr.tolist()
-    starts, lens = prefix_start.tolist(), prefix_len.tolist()
-    for g in range(len(starts)):
+    bounds, lens = row_ptr.tolist(), prefix_lens.tolist()
+    for g in range(len(lens)):
         r0, r1 = bounds[g], bounds[g + 1]
-        m = r1 - r0
+        m, n = r1 - r0, lens[g]
         if m == 0:
             continue
-        k = prefix_k[starts[g]:starts[g] + lens[g]].transpose(0, 1).float()  # [Hkv, L, D]
-        v = prefix_v[starts[g]:starts[g] + lens[g]].transpose(0, 1).float()
+        if n == 0:
+            out[r0:r1], lse[r0:r1] = 0.0, float("-inf")
+            continue
+        table = prefix_tables[g:g + 1]
+        k = gather_blocks(prefix_k, table, n)[:, 0, :n].float()  # [Hkv, L, D]
+        v = gather_blocks(prefix_v, table, n)[:, 0, :n].float()
         qg = q[r0:r1].float().view(m, hkv, ratio, D).permute(1, 0, 2, 3).reshape(hkv, m * ratio, D)
         s = torch.bmm(qg, k.transpose(1, 2)) * scale  # [Hkv, m*ratio, L]
         o, l = _softmax_attend(s, v)
@@ -68,27 +84,22 @@ def prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_start, prefix_le
     return out, lse
 
 
-def suffix_attention_ref(q, suffix_k, suffix_v, slot_ids, suffix_lens, scale):
+def suffix_attention_ref(q, suffix_k, suffix_v, suffix_tables, suffix_lens, scale):
     """Suffix part. Rows with no suffix get out = 0 and lse = -inf."""
     B, H, D = q.shape
-    hkv = suffix_k.shape[2]
+    hkv = suffix_k.shape[0]
     ratio = H // hkv
     t = int(suffix_lens.max()) if B else 0
     if t == 0:
         return (torch.zeros(B, H, D, dtype=torch.float32, device=q.device),
                 torch.full((B, H), float("-inf"), dtype=torch.float32, device=q.device))
-    first = int(slot_ids[0])
-    if torch.equal(slot_ids, torch.arange(first, first + B, device=slot_ids.device)):
-        k, v = suffix_k[first:first + B, :t], suffix_v[first:first + B, :t]  # no copy
-    else:
-        k, v = suffix_k[slot_ids, :t], suffix_v[slot_ids, :t]
-    k = k.permute(0, 2, 3, 1).float()  # [B, Hkv, D, t]
-    v = v.permute(0, 2, 1, 3).float()  # [B, Hkv, t, D]
-    qg = q.float().view(B, hkv, ratio, D)
-    s = torch.matmul(qg, k) * scale  # [B, Hkv, ratio, t]
-    valid = torch.arange(t, device=q.device).view(1, 1, 1, t) < suffix_lens.view(B, 1, 1, 1)
+    k = gather_blocks(suffix_k, suffix_tables, t).float()  # [Hkv, B, T, D], T = t rounded up to blocks
+    v = gather_blocks(suffix_v, suffix_tables, t).float()
+    qg = q.float().view(B, hkv, ratio, D).transpose(0, 1)  # [Hkv, B, ratio, D]
+    s = torch.matmul(qg, k.transpose(-1, -2)) * scale  # [Hkv, B, ratio, T]
+    valid = torch.arange(k.shape[2], device=q.device).view(1, 1, 1, -1) < suffix_lens.view(1, B, 1, 1)
     o, l = _softmax_attend(s.masked_fill(~valid, float("-inf")), v)
-    return o.reshape(B, H, D), l.reshape(B, H)
+    return o.transpose(0, 1).reshape(B, H, D), l.transpose(0, 1).reshape(B, H)
 
 
 def merge_attention_ref(out_a, lse_a, out_b, lse_b):
@@ -99,19 +110,21 @@ def merge_attention_ref(out_a, lse_a, out_b, lse_b):
     return w_a * out_a + w_b * out_b, lse
 
 
-def shared_prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_start, prefix_len,
-                                suffix_k, suffix_v, slot_ids, suffix_lens, scale):
+def shared_prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens,
+                                suffix_k, suffix_v, suffix_tables, suffix_lens, scale):
     """Prefix part + suffix part + merge. Returns out [B, H, D] in q's dtype."""
-    out_p, lse_p = prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_start, prefix_len, scale)
-    out_s, lse_s = suffix_attention_ref(q, suffix_k, suffix_v, slot_ids, suffix_lens, scale)
+    out_p, lse_p = prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens, scale)
+    out_s, lse_s = suffix_attention_ref(q, suffix_k, suffix_v, suffix_tables, suffix_lens, scale)
     out, _ = merge_attention_ref(out_p, lse_p, out_s, lse_s)
     return out.to(q.dtype)
 
 
 @triton.jit
-def _attend(q, K, V, stride_kn, stride_vn, lo, hi, qk_scale, d, d_mask,
-            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
-    """Online softmax of q [BLOCK_M, BLOCK_D] over keys lo:hi of K/V (rows strided by stride_kn/vn).
+def _attend(q, K, V, TABLE, stride_kb, stride_kt, stride_vb, stride_vt, lo, hi, qk_scale, d, d_mask,
+            PAGE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+            PRECISION: tl.constexpr):
+    """Online softmax of q [BLOCK_M, BLOCK_D] over tokens lo:hi of one sequence of a paged K/V
+    (token t at block TABLE[t // PAGE], offset t % PAGE; K/V already point at one KV head).
 
     Returns (acc, l, m) in base 2: scores are s = q.k * qk_scale with qk_scale = scale * log2(e),
     m = max s, l = sum 2^(s - m), acc = sum 2^(s - m) v. Accumulation is float32.
@@ -124,8 +137,10 @@ def _attend(q, K, V, stride_kn, stride_vn, lo, hi, qk_scale, d, d_mask,
         cols = start + n
         col_ok = cols < hi
         kv_mask = col_ok[:, None] & d_mask[None, :]
-        k = tl.load(K + cols[:, None] * stride_kn + d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(V + cols[:, None] * stride_vn + d[None, :], mask=kv_mask, other=0.0)
+        block = tl.load(TABLE + cols // PAGE, mask=col_ok, other=0).to(tl.int64)
+        offset = cols % PAGE
+        k = tl.load(K + block[:, None] * stride_kb + offset[:, None] * stride_kt + d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(V + block[:, None] * stride_vb + offset[:, None] * stride_vt + d[None, :], mask=kv_mask, other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         s = tl.where(col_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, 1))  # finite: every chunk has at least one valid key
@@ -156,15 +171,16 @@ def _store_part(OUT, LSE, acc, l, m, row_ok, d_mask):
 
 
 @triton.jit
-def _prefix_part_kernel(Q, K, V, ROW_PTR, PREFIX_START, PREFIX_LEN, OUT, LSE,
-                        stride_qb, stride_qh, stride_kp, stride_kh, stride_vp, stride_vh,
-                        stride_op, stride_ob, stride_oh, stride_lp, stride_lb,
+def _prefix_part_kernel(Q, K, V, ROW_PTR, PREFIX_TABLES, PREFIX_LENS, OUT, LSE,
+                        stride_qb, stride_qh, stride_kh, stride_kb, stride_kt, stride_vh, stride_vb, stride_vt,
+                        stride_tg, stride_op, stride_ob, stride_oh, stride_lp, stride_lb,
                         n_groups, qk_scale,
-                        RATIO: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                        RATIO: tl.constexpr, PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_G: tl.constexpr,
                         PRECISION: tl.constexpr):
     """Prefix part: BLOCK_M stacked query rows of one group (its rows x the RATIO query heads of
-    one KV head) against one split of the group's prefix K/V, read once for all of them."""
+    one KV head) against one split of the group's prefix K/V, read once for all of them through
+    the group's block table."""
     tile = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
@@ -191,23 +207,23 @@ def _prefix_part_kernel(Q, K, V, ROW_PTR, PREFIX_START, PREFIX_LEN, OUT, LSE,
     q = tl.load(Q + row[:, None] * stride_qb + head[:, None] * stride_qh + d[None, :],
                 mask=row_ok[:, None] & d_mask[None, :], other=0.0)
 
-    length = tl.where(live, tl.load(PREFIX_LEN + group), 0)
+    length = tl.where(live, tl.load(PREFIX_LENS + group), 0)
     lo, hi = _split_range(length, split, n_splits, BLOCK_N)
-    start = tl.load(PREFIX_START + group).to(tl.int64)
-    acc, l, m = _attend(q, K + start * stride_kp + kvh * stride_kh, V + start * stride_vp + kvh * stride_vh,
-                        stride_kp, stride_vp, lo, hi, qk_scale, d, d_mask, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+    acc, l, m = _attend(q, K + kvh * stride_kh, V + kvh * stride_vh, PREFIX_TABLES + group.to(tl.int64) * stride_tg,
+                        stride_kb, stride_kt, stride_vb, stride_vt, lo, hi, qk_scale, d, d_mask,
+                        PAGE, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
     _store_part(OUT + split * stride_op + row[:, None] * stride_ob + head[:, None] * stride_oh + d[None, :],
                 LSE + split * stride_lp + row * stride_lb + head, acc, l, m, row_ok, d_mask)
 
 
 @triton.jit
-def _suffix_part_kernel(Q, K, V, SLOT_IDS, SUFFIX_LENS, OUT, LSE,
-                        stride_qb, stride_qh, stride_ks, stride_kt, stride_kh, stride_vs, stride_vt, stride_vh,
-                        stride_op, stride_ob, stride_oh, stride_lp, stride_lb, first_part, qk_scale,
-                        RATIO: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr,
+def _suffix_part_kernel(Q, K, V, SUFFIX_TABLES, SUFFIX_LENS, OUT, LSE,
+                        stride_qb, stride_qh, stride_kh, stride_kb, stride_kt, stride_vh, stride_vb, stride_vt,
+                        stride_tb, stride_op, stride_ob, stride_oh, stride_lp, stride_lb, first_part, qk_scale,
+                        RATIO: tl.constexpr, PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
     """Suffix part: the RATIO query heads of one row and one KV head against one split of the
-    row's own suffix K/V."""
+    row's own suffix K/V, read through the row's block table."""
     b = tl.program_id(0).to(tl.int64)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
@@ -223,9 +239,9 @@ def _suffix_part_kernel(Q, K, V, SLOT_IDS, SUFFIX_LENS, OUT, LSE,
 
     length = tl.load(SUFFIX_LENS + b)
     lo, hi = _split_range(length, split, n_splits, BLOCK_N)
-    slot = tl.load(SLOT_IDS + b).to(tl.int64)
-    acc, l, m = _attend(q, K + slot * stride_ks + kvh * stride_kh, V + slot * stride_vs + kvh * stride_vh,
-                        stride_kt, stride_vt, lo, hi, qk_scale, d, d_mask, BLOCK_R, BLOCK_N, BLOCK_D, PRECISION)
+    acc, l, m = _attend(q, K + kvh * stride_kh, V + kvh * stride_vh, SUFFIX_TABLES + b * stride_tb,
+                        stride_kb, stride_kt, stride_vb, stride_vt, lo, hi, qk_scale, d, d_mask,
+                        PAGE, BLOCK_R, BLOCK_N, BLOCK_D, PRECISION)
     part = first_part + split
     _store_part(OUT + part * stride_op + b * stride_ob + head[:, None] * stride_oh + d[None, :],
                 LSE + part * stride_lp + b * stride_lb + head, acc, l, m, row_ok, d_mask)
@@ -259,13 +275,13 @@ BLOCK_N = 64  # keys per step of the online softmax
 MAX_SPLITS = 16
 
 
-def shared_prefix_attention_triton(q, prefix_k, prefix_v, row_ptr, prefix_start, prefix_len,
-                                   suffix_k, suffix_v, slot_ids, suffix_lens, scale, *,
+def shared_prefix_attention_triton(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens,
+                                   suffix_k, suffix_v, suffix_tables, suffix_lens, scale, *,
                                    prefix_splits: Optional[int] = None, suffix_splits: Optional[int] = None):
     """Same contract as `shared_prefix_attention_ref`. `prefix_splits` / `suffix_splits` override
     how many parts the keys are split into (default: enough programs to fill the GPU)."""
     B, H, D = q.shape
-    hkv = prefix_k.shape[1]
+    hkv = prefix_k.shape[0]
     ratio = H // hkv
     n_groups = row_ptr.shape[0] - 1
     out = torch.empty(B, H, D, dtype=q.dtype, device=q.device)
@@ -279,8 +295,8 @@ def shared_prefix_attention_triton(q, prefix_k, prefix_v, row_ptr, prefix_start,
     block_m = min(64, max(16, triton.next_power_of_2(B * ratio)))
     # sum over groups of cdiv(rows * ratio, block_m) is below this bound, known without a sync
     prefix_tiles = triton.cdiv(B * ratio, block_m) + n_groups
-    ps = prefix_splits or _num_splits(prefix_tiles * hkv, prefix_k.shape[0], q.device)
-    ss = suffix_splits or _num_splits(B * hkv, suffix_k.shape[1], q.device)
+    ps = prefix_splits or _num_splits(prefix_tiles * hkv, prefix_tables.shape[1] * prefix_k.shape[2], q.device)
+    ss = suffix_splits or _num_splits(B * hkv, suffix_tables.shape[1] * suffix_k.shape[2], q.device)
     parts_out = torch.empty(ps + ss, B, H, D, dtype=torch.float32, device=q.device)
     parts_lse = torch.empty(ps + ss, B, H, dtype=torch.float32, device=q.device)
     precision = "ieee" if q.dtype == torch.float32 else "tf32"  # tf32 only ever applies to float32
@@ -290,18 +306,18 @@ def shared_prefix_attention_triton(q, prefix_k, prefix_v, row_ptr, prefix_start,
 
     # prefix part
     _prefix_part_kernel[(prefix_tiles, hkv, ps)](
-        q, prefix_k, prefix_v, row_ptr, prefix_start, prefix_len, parts_out, parts_lse,
-        q.stride(0), q.stride(1), prefix_k.stride(0), prefix_k.stride(1), prefix_v.stride(0), prefix_v.stride(1),
+        q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens, parts_out, parts_lse,
+        q.stride(0), q.stride(1), *prefix_k.stride()[:3], *prefix_v.stride()[:3], prefix_tables.stride(0),
         *part_strides, n_groups, qk_scale,
-        RATIO=ratio, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=BLOCK_N, BLOCK_D=block_d,
+        RATIO=ratio, PAGE=prefix_k.shape[2], HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=BLOCK_N, BLOCK_D=block_d,
         BLOCK_G=triton.next_power_of_2(max(n_groups, 1)), PRECISION=precision, num_warps=4)
     # suffix part
     _suffix_part_kernel[(B, hkv, ss)](
-        q, suffix_k, suffix_v, slot_ids, suffix_lens, parts_out, parts_lse,
-        q.stride(0), q.stride(1), suffix_k.stride(0), suffix_k.stride(1), suffix_k.stride(2),
-        suffix_v.stride(0), suffix_v.stride(1), suffix_v.stride(2), *part_strides, ps, qk_scale,
-        RATIO=ratio, HEAD_DIM=D, BLOCK_R=max(16, triton.next_power_of_2(ratio)), BLOCK_N=BLOCK_N,
-        BLOCK_D=block_d, PRECISION=precision, num_warps=4)
+        q, suffix_k, suffix_v, suffix_tables, suffix_lens, parts_out, parts_lse,
+        q.stride(0), q.stride(1), *suffix_k.stride()[:3], *suffix_v.stride()[:3], suffix_tables.stride(0),
+        *part_strides, ps, qk_scale,
+        RATIO=ratio, PAGE=suffix_k.shape[2], HEAD_DIM=D, BLOCK_R=max(16, triton.next_power_of_2(ratio)),
+        BLOCK_N=BLOCK_N, BLOCK_D=block_d, PRECISION=precision, num_warps=4)
     # merge
     block_p = triton.next_power_of_2(ps + ss)
     block_h = min(triton.next_power_of_2(H), max(1, 8192 // (block_p * block_d)))
@@ -314,7 +330,7 @@ def shared_prefix_attention_triton(q, prefix_k, prefix_v, row_ptr, prefix_start,
 def _num_splits(programs: int, max_len: int, device: torch.device) -> int:
     """Split the keys when there are fewer programs than SMs; 1 elsewhere. Each split costs a
     float32 partial result per row and head, so the target is one program per SM, not more.
-    max_len bounds the keys a program may get (the pool or cache size, known without a sync)."""
+    max_len bounds the keys a program may get (a block table's capacity, known without a sync)."""
     target = _sm_count(device)
     if programs >= target:
         return 1

@@ -14,13 +14,18 @@ from .scoring import score as score_completions
 
 class Sampler:
     def __init__(self, model, tokenizer, hf_config, model_path, eos_token_ids: set[int],
-                 max_batch_size: int = 256):
+                 max_batch_size: int = 256, kv_cache_memory=None, cuda_graphs: Optional[bool] = None):
         self.model, self.tokenizer, self.config, self.model_path = model, tokenizer, hf_config, model_path
-        self.engine = Engine(model, tokenizer, eos_token_ids, max_batch_size)
+        self.engine = Engine(model, tokenizer, eos_token_ids, max_batch_size, kv_cache_memory=kv_cache_memory,
+                             cuda_graphs=cuda_graphs)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, device: str = "cpu", dtype=torch.float32,
-                        max_batch_size: int = 256) -> "Sampler":
+                        max_batch_size: int = 256, kv_cache_memory=None,
+                        cuda_graphs: Optional[bool] = None) -> "Sampler":
+        """kv_cache_memory: bytes (int), a size ("40GB", "512MiB") or a fraction in (0, 1] of the
+        memory left after the weights (default: 0.9 on CUDA, 2 GiB on CPU; see sampler/memory.py).
+        cuda_graphs: replay the decode step from CUDA graphs (default: on CUDA)."""
         from transformers import AutoTokenizer
         path = resolve_model_path(name_or_path)
         dtype = parse_dtype(dtype)
@@ -28,7 +33,8 @@ class Sampler:
         hf_config = load_hf_config(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = load_model(path, hf_config, device, dtype)
-        return cls(model, tokenizer, hf_config, path, _eos_token_ids(path, hf_config, tokenizer), max_batch_size)
+        return cls(model, tokenizer, hf_config, path, _eos_token_ids(path, hf_config, tokenizer), max_batch_size,
+                   kv_cache_memory, cuda_graphs)
 
     @property
     def max_context(self) -> int:
@@ -107,7 +113,7 @@ class SampleStream:
 
     def steps(self) -> Iterator[list[tuple[int, Completion]]]:
         """The samples each engine step finished (for callers that account time per step)."""
-        while any(rid in self.engine.requests for rid in self.index_of):
+        while any(self.engine.is_active(rid) for rid in self.index_of):
             finished = [(self.index_of[rid], c) for rid, c in self.engine.step() if rid in self.index_of]
             if finished:
                 yield finished

@@ -1,11 +1,19 @@
-"""Shared-prefix KV cache: each prompt's KV stored once in a prefix pool, each slot's own suffix KV.
+"""Paged KV cache (vLLM's blocks) under one memory budget, with Hydragen's shared prefix on top.
 
-The prefix pool is one tensor per K and V, [layers, tokens, kv_heads, head_dim]; a prompt gets a
-contiguous range (first fit, the pool grows when full), so its memory does not depend on how many
-samples read it. The suffix cache is [layers, slots, max_suffix, kv_heads, head_dim]: the tokens a
-sample generated. Two batch views tell the model where to write K/V and how to attend:
-PrefillBatch (one prompt, causal attention over itself) and SuffixBatch (rows that each extend a
-slot's suffix after a group's prefix: decode steps and teacher-forced scoring).
+All K/V live in one pool of fixed-size blocks per layer: K and V are
+[layers, kv_heads, num_blocks, block_size, head_dim]. A prompt's KV goes to blocks of its own,
+written once by its prefill and read by all of its samples, so its memory does not depend on n; each
+sample's generated tokens go to blocks taken one at a time as it grows and returned when it finishes.
+Prefix and suffix blocks come from the same pool, so one budget bounds both.
+
+Per layer and KV head a block table gathers to one contiguous [rows, tokens, head_dim] operand (the
+CPU reference's matmul), and a token's head_dim is contiguous (the GPU kernels' loads). Block 0 is a
+scratch block that is never handed out: unused block-table entries point at it, and padded rows of a
+captured decode step write there.
+
+Two batch views tell the model where to write K/V and how to attend: PrefillBatch (one prompt,
+causal attention over itself) and SuffixBatch (rows that each add one token to a sample's suffix
+after its group's prefix: decode steps, preemption recompute and teacher-forced scoring).
 """
 from __future__ import annotations
 
@@ -13,123 +21,112 @@ import torch
 import torch.nn.functional as F
 
 import kernels
+from kernels.attention import gather_blocks
 
 from .models.llama import ModelConfig
 
 
-class PrefixPool:
-    """Contiguous token ranges in one growable tensor pair; ranges keep their start when it grows."""
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
-    def __init__(self, cfg: ModelConfig, device, dtype, capacity: int = 256):
-        self.shape = (cfg.num_layers, cfg.num_kv_heads, cfg.head_dim)
-        self.device, self.dtype = device, dtype
-        self.k = self.v = None
-        self.capacity = 0
-        self.ranges: dict[int, tuple[int, int]] = {}  # handle -> (start, length)
-        self._next_handle = 0
-        self._grow(capacity)
 
-    def _grow(self, capacity: int) -> None:
-        layers, hkv, d = self.shape
-        k = torch.empty(layers, capacity, hkv, d, device=self.device, dtype=self.dtype)
-        v = torch.empty_like(k)
-        if self.k is not None:
-            k[:, :self.capacity] = self.k
-            v[:, :self.capacity] = self.v
-        self.k, self.v, self.capacity = k, v, capacity
+class BlockPool:
+    """The K/V blocks and their free list; the engine decides who holds which block."""
 
-    def alloc(self, length: int) -> int:
-        start = 0
-        for s, n in sorted(self.ranges.values()):
-            if s - start >= length:
-                break
-            start = max(start, s + n)
-        if start + length > self.capacity:
-            self._grow(max(2 * self.capacity, start + length))
-        handle, self._next_handle = self._next_handle, self._next_handle + 1
-        self.ranges[handle] = (start, length)
-        return handle
+    def __init__(self, cfg: ModelConfig, num_blocks: int, block_size: int, device, dtype):
+        self.block_size, self.num_blocks = block_size, num_blocks
+        shape = (cfg.num_layers, cfg.num_kv_heads, num_blocks, block_size, cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.device = self.k.device
+        self._free = list(range(num_blocks - 1, 0, -1))  # a stack: low block ids go out first
+        self.peak_used = 0
 
-    def free(self, handle: int) -> None:
-        del self.ranges[handle]
+    @staticmethod
+    def bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+        return 2 * cfg.num_layers * cfg.num_kv_heads * block_size * cfg.head_dim * dtype.itemsize
 
     @property
-    def nbytes(self) -> int:
-        return 2 * self.k.numel() * self.k.element_size()
-
-
-class SuffixCache:
-    """Per-slot KV of generated tokens; the suffix length grows when a request needs more."""
-
-    def __init__(self, cfg: ModelConfig, slots: int, device, dtype):
-        self.shape = (cfg.num_layers, slots, cfg.num_kv_heads, cfg.head_dim)
-        self.device, self.dtype = device, dtype
-        self.k = self.v = None
-        self.max_len = 0
-
-    def ensure(self, max_len: int) -> None:
-        if max_len <= self.max_len:
-            return
-        layers, slots, hkv, d = self.shape
-        k = torch.empty(layers, slots, max_len, hkv, d, device=self.device, dtype=self.dtype)
-        v = torch.empty_like(k)
-        if self.k is not None:
-            k[:, :, :self.max_len] = self.k
-            v[:, :, :self.max_len] = self.v
-        self.k, self.v, self.max_len = k, v, max_len
+    def capacity(self) -> int:
+        """Blocks that can be handed out (all but the scratch block)."""
+        return self.num_blocks - 1
 
     @property
-    def nbytes(self) -> int:
-        return 0 if self.k is None else 2 * self.k.numel() * self.k.element_size()
+    def num_free(self) -> int:
+        return len(self._free)
+
+    @property
+    def num_used(self) -> int:
+        return self.capacity - self.num_free
+
+    def allocate(self, count: int) -> list[int]:
+        if count > len(self._free):
+            raise RuntimeError(f"KV block pool exhausted: {count} blocks asked, {len(self._free)} free")
+        blocks = [self._free.pop() for _ in range(count)]
+        self.peak_used = max(self.peak_used, self.num_used)
+        return blocks
+
+    def free(self, blocks: list[int]) -> None:
+        self._free.extend(reversed(blocks))
+
+    def rows(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V of one layer as flat token rows [num_blocks * block_size, kv_heads, head_dim]
+        (strided views): what the RoPE + KV-write op addresses, row = block * block_size + offset."""
+        def view(t):
+            hkv, nb, bs, d = t[layer].shape
+            return t[layer].view(hkv, nb * bs, d).transpose(0, 1)
+        return view(self.k), view(self.v)
+
+    def token_rows(self, tables: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Flat row of token `positions[i]` of the sequence whose block table is `tables[i]`."""
+        bs = self.block_size
+        block = tables.gather(1, (positions // bs).long().unsqueeze(1)).squeeze(1)
+        return block.long() * bs + positions.long() % bs
 
 
 class PrefillBatch:
-    """One prompt at batch 1: K/V go to its prefix range; attention is causal over the prompt."""
+    """One prompt at batch 1: K/V go to its prefix blocks; attention is causal over the prompt."""
 
-    def __init__(self, pool: PrefixPool, handle: int):
-        self.pool = pool
-        start, length = pool.ranges[handle]
-        self.span = slice(start, start + length)
-        self.write_rows = torch.arange(start, start + length, device=pool.device)
+    def __init__(self, pool: BlockPool, blocks: list[int], length: int):
+        self.pool, self.length = pool, length
+        self.table = torch.tensor([blocks], device=pool.device, dtype=torch.int32)
+        self.write_rows = pool.token_rows(self.table.expand(length, -1),
+                                          torch.arange(length, device=pool.device))
 
     def write_cache(self, layer: int):
-        return self.pool.k[layer], self.pool.v[layer]
+        return self.pool.rows(layer)
 
     def attend(self, layer: int, q: torch.Tensor, scale: float) -> torch.Tensor:
-        k, v = self.pool.k[layer, self.span], self.pool.v[layer, self.span]
-        out = F.scaled_dot_product_attention(
-            q.transpose(0, 1).unsqueeze(0), k.transpose(0, 1).unsqueeze(0), v.transpose(0, 1).unsqueeze(0),
-            is_causal=True, scale=scale, enable_gqa=True)
+        n = self.length
+        k = gather_blocks(self.pool.k[layer], self.table, n)[:, :, :n]  # [Hkv, 1, L, D]
+        v = gather_blocks(self.pool.v[layer], self.table, n)[:, :, :n]
+        out = F.scaled_dot_product_attention(q.transpose(0, 1).unsqueeze(0), k.transpose(0, 1), v.transpose(0, 1),
+                                             is_causal=True, scale=scale, enable_gqa=True)
         return out.squeeze(0).transpose(0, 1)
 
 
 class SuffixBatch:
-    """Rows that each add one token to a slot's suffix: the token's K/V is written at suffix
-    position suffix_lens - 1 of its slot, and the row attends to its group's prefix plus the
-    first suffix_lens tokens of its slot's suffix (shared-prefix attention).
+    """Rows that each add one token to a sample's suffix: the token's K/V is written at suffix
+    position suffix_lens - 1 of the row's block table, and the row attends to its group's prefix
+    plus the first suffix_lens tokens of its suffix (shared-prefix attention).
 
-    Rows must be sorted by group; `groups` is a list of (prefix handle, row count) in that order.
+    Rows are sorted by group: group g (prefix_tables[g], prefix_lens[g]) owns rows
+    row_ptr[g]:row_ptr[g+1]. Every argument is a device tensor, so building this never syncs.
+    The prefix may live in another pool than the suffix (scoring keeps its suffixes apart).
     """
 
-    def __init__(self, pool: PrefixPool, suffix: SuffixCache, groups, slot_ids: torch.Tensor,
-                 suffix_lens: torch.Tensor):
-        device = pool.device
-        self.pool, self.suffix = pool, suffix
-        counts = [count for _, count in groups]
-        spans = [pool.ranges[handle] for handle, _ in groups]
-        self.row_ptr = torch.tensor([0] + counts, device=device).cumsum(0).to(torch.int32)
-        self.prefix_start = torch.tensor([s for s, _ in spans], device=device, dtype=torch.int32)
-        self.prefix_len = torch.tensor([n for _, n in spans], device=device, dtype=torch.int32)
-        self.slot_ids = slot_ids.to(device=device, dtype=torch.int32)
-        self.suffix_lens = suffix_lens.to(device=device, dtype=torch.int32)
-        self.write_rows = self.slot_ids.long() * suffix.max_len + self.suffix_lens.long() - 1
+    def __init__(self, prefix_pool: BlockPool, suffix_pool: BlockPool, row_ptr, prefix_tables, prefix_lens,
+                 suffix_tables, suffix_lens):
+        self.prefix_pool, self.suffix_pool = prefix_pool, suffix_pool
+        self.row_ptr, self.prefix_tables, self.prefix_lens = row_ptr, prefix_tables, prefix_lens
+        self.suffix_tables, self.suffix_lens = suffix_tables, suffix_lens
+        self.write_rows = suffix_pool.token_rows(suffix_tables, suffix_lens - 1)
 
     def write_cache(self, layer: int):
-        _, slots, hkv, d = self.suffix.shape
-        flat = (slots * self.suffix.max_len, hkv, d)
-        return self.suffix.k[layer].view(flat), self.suffix.v[layer].view(flat)
+        return self.suffix_pool.rows(layer)
 
     def attend(self, layer: int, q: torch.Tensor, scale: float) -> torch.Tensor:
+        p, s = self.prefix_pool, self.suffix_pool
         return kernels.shared_prefix_attention(
-            q, self.pool.k[layer], self.pool.v[layer], self.row_ptr, self.prefix_start, self.prefix_len,
-            self.suffix.k[layer], self.suffix.v[layer], self.slot_ids, self.suffix_lens, scale)
+            q, p.k[layer], p.v[layer], self.row_ptr, self.prefix_tables, self.prefix_lens,
+            s.k[layer], s.v[layer], self.suffix_tables, self.suffix_lens, scale)

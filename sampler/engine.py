@@ -1,39 +1,62 @@
-"""The generation loop: prefill each prompt once, fan its samples out to slots, decode, sample,
-stop, and refill freed slots from pending samples (of the same or the next prompt).
+"""The generation loop: schedule -> run -> postprocess, once per step.
 
-One Engine owns the model, the KV cache and the slots; it is not thread-safe (one thread drives it,
+schedule: give every running sample the KV block its next token needs, preempting the most recently
+started samples when the pool is short (vLLM's recompute policy: their blocks are freed, their
+tokens kept, and they wait at the head of the queue); then admit waiting samples while slots and
+blocks allow (prefilling a prompt on its first sample, drawing a new sample's first token straight
+from its prompt's logits, rebuilding a readmitted sample's KV from its tokens). run: the model
+runner's decode step for all running samples. postprocess: append tokens, stop on EOS / stop
+strings / length, free the finished samples' slots and blocks.
+
+One Engine owns the model, the KV pool and the slots; it is not thread-safe (one thread drives it,
 as in nano-vllm: add_request / abort_request / step).
 """
 from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from typing import Optional
 
 import torch
 
-import kernels
-
-from .cache import PrefillBatch, PrefixPool, SuffixBatch, SuffixCache
+from .cache import BlockPool, PrefillBatch, cdiv
 from .errors import InvalidInput
+from .memory import num_kv_blocks
 from .params import Completion, GenerationStats, SamplingParams
+from .runner import ModelRunner
 from .sequence import Request, Sample
 from .stopping import StopChecker
 
+DEFAULT_BLOCK_SIZE = 16
+
 
 class Engine:
-    def __init__(self, model, tokenizer, eos_token_ids: set[int], max_batch_size: int = 256):
-        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
-            raise InvalidInput(f"max_batch_size={max_batch_size!r} is invalid: must be an integer >= 1")
+    def __init__(self, model, tokenizer, eos_token_ids: set[int], max_batch_size: int = 256,
+                 kv_cache_memory=None, block_size: int = DEFAULT_BLOCK_SIZE, cuda_graphs: Optional[bool] = None):
+        for name, value in (("max_batch_size", max_batch_size), ("block_size", block_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInput(f"{name}={value!r} is invalid: must be an integer >= 1")
         self.model, self.tokenizer, self.eos_token_ids = model, tokenizer, eos_token_ids
         weight = model.embed_tokens.weight
         self.device = weight.device
-        self.pool = PrefixPool(model.cfg, weight.device, weight.dtype)
-        self.suffix = SuffixCache(model.cfg, max_batch_size, weight.device, weight.dtype)
-        self.slots: list[Optional[Sample]] = [None] * max_batch_size
+        if cuda_graphs is None:
+            cuda_graphs = self.device.type == "cuda"
+        if cuda_graphs and self.device.type != "cuda":
+            raise InvalidInput("cuda_graphs=True needs the model on a CUDA device")
+        blocks = num_kv_blocks(model.cfg, weight.dtype, self.device, kv_cache_memory, block_size, max_batch_size)
+        self.pool = BlockPool(model.cfg, blocks, block_size, self.device, weight.dtype)
+        self.runner = ModelRunner(model, self.pool, max_batch_size, cuda_graphs)
+        self.free_slots = list(range(max_batch_size - 1, -1, -1))
+        self.running: list[Sample] = []  # in admission order
+        self.waiting: deque[Sample] = deque()  # preempted samples, readmitted before new ones
         self.requests: dict[int, Request] = {}  # insertion order = admission order
-        self.stats = GenerationStats()
-        self._next_id = 0
+        self.stats = GenerationStats(kv_blocks_total=self.pool.capacity)
+        self._batch: list[Sample] = []  # the running samples in the runner's row order
+        self._batch_changed = False
+        self._next_id = self._started = 0
+
+    # -- requests ---------------------------------------------------------------------------------
 
     def add_request(self, prompt_ids: list[int], params: SamplingParams) -> int:
         self.validate(prompt_ids, params)
@@ -54,114 +77,160 @@ class Engine:
         if len(prompt_ids) + params.max_new_tokens > limit:
             raise InvalidInput(f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({params.max_new_tokens}) "
                                f"exceeds the model's context of {limit} tokens")
+        bs = self.pool.block_size
+        need = cdiv(len(prompt_ids), bs) + cdiv(params.max_new_tokens, bs)
+        if need > self.pool.capacity:
+            raise InvalidInput(f"one sample of this prompt ({len(prompt_ids)} tokens) with max_new_tokens="
+                               f"{params.max_new_tokens} needs {need} KV blocks of {bs} tokens, but the KV cache "
+                               f"holds {self.pool.capacity}: raise kv_cache_memory or lower max_new_tokens")
 
     def abort_request(self, request_id: int) -> None:
         req = self.requests.get(request_id)
         if req is None:
             return
-        for i, s in enumerate(self.slots):
-            if s is not None and s.request is req:
-                self.slots[i] = None
+        for s in self.running:
+            if s.request is req:
+                self._release_sample(s)
+        self.running = [s for s in self.running if s.slot is not None]
+        self.waiting = deque(s for s in self.waiting if s.request is not req)
         req.live, req.next_sample = 0, req.params.n
         self._release(req)
 
     def has_unfinished(self) -> bool:
         return bool(self.requests)
 
+    def is_active(self, request_id: int) -> bool:
+        return request_id in self.requests
+
+    # -- the step ---------------------------------------------------------------------------------
+
     @torch.inference_mode()
     def step(self) -> list[tuple[int, Completion]]:
-        """Fill free slots (prefilling new prompts), then run one decode step for all live slots."""
+        """Schedule (grow, preempt, admit), then one decode step for every running sample."""
         finished: list[tuple[int, Completion]] = []
-        self._fill_slots(finished)
-        live = [i for i, s in enumerate(self.slots) if s is not None]
-        if live:
-            t0 = time.perf_counter()
-            self._decode(live, finished)
-            self.stats.decode_seconds += time.perf_counter() - t0
+        t0, prefill0 = time.perf_counter(), self.stats.prefill_seconds
+        self._grow()
+        while self._admit(finished):
+            pass
+        if self.running:
+            if self._batch_changed:
+                self._set_batch()
+            tokens, logprobs = self.runner.decode()
             self.stats.decode_steps += 1
+            self._postprocess(self._batch, tokens, logprobs, finished)
+        self.stats.decode_seconds += time.perf_counter() - t0 - (self.stats.prefill_seconds - prefill0)
         return finished
 
-    def _fill_slots(self, finished) -> None:
-        while True:
-            free = [i for i, s in enumerate(self.slots) if s is None]
-            started = []
-            for req in list(self.requests.values()):
-                while req.pending and len(started) < len(free):
-                    if req.prefix is None:
-                        self._prefill(req)
-                    p = req.params
-                    stop = StopChecker(self.tokenizer, p.stop) if p.stop else None
-                    slot = free[len(started)]
-                    self.slots[slot] = Sample(req, req.next_sample, stop)
-                    req.next_sample += 1
-                    req.live += 1
-                    started.append(slot)
-            if not started:
-                return
-            # each new sample draws its first token from its prompt's logits (no decode step needed)
-            t0 = time.perf_counter()
-            logits = torch.stack([self.slots[i].request.last_logits for i in started])
-            self._sample(started, logits, finished)
-            self.stats.decode_seconds += time.perf_counter() - t0
+    def _grow(self) -> None:
+        """Every running sample gets a block for the KV its next decode step writes (at suffix
+        position len(token_ids) - 1); short of blocks, idle prompts' prefixes go first, then the most
+        recently started samples are preempted."""
+        bs = self.pool.block_size
+        need = [s for s in self.running if len(s.blocks) * bs < len(s.token_ids)]
+        while len(need) > self.pool.num_free:
+            if not self._reclaim_prefix():
+                victim = self.running[-1]
+                self._preempt(victim)
+                need = [s for s in need if s is not victim]
+        updates = []
+        for s in need:
+            s.blocks += self.pool.allocate(1)
+            updates.append((s.slot, len(s.blocks) - 1, s.blocks[-1]))
+        self.runner.set_blocks(updates)
+        self._track_memory()
+
+    def _admit(self, finished) -> bool:
+        """Start waiting samples in order (preempted first, then new ones) while a slot and their
+        blocks are free; returns whether any started."""
+        fresh, readmitted = [], []
+        bs = self.pool.block_size
+        while self.free_slots:
+            req, sample = self._next_waiting()
+            if req is None:
+                break
+            tokens = len(sample.token_ids) if sample else 0
+            need = max(1, cdiv(tokens, bs)) + (0 if req.prefix_blocks is not None else cdiv(len(req.prompt_ids), bs))
+            if need > self.pool.num_free:
+                # nothing running will free blocks: take them from idle prompts' prefixes
+                if self.running or fresh or readmitted or not self._reclaim_prefix(keep=req):
+                    break
+                continue
+            if req.prefix_blocks is None:
+                self._prefill(req)
+            if sample is None:
+                stop = StopChecker(self.tokenizer, req.params.stop) if req.params.stop else None
+                sample = Sample(req, req.next_sample, stop)
+                req.next_sample += 1
+                req.live += 1
+                fresh.append(sample)
+            else:
+                self.waiting.popleft()
+                readmitted.append(sample)
+            sample.blocks = self.pool.allocate(max(1, cdiv(tokens, bs)))
+            sample.slot, sample.started = self.free_slots.pop(), self._started
+            self._started += 1
+            req.running += 1
+            self.running.append(sample)
+            self._batch_changed = True
+        if not fresh and not readmitted:
+            return False
+        self._track_memory()
+        self.runner.write_slots(fresh + readmitted)
+        self.runner.recompute(readmitted)
+        if fresh:
+            logits = torch.stack([s.request.last_logits for s in fresh])
+            tokens, logprobs = self.runner.sample_first(fresh, logits)
+            self._postprocess(fresh, tokens, logprobs, finished)
+        return True
+
+    def _next_waiting(self) -> tuple[Optional[Request], Optional[Sample]]:
+        """The next sample to admit: (its request, the preempted sample or None for a new one)."""
+        if self.waiting:
+            return self.waiting[0].request, self.waiting[0]
+        return next(((req, None) for req in self.requests.values() if req.pending), (None, None))
 
     def _prefill(self, req: Request) -> None:
         t0 = time.perf_counter()
         n = len(req.prompt_ids)
-        req.prefix = self.pool.alloc(n)
-        self.suffix.ensure(req.params.max_new_tokens)
+        req.prefix_blocks = self.pool.allocate(cdiv(n, self.pool.block_size))
         ids = torch.tensor(req.prompt_ids, device=self.device)
-        hidden = self.model(ids, torch.arange(n, device=self.device), PrefillBatch(self.pool, req.prefix))
+        hidden = self.model(ids, torch.arange(n, device=self.device), PrefillBatch(self.pool, req.prefix_blocks, n))
         req.last_logits = self.model.logits(hidden[-1:])[0]
         self.stats.prefill_tokens += n
         self.stats.prefill_seconds += time.perf_counter() - t0
-        self._track_memory()
 
-    def _decode(self, live: list[int], finished) -> None:
+    def _set_batch(self) -> None:
         order = {rid: k for k, rid in enumerate(self.requests)}
-        live.sort(key=lambda i: (order[self.slots[i].request.request_id], i))
-        groups: list[list] = []
-        for i in live:
-            req = self.slots[i].request
-            if groups and groups[-1][0] is req:
-                groups[-1][1] += 1
-            else:
-                groups.append([req, 1])
-        samples = [self.slots[i] for i in live]
-        n_gen = [len(s.token_ids) for s in samples]
-        tokens = torch.tensor([s.token_ids[-1] for s in samples], device=self.device)
-        positions = torch.tensor([len(s.request.prompt_ids) + k - 1 for s, k in zip(samples, n_gen)],
-                                 device=self.device)
-        batch = SuffixBatch(self.pool, self.suffix, [(r.prefix, c) for r, c in groups],
-                            torch.tensor(live), torch.tensor(n_gen))
-        logits = self.model.logits(self.model(tokens, positions, batch))
-        self._sample(live, logits, finished)
+        self._batch = sorted(self.running, key=lambda s: (order[s.request.request_id], s.slot))
+        groups: list[tuple[list[int], list[int], int]] = []
+        last = None
+        for s in self._batch:
+            if s.request is not last:
+                groups.append(([], s.request.prefix_blocks, len(s.request.prompt_ids)))
+                last = s.request
+            groups[-1][0].append(s.slot)
+        self.runner.set_batch(groups)
+        self._batch_changed = False
 
-    def _sample(self, slots: list[int], logits: torch.Tensor, finished) -> None:
-        samples = [self.slots[i] for i in slots]
-        params = [s.request.params for s in samples]
-
-        def col(values, dtype):
-            return torch.tensor(values, dtype=dtype, device=self.device)
-
-        tokens, logprobs = kernels.sample(
-            logits, col([p.temperature for p in params], torch.float32), col([p.top_k for p in params], torch.int32),
-            col([p.top_p for p in params], torch.float32), col([p.min_p for p in params], torch.float32),
-            col([s.request.seed for s in samples], torch.int64), col([s.index for s in samples], torch.int64),
-            col([len(s.token_ids) for s in samples], torch.int64))
-        for slot, s, p, token, logprob in zip(slots, samples, params, tokens.tolist(), logprobs.tolist()):
+    def _postprocess(self, samples: list[Sample], tokens: list[int], logprobs: list[float], finished) -> None:
+        for s, token, logprob in zip(samples, tokens, logprobs):
+            p = s.request.params
             s.token_ids.append(token)
             s.token_logprobs.append(logprob)
             self.stats.generated_tokens += 1
             if token in self.eos_token_ids and not p.ignore_eos:
-                self._finish(slot, "eos", finished)
+                self._finish(s, "eos", finished)
             elif s.stop is not None and s.stop.add(token):
-                self._finish(slot, "stop", finished)
+                self._finish(s, "stop", finished)
             elif len(s.token_ids) >= p.max_new_tokens:
-                self._finish(slot, "length", finished)
+                self._finish(s, "length", finished)
+        if self._batch_changed:
+            self.running = [s for s in self.running if s.slot is not None]
 
-    def _finish(self, slot: int, reason: str, finished) -> None:
-        s = self.slots[slot]
-        self.slots[slot] = None
+    # -- memory -----------------------------------------------------------------------------------
+
+    def _finish(self, s: Sample, reason: str, finished) -> None:
+        self._release_sample(s)
         req = s.request
         req.live -= 1
         text = s.stop.text if reason == "stop" else self.tokenizer.decode(
@@ -171,14 +240,42 @@ class Engine:
         if req.done:
             self._release(req)
 
+    def _release_sample(self, s: Sample) -> None:
+        """Free a sample's slot and suffix blocks (it finished, was preempted or aborted)."""
+        self.pool.free(s.blocks)
+        s.blocks = []
+        self.free_slots.append(s.slot)
+        s.slot = None
+        s.request.running -= 1
+        self._batch_changed = True
+
+    def _preempt(self, s: Sample) -> None:
+        self._release_sample(s)
+        self.running.remove(s)
+        self.waiting.appendleft(s)
+        self.stats.preemptions += 1
+
+    def _reclaim_prefix(self, keep: Optional[Request] = None) -> bool:
+        """Free the prefix blocks of the latest prompt that has none of its samples running
+        (it is prefilled again when one is admitted); returns whether there was one."""
+        for req in reversed(self.requests.values()):
+            if req.prefix_blocks is not None and req.running == 0 and req is not keep:
+                self.pool.free(req.prefix_blocks)
+                req.prefix_blocks = None
+                return True
+        return False
+
     def _release(self, req: Request) -> None:
-        if req.prefix is not None:
-            self.pool.free(req.prefix)
+        if req.prefix_blocks is not None:
+            self.pool.free(req.prefix_blocks)
+            req.prefix_blocks = None
         req.last_logits = None
         self.requests.pop(req.request_id, None)
 
     def _track_memory(self) -> None:
-        per_token = 2 * self.pool.k[:, :1].numel() * self.pool.k.element_size()
-        prefix_bytes = per_token * sum(n for _, n in self.pool.ranges.values())
-        self.stats.prefix_kv_bytes = max(self.stats.prefix_kv_bytes, prefix_bytes)
-        self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, self.pool.nbytes + self.suffix.nbytes)
+        per_block = self.pool.k[:, :, :1].numel() * self.pool.k.element_size() * 2
+        prefix_blocks = sum(len(r.prefix_blocks) for r in self.requests.values() if r.prefix_blocks)
+        stats = self.stats
+        stats.prefix_kv_bytes = max(stats.prefix_kv_bytes, prefix_blocks * per_block)
+        stats.kv_blocks_peak = max(stats.kv_blocks_peak, self.pool.num_used)
+        stats.peak_kv_bytes = stats.kv_blocks_peak * per_block

@@ -83,6 +83,9 @@ class GenerationStats:
     decode_steps: int = 0
     peak_kv_bytes: int = 0
     prefix_kv_bytes: int = 0
+    kv_blocks_total: int = 0  # the pool's size: kept by reset()
+    kv_blocks_peak: int = 0
+    preemptions: int = 0
 
     @property
     def seconds(self) -> float:
@@ -93,7 +96,7 @@ class GenerationStats:
         return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
 
     def reset(self) -> None:
-        for name, value in GenerationStats().__dict__.items():
+        for name, value in GenerationStats(kv_blocks_total=self.kv_blocks_total).__dict__.items():
             setattr(self, name, value)
 
     def as_dict(self) -> dict:

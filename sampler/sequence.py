@@ -1,4 +1,4 @@
-"""State of one request (a prompt and its n samples) and of one sample while it is in a slot."""
+"""State of one request (a prompt and its n samples) and of one sample while it runs or waits."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,8 +17,9 @@ class Request:
     params: SamplingParams
     seed: int
     next_sample: int = 0          # index of the next sample to start
-    live: int = 0                 # samples currently in slots
-    prefix: Optional[int] = None  # prefix-pool handle once prefilled
+    live: int = 0                 # samples started and not finished (running or preempted)
+    running: int = 0              # samples holding a slot now
+    prefix_blocks: Optional[list[int]] = None  # the prompt's KV blocks once prefilled
     last_logits: Optional[torch.Tensor] = None  # the prompt's next-token logits [vocab]
 
     @property
@@ -37,3 +38,6 @@ class Sample:
     stop: Optional[StopChecker]
     token_ids: list[int] = field(default_factory=list)
     token_logprobs: list[float] = field(default_factory=list)
+    slot: Optional[int] = None        # while running
+    blocks: list[int] = field(default_factory=list)  # its suffix KV blocks while running
+    started: int = 0                  # admission order: preemption takes the most recent first

@@ -44,7 +44,7 @@ def test_n_larger_than_slots_with_eos_and_refill(tiny_llama):
         for c in o:
             assert c.finish_reason in ("eos", "length")
             assert len(c.token_ids) == 9 or c.token_ids[-1] == 1
-    assert not s.engine.has_unfinished() and not s.engine.pool.ranges
+    assert not s.engine.has_unfinished() and s.engine.pool.num_used == 0
 
 
 def test_stop_string_across_token_boundary(sampler):
@@ -67,7 +67,7 @@ def test_prompt_kv_memory_does_not_grow_with_n(tiny_llama):
     for n in (1, 64):
         s = Sampler.from_pretrained(str(tiny_llama), max_batch_size=64)
         s.generate([PROMPT * 4], SamplingParams(n=n, max_new_tokens=4, ignore_eos=True, seed=0))
-        sizes.append((s.stats.prefix_kv_bytes, s.engine.pool.nbytes))
+        sizes.append((s.stats.prefix_kv_bytes, s.stats.kv_blocks_total))
         assert s.stats.prefill_tokens == len(s.encode(PROMPT * 4))
         assert s.stats.generated_tokens == 4 * n and s.stats.tokens_per_second > 0
     assert sizes[0] == sizes[1] and sizes[0][0] > 0

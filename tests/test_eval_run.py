@@ -43,6 +43,9 @@ class FakeEngine:
         self.aborted.append(rid)
         self.requests.pop(rid, None)
 
+    def is_active(self, rid):
+        return rid in self.requests
+
     def step(self):
         if FakeEngine.crash_after is not None and FakeEngine.finished >= FakeEngine.crash_after:
             raise Crash("simulated crash")

@@ -17,16 +17,17 @@ def variants():
     """(kernel, element type of each pointer argument, constexprs) per compiled variant; the other
     arguments are i32, except the float ones."""
     from kernels import attention, norm, rope, sampling
-    att = dict(Q=BF16, K=BF16, V=BF16, OUT="fp32", LSE="fp32", ROW_PTR="i32", PREFIX_START="i32", PREFIX_LEN="i32",
-               SLOT_IDS="i32", SUFFIX_LENS="i32", RESULT=BF16)
+    att = dict(Q=BF16, K=BF16, V=BF16, OUT="fp32", LSE="fp32", ROW_PTR="i32", PREFIX_TABLES="i32", PREFIX_LENS="i32",
+               SUFFIX_TABLES="i32", SUFFIX_LENS="i32", RESULT=BF16)
     fp32_att = {**att, "Q": "fp32", "K": "fp32", "V": "fp32", "RESULT": "fp32"}
-    prefix = dict(HEAD_DIM=128, BLOCK_M=64, BLOCK_N=64, BLOCK_D=128, BLOCK_G=4)
-    suffix = dict(HEAD_DIM=128, BLOCK_R=16, BLOCK_N=64, BLOCK_D=128)
+    prefix = dict(HEAD_DIM=128, BLOCK_M=64, BLOCK_N=64, BLOCK_D=128, BLOCK_G=4, PAGE=16)
+    suffix = dict(HEAD_DIM=128, BLOCK_R=16, BLOCK_N=64, BLOCK_D=128, PAGE=16)
     return [
         (attention._prefix_part_kernel, att, dict(prefix, RATIO=6, PRECISION="tf32")),
-        (attention._prefix_part_kernel, fp32_att, dict(prefix, RATIO=7, HEAD_DIM=64, BLOCK_D=64, PRECISION="ieee")),
+        (attention._prefix_part_kernel, fp32_att, dict(prefix, RATIO=7, HEAD_DIM=64, BLOCK_D=64, PAGE=32,
+                                                       PRECISION="ieee")),
         (attention._suffix_part_kernel, att, dict(suffix, RATIO=6, PRECISION="tf32")),
-        (attention._suffix_part_kernel, fp32_att, dict(suffix, RATIO=1, PRECISION="ieee")),
+        (attention._suffix_part_kernel, fp32_att, dict(suffix, RATIO=1, PAGE=7, PRECISION="ieee")),
         (attention._merge_kernel, att, dict(HEAD_DIM=128, BLOCK_P=4, BLOCK_H=16, BLOCK_D=128)),
         (norm._rms_norm_kernel, dict(X=BF16, R=BF16, W=BF16, OUT=BF16, NEW_R=BF16),
          dict(HAS_RESIDUAL=True, BLOCK=2048)),

@@ -1,0 +1,190 @@
+"""The model runner: per-slot sampling state kept on the device, and the decode step over it, run
+eagerly or replayed from a CUDA graph (nano-vllm's model runner, gpt-fast's decode_one_token).
+
+The host writes a slot's state when a sample is admitted, and one block-table entry when a sample
+grows into a new block. Which slots decode, grouped by prompt, goes to the batch buffers only when
+that set changes. The step reads everything else by slot id on the device, runs the forward and the
+sampling, and advances each row's token and step there. Nothing in the step reads a tensor's value
+on the host, so it can be captured; its one host sync is the caller reading back the sampled tokens
+and log-probs. On CPU the same buffers are used eagerly, so tests exercise the same bookkeeping.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+import kernels
+
+from .cache import BlockPool, SuffixBatch, cdiv
+from .sequence import Sample
+
+
+def graph_batch_sizes(max_batch_size: int) -> list[int]:
+    """Padded batch sizes with a captured graph, as in vLLM: 1, 2, 4, 8, then steps of 16."""
+    sizes = [b for b in (1, 2, 4, 8) if b < max_batch_size] + list(range(16, max_batch_size, 16))
+    return sizes + [max_batch_size]
+
+
+class ModelRunner:
+    def __init__(self, model, pool: BlockPool, max_batch_size: int, cuda_graphs: bool):
+        self.model, self.pool = model, pool
+        device = pool.device
+        slots = max_batch_size + 1
+        self.scratch = max_batch_size  # padded rows of a graph read and write this slot only
+        max_blocks = cdiv(model.cfg.max_context, pool.block_size) + 1
+
+        def zeros(*shape, dtype=torch.int64):
+            return torch.zeros(*shape, dtype=dtype, device=device)
+
+        # per slot: the last sampled token, tokens generated so far (the RNG step and the suffix
+        # length), where the suffix starts, the RNG key, the sampling parameters, the block table
+        self.token, self.step, self.prompt_len = zeros(slots), zeros(slots), zeros(slots)
+        self.seed, self.index = zeros(slots), zeros(slots)
+        self.temperature, self.top_p = zeros(slots, dtype=torch.float32), zeros(slots, dtype=torch.float32)
+        self.top_k, self.min_p = zeros(slots, dtype=torch.int32), zeros(slots, dtype=torch.float32)
+        self.block_table = zeros(slots, max_blocks, dtype=torch.int32)
+        self.step[self.scratch] = 1
+        # the batch: slot of each row, rows sorted by prompt group (plus one group for padding)
+        self.rows = torch.full((max_batch_size,), self.scratch, dtype=torch.int64, device=device)
+        self.row_ptr = zeros(max_batch_size + 2, dtype=torch.int32)
+        self.prefix_tables = zeros(max_batch_size + 1, max_blocks, dtype=torch.int32)
+        self.prefix_lens = zeros(max_batch_size + 1, dtype=torch.int32)
+        self.out = zeros(2, max_batch_size, dtype=torch.float64)  # sampled tokens and log-probs
+        self.batch_size = self.padded_size = self.num_groups = 0
+        # batches are padded to these sizes when the step is replayed from graphs (tests set them
+        # on CPU to run the padded step eagerly)
+        self.padded_sizes: list[int] = graph_batch_sizes(max_batch_size) if cuda_graphs else []
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        if cuda_graphs:
+            self._capture()
+
+    def write_slots(self, samples: Sequence[Sample]) -> None:
+        """A sample's whole state, when it is admitted or readmitted after preemption."""
+        device = self.token.device
+        slots = torch.tensor([s.slot for s in samples], device=device)
+        params = [s.request.params for s in samples]
+        for buf, values in ((self.token, [s.token_ids[-1] if s.token_ids else 0 for s in samples]),
+                            (self.step, [len(s.token_ids) for s in samples]),
+                            (self.prompt_len, [len(s.request.prompt_ids) for s in samples]),
+                            (self.seed, [s.request.seed for s in samples]),
+                            (self.index, [s.index for s in samples]),
+                            (self.temperature, [p.temperature for p in params]),
+                            (self.top_k, [p.top_k for p in params]),
+                            (self.top_p, [p.top_p for p in params]),
+                            (self.min_p, [p.min_p for p in params])):
+            buf[slots] = torch.tensor(values, dtype=buf.dtype, device=device)
+        table = torch.zeros(len(samples), self.block_table.shape[1], dtype=torch.int32)
+        for i, s in enumerate(samples):
+            table[i, :len(s.blocks)] = torch.tensor(s.blocks, dtype=torch.int32)
+        self.block_table[slots] = table.to(device)
+
+    def set_blocks(self, updates: list[tuple[int, int, int]]) -> None:
+        """(slot, position in its block table, block) for samples that grew into a new block."""
+        if updates:
+            slot, j, block = torch.tensor(updates, device=self.token.device).unbind(1)
+            self.block_table[slot, j] = block.to(torch.int32)
+
+    def set_batch(self, groups: list[tuple[list[int], list[int], int]]) -> None:
+        """The decode batch: per prompt group, (its slots, its prefix blocks, its prefix length)."""
+        rows = [slot for slots, _, _ in groups for slot in slots]
+        size = len(rows)
+        padded = next(b for b in self.padded_sizes if b >= size) if self.padded_sizes else size
+        # a padded batch of `padded` rows has padded + 1 groups: the real ones, one of padding rows
+        # on the scratch slot with no prefix, then empty ones
+        num_groups = padded + 1 if self.padded_sizes else len(groups)
+        counts = [len(slots) for slots, _, _ in groups] + [padded - size] + [0] * (num_groups - len(groups) - 1)
+        tables = torch.zeros(num_groups, self.prefix_tables.shape[1], dtype=torch.int32)
+        for g, (_, blocks, _) in enumerate(groups):
+            tables[g, :len(blocks)] = torch.tensor(blocks, dtype=torch.int32)
+        lens = [length for _, _, length in groups] + [0] * (num_groups - len(groups))
+        self.rows[:padded] = torch.tensor(rows + [self.scratch] * (padded - size))
+        self.row_ptr[:num_groups + 1] = torch.tensor([0] + counts[:num_groups]).cumsum(0)
+        self.prefix_tables[:num_groups] = tables
+        self.prefix_lens[:num_groups] = torch.tensor(lens, dtype=torch.int32)
+        self.batch_size, self.padded_size, self.num_groups = size, padded, num_groups
+
+    def decode(self) -> tuple[list[int], list[float]]:
+        """One decode step of the batch; returns each row's sampled token and its log-prob."""
+        graph = self.graphs.get(self.padded_size)
+        if graph is not None:
+            graph.replay()
+        else:
+            self._decode_step(self.padded_size, self.num_groups)
+        tokens, logprobs = self.out[:, :self.batch_size].tolist()
+        return [int(t) for t in tokens], logprobs
+
+    def _decode_step(self, size: int, num_groups: int) -> None:
+        rows = self.rows[:size]
+        steps = self.step[rows]
+        batch = SuffixBatch(self.pool, self.pool, self.row_ptr[:num_groups + 1], self.prefix_tables[:num_groups],
+                            self.prefix_lens[:num_groups], self.block_table[rows], steps.to(torch.int32))
+        hidden = self.model(self.token[rows], self.prompt_len[rows] + steps - 1, batch)
+        self._sample(rows, self.model.logits(hidden), steps)
+
+    def _sample(self, rows: torch.Tensor, logits: torch.Tensor, steps: torch.Tensor) -> None:
+        tokens, logprobs = kernels.sample(logits, self.temperature[rows], self.top_k[rows], self.top_p[rows],
+                                          self.min_p[rows], self.seed[rows], self.index[rows], steps)
+        self.token[rows] = tokens
+        self.step[rows] = steps + 1
+        self.step[self.scratch] = 1
+        self.out[0, :len(rows)] = tokens
+        self.out[1, :len(rows)] = logprobs
+
+    def sample_first(self, samples: Sequence[Sample], logits: torch.Tensor) -> tuple[list[int], list[float]]:
+        """First tokens of newly admitted samples, drawn from their prompts' logits (eager)."""
+        rows = torch.tensor([s.slot for s in samples], device=self.token.device)
+        self._sample(rows, logits, self.step[rows])
+        tokens, logprobs = self.out[:, :len(samples)].tolist()
+        return [int(t) for t in tokens], logprobs
+
+    def recompute(self, samples: Sequence[Sample]) -> None:
+        """Rebuild the suffix KV of readmitted samples from their tokens (all but the last, which the
+        next decode step feeds): one teacher-forced pass over their shared prefixes (eager)."""
+        groups: dict[int, list[Sample]] = {}
+        for s in samples:
+            if len(s.token_ids) > 1:
+                groups.setdefault(s.request.request_id, []).append(s)
+        if not groups:
+            return
+        device = self.token.device
+        tokens, positions, suffix_lens, slots, counts, prefix_tables, prefix_lens = [], [], [], [], [], [], []
+        for members in groups.values():
+            req = members[0].request
+            counts.append(sum(len(s.token_ids) - 1 for s in members))
+            prefix_tables.append(req.prefix_blocks)
+            prefix_lens.append(len(req.prompt_ids))
+            for s in members:
+                t = len(s.token_ids) - 1
+                tokens += s.token_ids[:-1]
+                positions += range(len(req.prompt_ids), len(req.prompt_ids) + t)
+                suffix_lens += range(1, t + 1)
+                slots += [s.slot] * t
+        table = torch.zeros(len(groups), self.prefix_tables.shape[1], dtype=torch.int32)
+        for g, blocks in enumerate(prefix_tables):
+            table[g, :len(blocks)] = torch.tensor(blocks, dtype=torch.int32)
+
+        def tensor(values, dtype=torch.int64):
+            return torch.tensor(values, dtype=dtype, device=device)
+
+        batch = SuffixBatch(self.pool, self.pool, tensor([0] + counts).cumsum(0).to(torch.int32), table.to(device),
+                            tensor(prefix_lens, torch.int32), self.block_table[tensor(slots)],
+                            tensor(suffix_lens, torch.int32))
+        self.model(tensor(tokens), tensor(positions), batch)
+
+    def _capture(self) -> None:
+        """Capture the decode step once per padded batch size, largest first so the smaller graphs
+        reuse its memory pool; each is warmed up eagerly first (that compiles its kernels)."""
+        pool = None
+        for size in reversed(self.padded_sizes):
+            self.rows[:size] = self.scratch  # all rows padding, in one group with no prefix
+            self.row_ptr[0], self.row_ptr[1:] = 0, size
+            self.prefix_lens.zero_()
+            self._decode_step(size, size + 1)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                self._decode_step(size, size + 1)
+            pool = graph.pool()
+            self.graphs[size] = graph
+        torch.cuda.synchronize()
+        self.batch_size = self.padded_size = self.num_groups = 0

@@ -1,0 +1,131 @@
+"""Paged KV under a memory budget: preemption (recompute) gives the samples of an unconstrained
+run; cancel and stream work under preemption; blocks all come back; budgets parse and fail clearly.
+
+Token ids must be identical. Log-probs agree to 1e-4: CPU BLAS picks its kernel by batch size
+(a row's logits move by ~1e-6 when the batch around it changes, with or without preemption)."""
+import pytest
+import torch
+
+from sampler import InvalidInput, Sampler, SamplingParams
+from sampler.memory import kv_bytes_per_token, parse_memory
+from sampler.runner import graph_batch_sizes
+
+PROMPTS = ["def add(a, b):\n    return", "for i in range(10):\n", "x"]
+# varied lengths: stop strings and EOS end samples early, at different steps
+PARAMS = SamplingParams(n=64, temperature=1.0, top_p=0.95, max_new_tokens=40, stop=["10", "Tr", "St"], seed=5)
+
+
+@pytest.fixture(scope="module")
+def ample(tiny_llama):
+    s = Sampler.from_pretrained(str(tiny_llama), max_batch_size=32)
+    return s, s.generate(PROMPTS, PARAMS)
+
+
+def tight(tiny_llama, blocks: int, max_batch_size: int = 32) -> Sampler:
+    """A sampler whose pool has `blocks` usable blocks of 16 tokens."""
+    from sampler.models import load_hf_config
+    from sampler.models.llama import ModelConfig
+    cfg = ModelConfig.from_hf(load_hf_config(tiny_llama))
+    return Sampler.from_pretrained(str(tiny_llama), max_batch_size=max_batch_size,
+                                   kv_cache_memory=(blocks + 1) * 16 * kv_bytes_per_token(cfg, torch.float32))
+
+
+def assert_same(got, want):
+    for per_got, per_want in zip(got, want):
+        assert [c.index for c in per_got] == [c.index for c in per_want]
+        for a, b in zip(per_got, per_want):
+            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason and a.text == b.text
+            torch.testing.assert_close(torch.tensor(a.token_logprobs), torch.tensor(b.token_logprobs),
+                                       atol=1e-4, rtol=0)
+
+
+def test_preemption_gives_the_samples_of_an_unconstrained_run(tiny_llama, ample):
+    big, want = ample
+    assert big.stats.preemptions == 0
+    reasons = {c.finish_reason for per in want for c in per}
+    assert reasons == {"stop", "eos", "length"}  # lengths vary
+    s = tight(tiny_llama, blocks=12)
+    got = s.generate(PROMPTS, PARAMS)
+    assert s.stats.preemptions > 20, s.stats
+    assert s.stats.kv_blocks_total == 12 and s.stats.kv_blocks_peak == 12
+    assert_same(got, want)
+    assert s.engine.pool.num_used == 0 and not s.engine.has_unfinished()
+
+
+def test_padded_batches_give_the_same_samples(tiny_llama, ample):
+    """The bookkeeping of CUDA-graph replay (batches padded to captured sizes, padding rows on the
+    scratch slot in a group of their own), run eagerly on CPU, under preemption too."""
+    _, want = ample
+    s = tight(tiny_llama, blocks=20, max_batch_size=32)
+    s.engine.runner.padded_sizes = graph_batch_sizes(32)
+    assert_same(s.generate(PROMPTS, PARAMS), want)
+    assert s.stats.preemptions > 0
+
+
+def test_cancel_and_stream_under_preemption(tiny_llama, ample):
+    _, want = ample
+    s = tight(tiny_llama, blocks=10)
+    stream = s.stream(PROMPTS, PARAMS)
+    got = {0: [], 1: [], 2: []}
+    for i, c in stream:
+        got[i].append(c)
+        if i == 1 and len(got[1]) == 3:
+            stream.cancel(1)
+    assert len(got[1]) == 3 and len(got[0]) == len(got[2]) == 64
+    assert s.stats.preemptions > 0
+    by_index = {i: {c.index: c for c in want[i]} for i in range(3)}
+    for i in range(3):
+        for c in got[i]:
+            assert c.token_ids == by_index[i][c.index].token_ids
+    assert s.engine.pool.num_used == 0 and not s.engine.has_unfinished()
+
+
+def test_greedy_under_preemption_with_refill(tiny_llama):
+    p = SamplingParams(n=5, temperature=0, max_new_tokens=60, ignore_eos=True)
+    want = Sampler.from_pretrained(str(tiny_llama), max_batch_size=4).generate(PROMPTS, p)
+    s = tight(tiny_llama, blocks=9, max_batch_size=4)
+    assert [[c.token_ids for c in per] for per in s.generate(PROMPTS, p)] == \
+        [[c.token_ids for c in per] for per in want]
+    assert s.stats.preemptions > 0
+
+
+def test_a_sample_that_cannot_fit_alone_fails_up_front(tiny_llama):
+    s = tight(tiny_llama, blocks=3)
+    with pytest.raises(InvalidInput, match=r"needs 4 KV blocks of 16 tokens, but the KV cache holds 3"):
+        s.generate(["x"], SamplingParams(max_new_tokens=48))
+    assert not s.engine.has_unfinished()
+    s.generate(["x"], SamplingParams(max_new_tokens=32, ignore_eos=True))  # 1 + 2 blocks fit
+
+
+def test_prompt_kv_is_stored_once(tiny_llama):
+    """Prefix blocks do not depend on n; suffix blocks grow with the samples decoded together."""
+    prompt = PROMPTS[0] * 6
+    peaks = []
+    for n in (1, 32):
+        s = Sampler.from_pretrained(str(tiny_llama), max_batch_size=32)
+        s.generate([prompt], SamplingParams(n=n, max_new_tokens=20, ignore_eos=True, seed=0))
+        prompt_blocks = -(-len(s.encode(prompt)) // 16)
+        assert s.stats.prefix_kv_bytes == prompt_blocks * 16 * kv_bytes_per_token(s.model.cfg, torch.float32)
+        peaks.append(s.stats.kv_blocks_peak)
+    assert peaks == [prompt_blocks + 2, prompt_blocks + 2 * 32]
+
+
+@pytest.mark.parametrize("text, value", [("0.9", 0.9), ("1.0", 1.0), ("40GB", 40 * 10 ** 9), ("512MB", 512 * 10 ** 6),
+                                         ("2GiB", 2 << 30), ("1.5 gb", 1_500_000_000), ("1000000", 1000000)])
+def test_parse_memory(text, value):
+    assert parse_memory(text) == value
+
+
+@pytest.mark.parametrize("value, match", [("12 parsecs", "memory size"), ("", "memory size"), (1.5, r"\(0, 1\]"),
+                                          (0.0, r"\(0, 1\]"), (-5, "> 0"), (True, "bytes"), (100, "holds no KV block")])
+def test_bad_kv_cache_memory(tiny_llama, value, match):
+    with pytest.raises(InvalidInput, match=match):
+        Sampler.from_pretrained(str(tiny_llama), kv_cache_memory=value)
+
+
+def test_fraction_and_default_budgets(tiny_llama):
+    s = Sampler.from_pretrained(str(tiny_llama), max_batch_size=4, kv_cache_memory="0.5")
+    most = 4 * (256 // 16 + 1)  # never more than max_batch_size full contexts
+    assert s.stats.kv_blocks_total == most
+    with pytest.raises(InvalidInput, match="cuda_graphs=True needs the model on a CUDA device"):
+        Sampler.from_pretrained(str(tiny_llama), cuda_graphs=True)
