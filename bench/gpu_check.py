@@ -4,9 +4,10 @@
 2. shared-prefix attention vs torch SDPA over KV replicated per sample (and flash-attn when it is
    installed) at n in {16, 64, 256, 1024} samples and prefixes of {512, 2048, 8192} tokens;
 3. micro-benchmarks of RMSNorm, RoPE + KV write and sampling against their references;
-4. end-to-end tokens/s of our engine vs transformers `generate(num_return_sequences=n)` on a
-   random-weight model of Qwen2.5-1.5B's shape, and the decode step's fraction of the memory
-   roofline: minimum bytes a step must move / measured copy bandwidth / measured step time.
+4. end-to-end tokens/s of our engine (decode step replayed from CUDA graphs, and eager) vs
+   transformers `generate(num_return_sequences=n)` on a random-weight model of Qwen2.5-1.5B's
+   shape, and the decode step's fraction of the memory roofline: minimum bytes a step must move /
+   measured copy bandwidth / measured step time.
 
 Writes JSON (device, versions, every figure) to $OUT/gpu_check_<device>.json (or --out) and prints a
 short table last. Runs from the checkout with no installs:
@@ -267,21 +268,34 @@ def end_to_end(setup: Setup) -> dict:
             params = make_checkpoint(setup, Path(d))
             prompt_ids = torch.randint(2, 512, (setup.prompt_tokens,),
                                        generator=torch.Generator().manual_seed(1)).tolist()
-            ours = Sampler.from_pretrained(d, device=setup.device, dtype=setup.dtype, max_batch_size=max(setup.e2e_n))
-            runs = {n: run_ours(ours, prompt_ids, n, setup.new_tokens, TOP_P) for n in setup.e2e_n}
-            del ours
+            # the decode step replayed from CUDA graphs (the default on CUDA) and run eagerly
+            modes = [True, False] if setup.device == "cuda" else [False]
+            runs = {}
+            for graphs in modes:
+                ours = Sampler.from_pretrained(d, device=setup.device, dtype=setup.dtype,
+                                               max_batch_size=max(setup.e2e_n), cuda_graphs=graphs)
+                runs[graphs] = {n: run_ours(ours, prompt_ids, n, setup.new_tokens, TOP_P) for n in setup.e2e_n}
+                del ours
+                if setup.device == "cuda":
+                    torch.cuda.empty_cache()
             hf = AutoModelForCausalLM.from_pretrained(d, dtype=setup.dtype).to(setup.device).eval()
             for n in setup.e2e_n:
-                mine, theirs = runs[n], run_hf(hf, prompt_ids, n, setup.new_tokens, TOP_P)
+                mine, theirs = runs[modes[0]][n], run_hf(hf, prompt_ids, n, setup.new_tokens, TOP_P)
                 # bytes at the median decode step: each sample is about half way through its generation
                 step_bytes = decode_step_bytes(setup.model, setup.dtype, n, setup.prompt_tokens,
                                                setup.new_tokens // 2)
-                rows.append(dict(n=n, ours_tokens_per_s=mine["tokens_per_s"], hf_tokens_per_s=theirs["tokens_per_s"],
-                                 speedup_vs_hf=mine["tokens_per_s"] / theirs["tokens_per_s"],
-                                 ours_seconds=mine["seconds"], hf_seconds=theirs["seconds"],
-                                 decode_step_ms=mine["decode_step_ms"], decode_step_bytes=step_bytes,
-                                 roofline_fraction=step_bytes / bandwidth / (mine["decode_step_ms"] / 1e3),
-                                 ours_stats=mine["stats"]))
+                row = dict(n=n, cuda_graphs=modes[0], ours_tokens_per_s=mine["tokens_per_s"],
+                           hf_tokens_per_s=theirs["tokens_per_s"], speedup_vs_hf=mine["tokens_per_s"] / theirs["tokens_per_s"],
+                           ours_seconds=mine["seconds"], hf_seconds=theirs["seconds"],
+                           decode_step_ms=mine["decode_step_ms"], decode_step_bytes=step_bytes,
+                           roofline_fraction=step_bytes / bandwidth / (mine["decode_step_ms"] / 1e3),
+                           ours_stats=mine["stats"])
+                if len(modes) > 1:
+                    eager = runs[False][n]
+                    row.update(eager_tokens_per_s=eager["tokens_per_s"], eager_decode_step_ms=eager["decode_step_ms"],
+                               eager_roofline_fraction=step_bytes / bandwidth / (eager["decode_step_ms"] / 1e3),
+                               graphs_over_eager=mine["tokens_per_s"] / eager["tokens_per_s"])
+                rows.append(row)
             del hf
     finally:
         kernels.set_backend(previous)
@@ -309,10 +323,12 @@ def table(result: dict) -> str:
     e2e = result["end_to_end"]
     lines.append(f"end to end (prompt {e2e['prompt_tokens']}, {e2e['new_tokens']} new, copy "
                  f"{e2e['copy_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s)   n   ours tok/s   HF tok/s   speedup   "
-                 f"step ms   roofline")
+                 f"step ms   roofline   eager tok/s   eager roofline")
     for r in e2e["results"]:
         lines.append(f"{'':50}{r['n']:5d}  {r['ours_tokens_per_s']:11.0f}  {r['hf_tokens_per_s']:9.0f}  "
-                     f"{r['speedup_vs_hf']:7.2f}x  {r['decode_step_ms']:8.2f}  {100 * r['roofline_fraction']:7.1f}%")
+                     f"{r['speedup_vs_hf']:7.2f}x  {r['decode_step_ms']:8.2f}  {100 * r['roofline_fraction']:7.1f}%"
+                     + (f"  {r['eager_tokens_per_s']:12.0f}  {100 * r['eager_roofline_fraction']:14.1f}%"
+                        if "eager_tokens_per_s" in r else ""))
     return "\n".join(lines)
 
 
