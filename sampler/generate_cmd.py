@@ -63,5 +63,6 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     s = sampler.stats
     print(f"{s.generated_tokens} tokens in {s.seconds:.2f}s ({s.tokens_per_second:,.0f} tok/s), "
-          f"prefill {s.prefill_tokens} tokens", file=sys.stderr)
+          f"prefill {s.prefill_tokens} tokens; KV blocks: peak {s.kv_blocks_peak} of {s.kv_blocks_total}, "
+          f"{s.preemptions} preemptions", file=sys.stderr)
     return 0

@@ -254,6 +254,8 @@ def test_real_engine_on_tiny_checkpoints(models, bench, tmp_path):
         m = report["models"][name]
         assert m["samples"] == 3 * len(PROBLEMS) and m["tokens_per_second"] > 0
         assert list(m["pass@k"]) == ["1", "2"] and 0 <= m["rank_score@k"]["2"] <= 1
+        kv = m["kv_cache"]
+        assert 0 < kv["blocks_peak"] <= kv["blocks_total"] and kv["preemptions"] == 0
     ranks = out / run.model_dir(".", models[0]).name / f"rank_{run.model_dir('.', models[1]).name}.jsonl"
     assert len(ranks.read_text().splitlines()) == 3 * len(PROBLEMS)
     assert [t["kind"] for t in report["budgets"]] == ["time"]

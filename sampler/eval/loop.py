@@ -24,14 +24,16 @@ def task_seed(seed: int, model: str, task_id: str) -> int:
 
 
 def generate(load_sampler: Callable, model: str, problems: list[dict], seed: int,
-             jobs: Sequence[tuple[SamplingParams, SampleSet]], pool: Optional[ExecutionPool] = None) -> None:
+             jobs: Sequence[tuple[SamplingParams, SampleSet]], pool: Optional[ExecutionPool] = None) \
+        -> Optional[dict]:
     """Draw the samples each (params, sample set) job lacks, all jobs batched in one engine stream
     (a greedy job rides along with the sampled one), loading the model only if something is
     missing. A task missing any sample is drawn again whole (the engine numbers a task's samples
     from 0); rows already on disk are kept, not rewritten.
 
     With `pool` (until-pass mode) each sample is executed as it finishes, and once one passes, the
-    task's remaining samples are cancelled in the engine; tasks already solved are not drawn."""
+    task's remaining samples are cancelled in the engine; tasks already solved are not drawn.
+    Returns the engine's counters for this draw (None if nothing was missing)."""
     todo = []  # (problem, params, sample set, its rows by (task_id, index))
     for params, sample_set in jobs:
         done = sample_set.samples.rows()
@@ -39,10 +41,11 @@ def generate(load_sampler: Callable, model: str, problems: list[dict], seed: int
         todo += [(p, params, sample_set, done) for p in problems if p["task_id"] not in solved
                  and any((p["task_id"], i) not in done for i in range(params.n))]
     if not todo:
-        return
+        return None
     sampler = load_sampler()
     # one-time costs (lazy initialisation, first forward) belong to no sample's measured seconds
     sampler.generate([todo[0][0]["prompt"]], SamplingParams(n=1, temperature=0.0, max_new_tokens=2))
+    sampler.stats.reset()
     stream = sampler.stream([p["prompt"] for p, *_ in todo],
                             [replace(params, seed=task_seed(seed, model, p["task_id"])) for p, params, *_ in todo])
     missing = sum((p["task_id"], i) not in done for p, params, _, done in todo for i in range(params.n))
@@ -71,6 +74,7 @@ def generate(load_sampler: Callable, model: str, problems: list[dict], seed: int
                     stream.cancel(j)
         for future, j, index in running:
             _record(todo[j][2], todo[j][0]["task_id"], index, future.result())
+    return sampler.stats.as_dict()
 
 
 def _timed(stream, stats) -> Iterator[tuple[int, Completion, float]]:

@@ -9,6 +9,8 @@ the row in flight, and read back keyed so that a resumed run skips what is done.
     DIR/<model>/samples_results.jsonl  task_id, index, passed, result
     DIR/<model>/greedy.jsonl, greedy_results.jsonl   the same for the one greedy sample per task
     DIR/<model>/rank_<ranker>.jsonl    task_id, index, mean_logprob under another model
+    DIR/<model>/engine.jsonl           the engine's counters of each session that drew samples
+                                       (KV blocks total and peak, preemptions, tokens, seconds)
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Optional
 
-from ..jsonl import read_jsonl, write_atomic
+from ..jsonl import read_jsonl, read_jsonl_tolerant, write_atomic
 from .budget import CostModel, ModelShape, budget_grid
 from .metrics import pass_at_k, rank_score_at_k
 from .records import Log, SampleSet, model_dir
@@ -62,6 +62,7 @@ class ModelResults:
         self.prefill = fmean(self.shape.prefill_flops(t[0]["prompt_tokens"]) for t in drawn)
         self.decode = fmean(self.shape.decode_flops(r["prompt_tokens"], r["num_tokens"]) for r in self.rows)
         self._scores: dict[tuple[str, int], float] = {}
+        self.engine = read_jsonl_tolerant(directory / "engine.jsonl")
 
     def costs(self) -> dict[str, CostModel]:
         """Cost of k samples of one problem, per budget kind (exact: one prefill for all k)."""
@@ -91,7 +92,10 @@ class ModelResults:
                "seconds_per_sample": self.seconds / len(self.rows),
                "tokens_per_second": self.tokens / self.seconds if self.seconds > 0 else None,
                "mean_new_tokens": self.tokens / len(self.rows),
-               "greedy_pass@1": fmean(greedy) if greedy else None}
+               "greedy_pass@1": fmean(greedy) if greedy else None,
+               "kv_cache": {"blocks_total": max((e["kv_blocks_total"] for e in self.engine), default=None),
+                            "blocks_peak": max((e["kv_blocks_peak"] for e in self.engine), default=None),
+                            "preemptions": sum(e["preemptions"] for e in self.engine)}}
         if not until_pass:
             out["pass@k"] = {str(k): self.score("pass", k) for k in ks}
             out["rank_score@k"] = {str(k): self.score("rank", k) for k in ks}

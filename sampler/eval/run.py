@@ -22,13 +22,13 @@ from typing import Optional
 from ..api import Sampler
 from ..errors import InvalidInput
 from ..generate_cmd import add_model_arguments
-from ..jsonl import write_atomic, write_jsonl_atomic
+from ..jsonl import append_jsonl, write_atomic, write_jsonl_atomic
 from ..models import ModelConfig, check_device, load_hf_config, parse_dtype, resolve_model_path
 from ..params import SamplingParams
 from .budget import ModelShape
 from .execute import TIMEOUT, ExecutionPool
 from .loop import execute, generate, score
-from .records import SampleSet, model_dir
+from .records import SampleSet, model_dir, open_for_append
 from .report import BUDGETS, build_report, ranks_log, write_report
 from .tasks import BENCHMARKS, Benchmark, load_benchmark
 
@@ -183,8 +183,11 @@ def main(args: argparse.Namespace) -> int:
             load = loader(m)
             if args.until_pass:  # which problems are solved already?
                 execute(problems, samples, pool, f"{m.name} execute")
-            generate(load, m.name, problems, p.params.seed, [(greedy_params, greedy), (p.params, samples)],
-                     pool if args.until_pass else None)
+            stats = generate(load, m.name, problems, p.params.seed, [(greedy_params, greedy), (p.params, samples)],
+                             pool if args.until_pass else None)
+            if stats is not None:
+                with open_for_append(directory / "engine.jsonl") as f:
+                    append_jsonl(f, stats)
             load.cache_clear()  # free the model before loading the next
         for m in p.models:
             for s in sets[m.name]:
