@@ -52,22 +52,33 @@ def uniform(keys: torch.Tensor) -> torch.Tensor:
 
 def truncation_mask(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
                     min_p: torch.Tensor) -> torch.Tensor:
-    """Boolean [B, V]: True where a token survives top-k, top-p and min-p (scaled = logits / T)."""
+    """Boolean [B, V]: True where a token survives top-k, top-p and min-p (scaled = logits / T).
+
+    Top-k and top-p keep {s >= threshold}, the threshold being the last value they keep in
+    descending order, so tokens tied with it all survive, as in the kernel."""
     B, V = scaled.shape
     keep = torch.ones_like(scaled, dtype=torch.bool)
     if bool((min_p > 0).any()):
         thresh = scaled.max(dim=-1, keepdim=True).values + torch.log(min_p.clamp_min(1e-30)).unsqueeze(1)
         keep &= (scaled >= thresh) | (min_p <= 0).unsqueeze(1)
     if bool(((top_k > 0) & (top_k < V)).any()) or bool((top_p < 1).any()):
-        srt, idx = torch.sort(scaled, dim=-1, descending=True)
+        srt = _sorted_descending(scaled)
         rank = torch.arange(V, device=scaled.device).unsqueeze(0)
         k = torch.where(top_k > 0, top_k, V).unsqueeze(1)
-        srt = srt.masked_fill(rank >= k, float("-inf"))
-        probs = torch.softmax(srt, dim=-1)
+        probs = torch.softmax(srt.masked_fill(rank >= k, float("-inf")), dim=-1)
         before = torch.cumsum(probs, dim=-1) - probs  # mass strictly above each token
-        keep_sorted = (rank < k) & (before < top_p.unsqueeze(1))
-        keep &= torch.zeros_like(keep).scatter(1, idx, keep_sorted)
+        kept = ((rank < k) & (before < top_p.unsqueeze(1))).sum(dim=-1, keepdim=True)  # >= 1: the top token
+        keep &= scaled >= srt.gather(1, kept - 1)
     return keep
+
+
+def _sorted_descending(x: torch.Tensor) -> torch.Tensor:
+    """Each row's values in descending order. On CPU numpy's vectorised sort is ~30x faster than
+    torch.sort for float32 rows (0.34 ms vs 11.5 ms for 64 x 4096 on one core)."""
+    if x.device.type == "cpu":
+        import numpy as np
+        return torch.from_numpy(np.sort(x.numpy(), axis=-1)[:, ::-1].copy())
+    return torch.sort(x, dim=-1, descending=True).values
 
 
 def sample_ref(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
