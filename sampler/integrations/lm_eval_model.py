@@ -22,6 +22,7 @@ from ..errors import InvalidInput
 from ..params import SamplingParams
 
 try:
+    import lm_eval.models  # noqa: F401  lm-eval loads its own models only into an empty registry
     from lm_eval.api.model import LM as _LMBase
     from lm_eval.api.registry import register_model as _register_model
 except ImportError:
