@@ -67,8 +67,8 @@ def truncation_mask(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tens
         k = torch.where(top_k > 0, top_k, V).unsqueeze(1)
         probs = torch.softmax(srt.masked_fill(rank >= k, float("-inf")), dim=-1)
         before = torch.cumsum(probs, dim=-1) - probs  # mass strictly above each token
-        kept = ((rank < k) & (before < top_p.unsqueeze(1))).sum(dim=-1, keepdim=True)  # >= 1: the top token
-        keep &= scaled >= srt.gather(1, kept - 1)
+        kept = ((rank < k) & (before < top_p.unsqueeze(1))).sum(dim=-1, keepdim=True)
+        keep &= scaled >= srt.gather(1, kept.clamp_min(1) - 1)  # the top token always survives
     return keep
 
 

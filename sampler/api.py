@@ -9,6 +9,7 @@ from .engine import Engine
 from .errors import InvalidInput
 from .models import check_device, load_hf_config, load_model, parse_dtype, resolve_model_path
 from .params import Completion, GenerationStats, SamplingParams
+from .scoring import Scored
 from .scoring import score as score_completions
 
 
@@ -85,12 +86,16 @@ class Sampler:
         return self.score_ids(self.encode(prompt), ids)
 
     def score_ids(self, prompt_ids: list[int], completions: list[list[int]]) -> list[list[float]]:
+        return [s.logprobs for s in self.score_top(prompt_ids, completions, 0)]
+
+    def score_top(self, prompt_ids: list[int], completions: list[list[int]], top_k: int) -> list[Scored]:
+        """score_ids, plus the top_k most likely tokens at each position (for top_logprobs)."""
         limit = self.max_context
         longest = max((len(c) for c in completions), default=0)
         if len(prompt_ids) + longest > limit:
             raise InvalidInput(f"prompt + completion ({len(prompt_ids) + longest} tokens) exceeds the "
                                f"model's context of {limit} tokens")
-        return score_completions(self.engine, prompt_ids, completions)
+        return score_completions(self.engine, prompt_ids, completions, top_k)
 
 
 class SampleStream:

@@ -41,7 +41,9 @@ class ModelRunner:
         # length), where the suffix starts, the RNG key, the sampling parameters, the block table
         self.token, self.step, self.prompt_len = zeros(slots), zeros(slots), zeros(slots)
         self.seed, self.index = zeros(slots), zeros(slots)
-        self.temperature, self.top_p = zeros(slots, dtype=torch.float32), zeros(slots, dtype=torch.float32)
+        # neutral sampling parameters for slots no sample has used (the scratch slot's padding rows)
+        self.temperature = torch.ones(slots, dtype=torch.float32, device=device)
+        self.top_p = torch.ones(slots, dtype=torch.float32, device=device)
         self.top_k, self.min_p = zeros(slots, dtype=torch.int32), zeros(slots, dtype=torch.float32)
         self.block_table = zeros(slots, max_blocks, dtype=torch.int32)
         self.step[self.scratch] = 1

@@ -38,7 +38,12 @@ def make_config(model_type: str = "llama", vocab_size: int = 300, **overrides):
     return cls(**base)
 
 
-def make_checkpoint(path: Path, model_type: str = "llama", seed: int = 0, **overrides) -> Path:
+CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
+
+
+def make_checkpoint(path: Path, model_type: str = "llama", seed: int = 0, chat_template: str = None,
+                    **overrides) -> Path:
     """Random weights (scaled up so logits are far from uniform) + tokenizer, saved under `path`."""
     from transformers import AutoModelForCausalLM
     torch.manual_seed(seed)
@@ -53,5 +58,7 @@ def make_checkpoint(path: Path, model_type: str = "llama", seed: int = 0, **over
             else:
                 p.normal_(0, 0.2)
     model.save_pretrained(path)
-    make_tokenizer(config.vocab_size).save_pretrained(path)
+    tokenizer = make_tokenizer(config.vocab_size)
+    tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(path)
     return Path(path)

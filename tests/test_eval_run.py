@@ -11,6 +11,8 @@ import pytest
 from checkpoints import make_checkpoint
 
 from sampler.api import SampleStream
+from sampler.cli import common
+from sampler.cli import eval as eval_cli
 from sampler.errors import InvalidInput
 from sampler.eval import execute, run
 from sampler.params import Completion, GenerationStats
@@ -106,14 +108,14 @@ def bench(tmp_path):
 
 @pytest.fixture
 def fake(monkeypatch):
-    monkeypatch.setattr(run, "Sampler", FakeSampler)
+    monkeypatch.setattr(common, "Sampler", FakeSampler)
     monkeypatch.setattr(FakeEngine, "crash_after", None)
     monkeypatch.setattr(FakeEngine, "finished", 0)
 
 
 def args(*argv):
     parser = argparse.ArgumentParser()
-    run.add_arguments(parser)
+    eval_cli.add_arguments(parser)
     return parser.parse_args(["--timeout", "2", "--workers", "2", *map(str, argv)])
 
 
@@ -123,7 +125,7 @@ def read_report(out):
 
 def test_run_directory_and_report(fake, models, bench, tmp_path, capsys):
     out = tmp_path / "out"
-    assert run.main(args("--models", ",".join(models), "--benchmark", bench, "--n", 8,
+    assert eval_cli.main(args("--models", ",".join(models), "--benchmark", bench, "--n", 8,
                          "--max-new-tokens", 16, "--out", out)) == 0
     report, markdown = read_report(out)
     small = out / run.model_dir(".", models[0]).name
@@ -149,13 +151,13 @@ def test_run_directory_and_report(fake, models, bench, tmp_path, capsys):
 def test_resume_after_a_crash_gives_the_same_report(fake, models, bench, tmp_path, monkeypatch):
     common = ("--models", ",".join(models), "--benchmark", bench, "--n", 6, "--max-new-tokens", 16,
               "--ranker", models[1])
-    assert run.main(args(*common, "--out", tmp_path / "a")) == 0
+    assert eval_cli.main(args(*common, "--out", tmp_path / "a")) == 0
     expected = read_report(tmp_path / "a")
 
     out = tmp_path / "b"
     FakeEngine.finished, FakeEngine.crash_after = 0, 4 + 6 * len(PROBLEMS) + 7  # in model 2's samples
     with pytest.raises(Crash):
-        run.main(args(*common, "--out", out))
+        eval_cli.main(args(*common, "--out", out))
     with open(out / run.model_dir(".", models[1]).name / "samples.jsonl", "a") as f:
         f.write('{"task_id": "T/1", "compl')  # killed in the middle of a write
     FakeEngine.crash_after = None
@@ -169,18 +171,18 @@ def test_resume_after_a_crash_gives_the_same_report(fake, models, bench, tmp_pat
         return real(*a, **k)
     monkeypatch.setattr(execute, "run_program", crash_on_the_fifth_run)
     with pytest.raises(Crash):
-        run.main(args(*common, "--out", out))
+        eval_cli.main(args(*common, "--out", out))
     assert not (out / "report.json").exists()
 
     monkeypatch.setattr(execute, "run_program", real)
-    assert run.main(args(*common, "--out", out)) == 0
+    assert eval_cli.main(args(*common, "--out", out)) == 0
     assert read_report(out) == expected
 
     def no_more_work(*a, **k):
         raise AssertionError("a finished run drew or executed again")
     monkeypatch.setattr(FakeSampler, "from_pretrained", no_more_work)
     monkeypatch.setattr(execute, "run_program", no_more_work)
-    assert run.main(args(*common, "--out", out)) == 0
+    assert eval_cli.main(args(*common, "--out", out)) == 0
     assert read_report(out) == expected
 
 
@@ -193,7 +195,7 @@ def test_until_pass_cancels_a_problem_once_a_sample_passes(fake, models, bench, 
         return future
     monkeypatch.setattr(execute.ExecutionPool, "submit", submit_and_wait)
     n, out = 12, tmp_path / "out"
-    assert run.main(args("--models", models[0], "--benchmark", bench, "--n", n, "--max-new-tokens", 16,
+    assert eval_cli.main(args("--models", models[0], "--benchmark", bench, "--n", n, "--max-new-tokens", 16,
                          "--out", out, "--until-pass")) == 0
     report, markdown = read_report(out)
     rows = [json.loads(line) for line in
@@ -234,20 +236,20 @@ def test_bad_input_is_one_error_and_writes_nothing(fake, models, bench, tmp_path
     argv = ["--models", models[0], "--benchmark", bench, "--n", 2, "--max-new-tokens", 8] + argv
     out = tmp_path / "out"
     with pytest.raises(InvalidInput, match=message):
-        run.main(args(*argv, "--out", out))
+        eval_cli.main(args(*argv, "--out", out))
     assert not out.exists()
 
 
 def test_resuming_with_other_settings_is_refused(fake, models, bench, tmp_path):
     common = ("--models", models[0], "--benchmark", bench, "--n", 2, "--max-new-tokens", 8, "--out", tmp_path)
-    assert run.main(args(*common)) == 0
+    assert eval_cli.main(args(*common)) == 0
     with pytest.raises(InvalidInput, match=r"other settings \(temperature=0.8\)"):
-        run.main(args(*common, "--temperature", 0.2))
+        eval_cli.main(args(*common, "--temperature", 0.2))
 
 
 def test_real_engine_on_tiny_checkpoints(models, bench, tmp_path):
     out = tmp_path / "out"
-    assert run.main(args("--models", ",".join(models), "--benchmark", bench, "--n", 3,
+    assert eval_cli.main(args("--models", ",".join(models), "--benchmark", bench, "--n", 3,
                          "--max-new-tokens", 8, "--ranker", models[1], "--budget", "time", "--out", out)) == 0
     report, _ = read_report(out)
     for name in models:
@@ -264,7 +266,7 @@ def test_real_engine_on_tiny_checkpoints(models, bench, tmp_path):
     path = out / run.model_dir(".", models[0]).name / "samples.jsonl"
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:-5]))
-    assert run.main(args("--models", ",".join(models), "--benchmark", bench, "--n", 3,
+    assert eval_cli.main(args("--models", ",".join(models), "--benchmark", bench, "--n", 3,
                          "--max-new-tokens", 8, "--ranker", models[1], "--budget", "time", "--out", out)) == 0
 
     def drawn(rows):

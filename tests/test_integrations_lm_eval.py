@@ -22,8 +22,13 @@ class Request:
 class FakeSampler:
     """generate() records each call and names every sample after its prompt, seed and index."""
 
+    max_context = 1024
+
     def __init__(self):
         self.calls = []
+
+    def encode(self, prompt):
+        return list(prompt.encode())
 
     def generate(self, prompts, params, progress=False):
         self.calls.append((list(prompts), params))
@@ -113,6 +118,13 @@ def test_real_generate_until_matches_one_n_sample_generate(real):
     expected = sampler.generate([CONTEXT], SamplingParams(n=3, temperature=1.0, max_new_tokens=8,
                                                           stop=["\n"], seed=3))[0]
     assert out == [c.text for c in expected]
+
+
+def test_real_context_overflow_names_the_flag_to_lower(real):
+    sampler, lm = real
+    used = len(sampler.encode(CONTEXT))
+    with pytest.raises(InvalidInput, match=f"--gen_kwargs max_gen_toks={sampler.max_context - used}"):
+        lm.generate_until([Request((CONTEXT, {"max_gen_toks": 1024}))], disable_tqdm=True)
 
 
 def test_real_loglikelihood(real):

@@ -4,50 +4,17 @@ A fake engine makes concurrency, disconnects and failures deterministic (it can 
 in flight until the test lets go); the tiny random checkpoint checks the real path end to end.
 """
 import logging
-import socket
 import threading
 import time
-from contextlib import contextmanager
 from types import SimpleNamespace
 
 import httpx
 import pytest
-import uvicorn
+from serving import WAIT_SECONDS, serving, wait_until
 
 from sampler import Completion, InvalidInput, Sampler
-from sampler.integrations.openai_api import Limits
-from sampler.serve import build_app
-
-WAIT_SECONDS = 60  # upper bound for a condition the test waits for, not a timing assertion
-
-
-@contextmanager
-def serving(sampler, limits=Limits(), model_id="tiny"):
-    """The app under uvicorn in a thread, on a free loopback port; stopped on exit."""
-    app = build_app(sampler, model_id, limits)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                           timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started or not thread.is_alive())
-    assert server.started, "the server did not start"
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(WAIT_SECONDS)
-        sock.close()
-    assert not thread.is_alive()
-
-
-def wait_until(condition):
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
-
+from sampler.scoring import Scored
+from sampler.server.protocol import Limits
 
 # ---------------------------------------------------------------- fake engine
 
@@ -129,11 +96,15 @@ class FakeSampler:
             raise InvalidInput("prompt is empty: it must encode to at least one token")
         return [ord(c) % 100 for c in prompt]
 
+    def score_top(self, prompt_ids, completions, top_k):  # every token's best alternative: 0
+        return [Scored([-0.5] * len(c), [[(0, -0.25)] * top_k] * len(c)) for c in completions]
+
 
 @pytest.fixture(scope="module")
 def fake_server():
     sampler = FakeSampler()
-    with serving(sampler, Limits(max_n=8, max_tokens=32, max_prompts=3, max_body_bytes=2048)) as url:
+    with serving(sampler, Limits(max_n=8, max_tokens=32, max_prompts=3, max_body_bytes=2048),
+                 access_log=True) as url:
         with httpx.Client(base_url=url, timeout=WAIT_SECONDS) as client:
             yield sampler.engine, client
 
@@ -168,7 +139,10 @@ def test_completion_schema_and_what_reaches_the_engine(fake):
     assert [c["finish_reason"] for c in body["choices"]] == ["length", "stop", "length"]  # eos -> stop
     logprobs = body["choices"][1]["logprobs"]
     assert logprobs["tokens"] == ["f", "b", "a", "a"] and logprobs["token_logprobs"] == [-0.5] * 4
-    assert logprobs["text_offset"] == [0, 1, 2, 3] and logprobs["top_logprobs"] is None
+    assert logprobs["text_offset"] == [0, 1, 2, 3]
+    # the chosen token and the logprobs=1 best (FakeSampler.score_top: token 0, "a"), as vLLM's
+    assert logprobs["top_logprobs"] == [{"a": -0.25, "f": -0.5}, {"a": -0.25, "b": -0.5},
+                                        {"a": -0.5}, {"a": -0.5}]
     assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 12, "total_tokens": 14}
     # one engine request for the prompt, carrying all n samples
     [(prompt_ids, params)] = engine.added
@@ -212,13 +186,15 @@ BAD_REQUESTS = [
     ({"prompt": "a", "seed": -1}, 400, "seed"),
     ({"prompt": "a", "seed": 2**63}, 400, "seed"),
     ({"prompt": "a", "seed": "1"}, 400, "seed"),
-    ({"prompt": "a", "logprobs": 6}, 400, "logprobs"),
+    ({"prompt": "a", "logprobs": 21}, 400, "logprobs"),
     ({"prompt": "a", "logprobs": -1}, 400, "logprobs"),
     ({"prompt": "a", "ignore_eos": "yes"}, 400, "ignore_eos"),
-    ({"prompt": "a", "echo": True}, 400, "echo"),
-    ({"prompt": "a", "stream": True}, 400, "stream"),
-    ({"prompt": "a", "user": 5}, 400, "user"),
-    ({"prompt": "a", "best_of": 2}, 400, "best_of"),  # unknown field
+    ({"prompt": "a", "echo": 1}, 400, "echo"),
+    ({"prompt": "a", "stream": "yes"}, 400, "stream"),
+    ({"prompt": "a", "stream_options": {"include_usage": True}}, 400, "stream_options"),  # no stream
+    ({"prompt": "a", "best_of": 2}, 400, "best_of"),  # would change the samples
+    ({"prompt": "a", "presence_penalty": 0.5}, 400, "presence_penalty"),
+    ({"prompt": "a", "frobnicate": 1}, 400, "frobnicate"),  # unknown field
     ({"n": 1}, 400, "prompt"),  # missing prompt
     ({"prompt": []}, 400, "prompt"),
     ({"prompt": 5}, 400, "prompt"),
@@ -230,7 +206,8 @@ BAD_REQUESTS = [
     ({"prompt": [100]}, 400, "prompt"),  # outside the vocabulary (checked by the engine loop)
     ({"prompt": "a", "model": "other"}, 404, "model"),
     ({"prompt": ""}, 400, None),  # the sampler's own check: encodes to nothing
-    ({"prompt": "a" * 40, "max_tokens": 30}, 400, None),  # the engine's check: exceeds the context
+    ({"prompt": "a" * 40, "max_tokens": 30}, 400, "max_tokens"),  # exceeds the context
+    ({"prompt": "a" * 64}, 400, "prompt"),  # the prompt alone fills the context
 ]
 
 
@@ -254,7 +231,7 @@ def test_malformed_bodies_and_routes(fake):
         (client.post("/v1/completions", json={"prompt": "a" * 3000}), 413),  # declared length
         (client.post("/v1/completions", content=(b"x" * 1024 for _ in range(3))), 413),  # chunked
         (client.get("/v1/completions"), 405),
-        (client.post("/v1/chat/completions", json={}), 404),
+        (client.post("/v1/embeddings", json={}), 404),
     ]
     for response, status in cases:
         assert response.status_code == status, response.text
@@ -320,12 +297,12 @@ def test_engine_failure_is_a_500_and_the_server_keeps_serving(fake):
 
 def test_one_log_line_per_request(fake, caplog):
     _, client = fake
-    with caplog.at_level(logging.INFO, logger="sampler.serve"):
+    with caplog.at_level(logging.INFO, logger="sampler.server"):
         client.post("/v1/completions", json={"prompt": "a", "n": 2, "max_tokens": 2})
         client.post("/v1/completions", json={"prompt": "a", "n": 0})
         client.get("/health")
         wait_until(lambda: len(caplog.records) >= 3)
-    lines = sorted(r.getMessage().split(" ", 1)[1] for r in caplog.records if r.name == "sampler.serve")
+    lines = sorted(r.getMessage().split(" ", 1)[1] for r in caplog.records if r.name == "sampler.server")
     assert len(lines) == 3
     assert lines[0].startswith('"GET /health" 200')
     assert lines[1].startswith('"POST /v1/completions" 200') and "n=2" in lines[1]

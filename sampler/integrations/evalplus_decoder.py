@@ -6,7 +6,7 @@ ONE prompt with n = num_samples, so the prompt is prefilled once and its KV shar
 
 The decoder duck-types evalplus's `DecoderBase` (evalplus calls `codegen` and
 `is_direct_completion` and never checks the type), so it needs no evalplus installed.
-`sampler.integrations.export_samples` writes a whole dataset's samples for `evalplus.evaluate`.
+`budget-sampler export` writes a whole dataset's samples for `evalplus.evaluate`.
 """
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from ..errors import InvalidInput
 from ..params import SamplingParams
 
 try:
+    import lm_eval.models  # noqa: F401  lm-eval loads its own models only into an empty registry
     from lm_eval.api.model import LM as _LMBase
     from lm_eval.api.registry import register_model as _register_model
 except ImportError:
@@ -65,6 +66,7 @@ class BudgetSamplerLM(_LMBase):
         batches: dict[tuple[str, int], tuple[SamplingParams, list[tuple[str, list[int]]]]] = {}
         for context, gen_kwargs, positions in group_identical(requests):
             params = self._params(gen_kwargs, len(positions))
+            self._check_fits(context, params.max_new_tokens)
             batch = batches.setdefault((_key(gen_kwargs), params.n), (params, []))
             batch[1].append((context, positions))
         for params, groups in batches.values():
@@ -138,6 +140,16 @@ class BudgetSamplerLM(_LMBase):
             max_new_tokens=gen_kwargs.get("max_gen_toks", self.max_gen_toks),
             stop=[until] if isinstance(until, str) else [s for s in until if s],
             seed=gen_kwargs.get("seed", self.seed))
+
+    def _check_fits(self, context: str, max_gen_toks: int) -> None:
+        """An overflow names lm-eval's flag to lower (task code defaults such as 1024 do not fit
+        small models)."""
+        window, used = self.sampler.max_context, len(self.sampler.encode(context))
+        if used + max_gen_toks > window:
+            fix = (f"lower it with lm-eval's --gen_kwargs max_gen_toks={window - used}"
+                   if used < window else "the context alone fills it")
+            raise InvalidInput(f"a context of {used} tokens + max_gen_toks ({max_gen_toks}) exceeds "
+                               f"the model's context of {window} tokens: {fix}")
 
     def _context_ids(self, context: str) -> list[int]:
         return self.sampler.encode(context) if context else [self._prefix_token_id()]

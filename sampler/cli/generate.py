@@ -5,13 +5,16 @@ import argparse
 import json
 import sys
 
-from .errors import InvalidInput
-from .jsonl import read_jsonl, write_jsonl_atomic
-from .params import SamplingParams
+from ..errors import InvalidInput
+from ..jsonl import read_jsonl, write_jsonl_atomic
+from ..params import SamplingParams
+from .common import add_model_arguments, load_sampler
+
+HELP = "sample n completions per prompt"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="checkpoint dir, toy name (toy-xs…) or cached hub id")
+    add_model_arguments(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="one prompt")
     src.add_argument("--prompts", metavar="FILE.jsonl", help='JSON lines with a "prompt" field')
@@ -25,13 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--ignore-eos", action="store_true", help="generate max-new-tokens regardless of EOS")
     p.add_argument("--out", metavar="FILE.jsonl", default=None, help="output (default: stdout)")
-    add_model_arguments(p)
-
-
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--max-batch-size", type=int, default=256, help="sample slots decoded together")
 
 
 def _read_prompts(path: str) -> list[str]:
@@ -46,13 +42,11 @@ def _read_prompts(path: str) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from . import Sampler
     params = SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                             min_p=args.min_p, max_new_tokens=args.max_new_tokens, stop=args.stop,
                             seed=args.seed, ignore_eos=args.ignore_eos)
     prompts = [args.prompt] if args.prompt is not None else _read_prompts(args.prompts)
-    sampler = Sampler.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                      max_batch_size=args.max_batch_size)
+    sampler = load_sampler(args)
     results = sampler.generate(prompts, params, progress=True)
     rows = [dict(prompt_index=i, sample_index=c.index, text=c.text, num_tokens=len(c.token_ids),
                  logprob=c.logprob, finish_reason=c.finish_reason)

