@@ -20,9 +20,10 @@ class Sampler:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, device: str = "cpu", dtype=torch.float32,
-                        max_batch_size: int = 256) -> "Sampler":
+                        max_batch_size: int = 256, revision: Optional[str] = None) -> "Sampler":
+        """revision: a hub id's branch, tag or commit (default: main)."""
         from transformers import AutoTokenizer
-        path = resolve_model_path(name_or_path)
+        path = resolve_model_path(name_or_path, revision)
         dtype = parse_dtype(dtype)
         check_device(device)
         hf_config = load_hf_config(path)

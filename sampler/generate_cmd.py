@@ -11,7 +11,7 @@ from .params import SamplingParams
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="checkpoint dir, toy name (toy-xs…) or cached hub id")
+    p.add_argument("--model", required=True, help="checkpoint dir, toy name (toy-xs…) or hub id (downloaded)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="one prompt")
     src.add_argument("--prompts", metavar="FILE.jsonl", help='JSON lines with a "prompt" field')
@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--revision", default=None, help="branch, tag or commit of a hub model (default: main)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--max-batch-size", type=int, default=256, help="sample slots decoded together")
@@ -52,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
                             seed=args.seed, ignore_eos=args.ignore_eos)
     prompts = [args.prompt] if args.prompt is not None else _read_prompts(args.prompts)
     sampler = Sampler.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                      max_batch_size=args.max_batch_size)
+                                      max_batch_size=args.max_batch_size, revision=args.revision)
     results = sampler.generate(prompts, params, progress=True)
     rows = [dict(prompt_index=i, sample_index=c.index, text=c.text, num_tokens=len(c.token_ids),
                  logprob=c.logprob, finish_reason=c.finish_reason)

@@ -329,7 +329,7 @@ class _LogRequests:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
-                        help="checkpoint dir, toy name (toy-xs…) or cached hub id")
+                        help="checkpoint dir, toy name (toy-xs…) or hub id (downloaded)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default loopback; the API has no authentication)")
     parser.add_argument("--port", type=int, default=8000)
@@ -354,7 +354,7 @@ def main(args: argparse.Namespace) -> int:
             raise InvalidInput(f"--{name.replace('_', '-')}={getattr(args, name)} is invalid: "
                                "must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    sampler = Sampler.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+    sampler = Sampler.from_pretrained(args.model, device=args.device, dtype=args.dtype, revision=args.revision,
                                       max_batch_size=args.max_batch_size)
     app = build_app(sampler, args.served_model_name or args.model,
                     Limits(max_n=args.max_n, max_tokens=args.max_tokens))

