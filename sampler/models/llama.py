@@ -69,8 +69,11 @@ class ModelConfig:
             raise InvalidInput(f"rope type {rope_type!r} is not supported; supported: "
                                f"{', '.join(SUPPORTED_ROPE_TYPES)}")
         rope["rope_type"] = rope_type
-        if c.hidden_act not in ACTIVATIONS:
-            raise InvalidInput(f"hidden_act {c.hidden_act!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
+        act = getattr(c, "hidden_activation", None) or c.hidden_act
+        if t == "gemma" and act == "gelu":  # Gemma configs say gelu, meaning tanh (transformers 5 corrects it too)
+            act = "gelu_pytorch_tanh"
+        if act not in ACTIVATIONS:
+            raise InvalidInput(f"hidden_act {act!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
         heads = c.num_attention_heads
         head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
         bias = bool(c.use_bias if t == "starcoder2" else getattr(c, "attention_bias", False))
@@ -88,7 +91,7 @@ class ModelConfig:
             rope_scaling=rope, qkv_bias=t == "qwen2" or bias, o_bias=bias and t != "qwen2",
             mlp_bias=bool(getattr(c, "mlp_bias", False)) or (t == "starcoder2" and bias),
             tie_word_embeddings=bool(getattr(c, "tie_word_embeddings", False)), sliding_window=window,
-            hidden_act=c.hidden_act, gated_mlp=t != "starcoder2", qk_norm=t == "qwen3",
+            hidden_act=act, gated_mlp=t != "starcoder2", qk_norm=t == "qwen3",
             embed_scale=c.hidden_size ** 0.5 if t == "gemma" else 1.0)
 
     @property
