@@ -22,13 +22,14 @@ class Sampler:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, device: str = "cpu", dtype=torch.float32,
-                        max_batch_size: int = 256, kv_cache_memory=None,
-                        cuda_graphs: Optional[bool] = None) -> "Sampler":
+                        max_batch_size: int = 256, kv_cache_memory=None, cuda_graphs: Optional[bool] = None,
+                        revision: Optional[str] = None) -> "Sampler":
         """kv_cache_memory: bytes (int), a size ("40GB", "512MiB") or a fraction in (0, 1] of the
         memory left after the weights (default: 0.9 on CUDA, 2 GiB on CPU; see sampler/memory.py).
-        cuda_graphs: replay the decode step from CUDA graphs (default: on CUDA)."""
+        cuda_graphs: replay the decode step from CUDA graphs (default: on CUDA).
+        revision: a hub id's branch, tag or commit (default: main)."""
         from transformers import AutoTokenizer
-        path = resolve_model_path(name_or_path)
+        path = resolve_model_path(name_or_path, revision)
         dtype = parse_dtype(dtype)
         check_device(device)
         hf_config = load_hf_config(path)

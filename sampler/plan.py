@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from .cache import cdiv
+from .eval.budget import ModelShape
 from .memory import CUDA_DEFAULT_FRACTION, kv_bytes_per_token
-from .models import ModelConfig, Transformer, load_hf_config
+from .models import ModelConfig, load_hf_config
 
 
 @dataclass
@@ -36,9 +37,8 @@ class Plan:
 def plan(path, gpu_memory: int, dtype: torch.dtype, prompt_tokens: int, mean_new_tokens: int, max_new_tokens: int,
          tensor_parallel: int = 1, n: int = 200, max_batch_size: int = 256, block_size: int = 16,
          bandwidth: float = 3.35e12) -> Plan:
-    cfg = ModelConfig.from_hf(load_hf_config(path))
-    with torch.device("meta"):
-        parameters = sum(p.numel() for p in Transformer(cfg).parameters())
+    hf_config = load_hf_config(path)
+    cfg, parameters = ModelConfig.from_hf(hf_config), ModelShape.from_config(hf_config).parameters
     weight_bytes = parameters * dtype.itemsize // tensor_parallel
     per_token = kv_bytes_per_token(cfg, dtype) // tensor_parallel
     budget = max(0, int(CUDA_DEFAULT_FRACTION * (gpu_memory - weight_bytes)))

@@ -1,7 +1,8 @@
 """FLOPs per sample from a config, and how many samples a budget buys."""
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
+from transformers import (AutoModelForCausalLM, GemmaConfig, LlamaConfig, MistralConfig, Qwen2Config,
+                          Qwen3Config, Starcoder2Config)
 
 from sampler.errors import InvalidInput
 from sampler.eval.budget import PAPER_TOKENS, CostModel, ModelShape, budget_grid, flops_per_sample
@@ -15,6 +16,9 @@ CONFIGS = {
     "llama-head-dim": LlamaConfig(**TINY, num_attention_heads=4, num_key_value_heads=2, head_dim=24),
     "qwen2-tied": Qwen2Config(**TINY, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
     "mistral": MistralConfig(**TINY, num_attention_heads=4, num_key_value_heads=2),
+    "qwen3-qk-norm": Qwen3Config(**TINY, num_attention_heads=4, num_key_value_heads=2, head_dim=16),
+    "starcoder2-bias": Starcoder2Config(**TINY, num_attention_heads=4, num_key_value_heads=2),
+    "gemma": GemmaConfig(**TINY, num_attention_heads=4, num_key_value_heads=1, head_dim=32),
     # realistic shapes, instantiated on the meta device (no memory)
     "codellama-7b": LlamaConfig(vocab_size=32016, hidden_size=4096, intermediate_size=11008,
                                 num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32),

@@ -216,7 +216,7 @@ def test_until_pass_cancels_a_problem_once_a_sample_passes(fake, models, bench, 
 
 @pytest.mark.parametrize("argv, message", [
     (["--models", "nope-xl"], "model 'nope-xl' not found"),
-    (["--benchmark", "mbpp"], "benchmark 'mbpp' is unknown"),
+    (["--benchmark", "nope"], "benchmark 'nope' is unknown"),
     (["--n", 0], "n=0 is invalid"),
     (["--max-new-tokens", 0], "max_new_tokens=0 is invalid"),
     (["--n", 4, "--k", "1,8"], "k=8 is invalid"),

@@ -48,8 +48,8 @@ def test_bad_jsonl_is_one_clear_error(tmp_path, rows, message):
 
 
 def test_unknown_benchmark_and_bad_limit():
-    with pytest.raises(InvalidInput, match="'mbpp' is unknown"):
-        load_benchmark("mbpp")
+    with pytest.raises(InvalidInput, match="'nope' is unknown: choose toy, humaneval, mbpp or mbpp:PATH"):
+        load_benchmark("nope")
     with pytest.raises(InvalidInput, match="missing.jsonl: no such file"):
         load_benchmark("missing.jsonl")
     with pytest.raises(InvalidInput, match="limit=0"):

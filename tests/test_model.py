@@ -19,6 +19,11 @@ CASES = {
                                         "num_key_value_heads": 4}),
     "qwen2-bias-tied": ("qwen2", {}),
     "mistral-gqa4": ("mistral", {"num_key_value_heads": 1}),
+    "qwen3-qk-norm-tied": ("qwen3", {}),
+    "qwen3-bias-untied": ("qwen3", {"attention_bias": True, "tie_word_embeddings": False}),
+    "starcoder2-layernorm-gelu-bias": ("starcoder2", {}),
+    "gemma-geglu-scaled-embedding": ("gemma", {}),
+    "gemma-mqa-head-dim-32": ("gemma", {"num_key_value_heads": 1, "head_dim": 32}),
 }
 PROMPTS = ["d", "def add(a, b):\n    return", "class Stack:\n    def push(self, x):\n" * 3]
 

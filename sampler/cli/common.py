@@ -11,13 +11,20 @@ def add_model_arguments(p: argparse.ArgumentParser, model: bool = True) -> None:
     """`model=False` for subcommands that name their models otherwise (eval's --models)."""
     if model:
         p.add_argument("--model", required=True,
-                       help="checkpoint dir, toy name (toy-xs…) or cached hub id")
+                       help="checkpoint dir, toy name (toy-xs…) or hub id (downloaded)")
+    p.add_argument("--revision", default=None, help="branch, tag or commit of a hub model (default: main)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--max-batch-size", type=int, default=256, help="sample slots decoded together")
+    p.add_argument("--max-batch-size", type=int, default=256, help="most samples decoded together (default: 256)")
+    p.add_argument("--kv-cache-memory", default=None, metavar="SIZE",
+                   help="KV cache budget: a fraction of the memory left after the weights (0.9) or a size "
+                        "(40GB, 512MB, 2GiB); default: 0.9 on CUDA, 2GiB on CPU")
+    p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
+                   help="run the decode step eagerly on CUDA instead of replaying CUDA graphs")
 
 
 def load_sampler(args: argparse.Namespace, model: Optional[str] = None):
     """`model` (default: --model) loaded with the shared options."""
     return Sampler.from_pretrained(model or args.model, device=args.device, dtype=args.dtype,
-                                   max_batch_size=args.max_batch_size)
+                                   max_batch_size=args.max_batch_size, kv_cache_memory=args.kv_cache_memory,
+                                   cuda_graphs=args.cuda_graphs, revision=args.revision)

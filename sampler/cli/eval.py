@@ -18,16 +18,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..toy.ladder import DEFAULT_LADDER
     parser.add_argument("--models", default=",".join(DEFAULT_LADDER),
                         help="comma-separated models, cheapest first: toy names, checkpoint "
-                             "directories or cached hub ids (default: the shipped toy ladder)")
+                             "directories or hub ids (default: the shipped toy ladder)")
     parser.add_argument("--benchmark", default="toy",
-                        help=f"{' | '.join(BENCHMARKS)} | PATH.jsonl in the human-eval format (default: toy)")
+                        help=f"{' | '.join(BENCHMARKS)} | mbpp:PATH (JSON, JSONL or parquet in MBPP's "
+                             "schema) | PATH.jsonl in the human-eval format (default: toy)")
     parser.add_argument("--limit", type=int, default=None,
                         help=f"use the first LIMIT problems (default: {DEFAULT_PROBLEMS} for toy, else all)")
     parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"samples per problem (default: {DEFAULT_N})")
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="default: 128 for toy, 512 otherwise")
+                        help="default: 128 for toy, 256 for mbpp, 512 otherwise")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="both",
                         help="budget kinds of the budget-matched tables (default: both)")

@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import torch
+
 from ..errors import InvalidInput
-from ..models.llama import ModelConfig
+from ..models.llama import ModelConfig, Transformer
 
 # Hassid et al. measured FLOPs per sample with calflops at sequence length 128.
 PAPER_TOKENS = 128
@@ -28,17 +30,16 @@ class ModelShape:
 
     @classmethod
     def from_config(cls, config) -> "ModelShape":
-        """From a transformers config of a supported family (Llama, Qwen2, Mistral); no weights."""
+        """From a transformers config of a supported family, counting our decoder's parameters on the
+        meta device (no memory, no weights)."""
         c = ModelConfig.from_hf(config)
-        h, d = c.hidden_size, c.head_dim
-        q, kv = c.num_heads * d, c.num_kv_heads * d
-        attention = h * (q + 2 * kv) + q * h + c.qkv_bias * (q + 2 * kv) + c.o_bias * h
-        mlp = 3 * h * c.intermediate_size + c.mlp_bias * (2 * c.intermediate_size + h)
-        body = c.num_layers * (attention + mlp + 2 * h) + h  # two RMSNorms per layer, final norm
-        embedding = c.vocab_size * h
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in Transformer(c).parameters())
+        embedding = c.vocab_size * c.hidden_size
         # the output projection multiplies even when it shares its matrix with the input embedding
-        return cls(parameters=embedding + body + (0 if c.tie_word_embeddings else embedding),
-                   matmul_parameters=body + embedding, num_layers=c.num_layers, attention_width=q)
+        return cls(parameters=parameters,
+                   matmul_parameters=parameters - (0 if c.tie_word_embeddings else embedding),
+                   num_layers=c.num_layers, attention_width=c.num_heads * c.head_dim)
 
     def as_dict(self) -> dict:
         return asdict(self)

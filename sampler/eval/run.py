@@ -72,9 +72,10 @@ def plan(args: argparse.Namespace) -> Plan:
         raise InvalidInput(f"workers={args.workers!r} is invalid: must be >= 1")
     parse_dtype(args.dtype)
     check_device(args.device)
-    models = [_model(name, bench, params.max_new_tokens) for name in names]
+    models = [_model(name, bench, params.max_new_tokens, args.revision) for name in names]
     ranker = None if args.ranker == "self" else next(
-        (m for m in models if m.name == args.ranker), None) or _model(args.ranker, bench, params.max_new_tokens)
+        (m for m in models if m.name == args.ranker), None) or _model(args.ranker, bench, params.max_new_tokens,
+                                                                       args.revision)
     settings = {"benchmark": bench.name, "problems_sha256": hashlib.sha256(
                     json.dumps(bench.problems, sort_keys=True).encode()).hexdigest(),
                 "n": params.n, "temperature": params.temperature, "top_p": params.top_p,
@@ -106,11 +107,11 @@ def _parse_ks(text: Optional[str], n: int) -> Optional[list[int]]:
     return ks
 
 
-def _model(name: str, bench: Benchmark, max_new_tokens: int) -> Model:
-    """Resolve a model and check that its config is supported and the prompts fit its context."""
+def _model(name: str, bench: Benchmark, max_new_tokens: int, revision: Optional[str]) -> Model:
+    """Resolve (download) a model and check that its config is supported and the prompts fit its context."""
     from transformers import AutoTokenizer
     try:
-        path = resolve_model_path(name)
+        path = resolve_model_path(name, revision)
     except FileNotFoundError as e:
         raise InvalidInput(f"model {name!r}: {e}") from None
     config = load_hf_config(path)

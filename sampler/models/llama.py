@@ -1,7 +1,10 @@
-"""The Llama-family decoder (Llama / CodeLlama / Llama 3, Qwen2, Mistral) in plain PyTorch.
+"""The Llama-style decoder (Llama / CodeLlama / Llama 3, Qwen2, Qwen3, Mistral, StarCoder2, Gemma) in
+plain PyTorch.
 
 Reads top to bottom like gpt-fast: a config taken from the Hugging Face config, the rotary table,
-then Transformer -> Block -> attention / MLP. The model knows nothing about how the KV cache is laid
+then Transformer -> Block -> attention / MLP / norm. The families differ only in a few switches of
+the config: the norm (RMSNorm, Gemma's (1 + w) RMSNorm, LayerNorm with bias), the MLP (gated or
+not, its activation), biases, Qwen3's per-head q/k RMSNorm and Gemma's scaled embedding. The model knows nothing about how the KV cache is laid
 out: each forward gets a batch view (see sampler/cache.py) that says where to write K/V and how to
 attend. The per-op math goes through `kernels` (Triton on CUDA, torch references on CPU).
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Optional
 
 import torch
@@ -19,8 +23,14 @@ import kernels
 
 from ..errors import InvalidInput
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral", "starcoder2", "gemma")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+# Families that share the architecture but need attention our kernels do not have.
+UNSUPPORTED_MODEL_TYPES = {
+    "gemma2": "its attention-logit soft-capping and alternating sliding-window layers are not in "
+              "our attention kernels",
+}
+ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh")}
 
 
 @dataclass
@@ -33,7 +43,8 @@ class ModelConfig:
     num_heads: int
     num_kv_heads: int
     head_dim: int
-    rms_norm_eps: float
+    norm: str  # "rms" | "gemma_rms" (scales by 1 + w, in float32) | "layer" (LayerNorm with bias)
+    norm_eps: float
     max_position_embeddings: int
     rope_theta: float
     rope_scaling: dict
@@ -42,35 +53,46 @@ class ModelConfig:
     mlp_bias: bool
     tie_word_embeddings: bool
     sliding_window: Optional[int]
+    hidden_act: str
+    gated_mlp: bool      # act(gate) * up (Llama) or act(up) (StarCoder2)
+    qk_norm: bool        # Qwen3: RMSNorm over each query and key head before RoPE
+    embed_scale: float   # Gemma multiplies the embeddings by sqrt(hidden_size)
 
     @classmethod
     def from_hf(cls, c) -> "ModelConfig":
         """Normalise a transformers config of any supported family (transformers 4.x and 5.x)."""
-        if c.model_type not in SUPPORTED_MODEL_TYPES:
-            raise InvalidInput(f"model_type {c.model_type!r} is not supported; supported: "
-                               f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+        check_model_type(c.model_type)
+        t = c.model_type
         rope = dict(getattr(c, "rope_parameters", None) or getattr(c, "rope_scaling", None) or {})
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         if rope_type not in SUPPORTED_ROPE_TYPES:
             raise InvalidInput(f"rope type {rope_type!r} is not supported; supported: "
                                f"{', '.join(SUPPORTED_ROPE_TYPES)}")
         rope["rope_type"] = rope_type
+        act = getattr(c, "hidden_activation", None) or c.hidden_act
+        if t == "gemma" and act == "gelu":  # Gemma configs say gelu, meaning tanh (transformers 5 corrects it too)
+            act = "gelu_pytorch_tanh"
+        if act not in ACTIVATIONS:
+            raise InvalidInput(f"hidden_act {act!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
         heads = c.num_attention_heads
         head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
-        qwen2 = c.model_type == "qwen2"
-        attention_bias = bool(getattr(c, "attention_bias", False))
+        bias = bool(c.use_bias if t == "starcoder2" else getattr(c, "attention_bias", False))
         window = getattr(c, "sliding_window", None)
-        if qwen2 and not getattr(c, "use_sliding_window", False):
+        if t in ("qwen2", "qwen3") and not getattr(c, "use_sliding_window", False):
             window = None
         return cls(
-            model_type=c.model_type, vocab_size=c.vocab_size, hidden_size=c.hidden_size,
+            model_type=t, vocab_size=c.vocab_size, hidden_size=c.hidden_size,
             intermediate_size=c.intermediate_size, num_layers=c.num_hidden_layers, num_heads=heads,
             num_kv_heads=getattr(c, "num_key_value_heads", None) or heads, head_dim=head_dim,
-            rms_norm_eps=c.rms_norm_eps, max_position_embeddings=c.max_position_embeddings,
+            norm={"gemma": "gemma_rms", "starcoder2": "layer"}.get(t, "rms"),
+            norm_eps=c.norm_epsilon if t == "starcoder2" else c.rms_norm_eps,
+            max_position_embeddings=c.max_position_embeddings,
             rope_theta=float(rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))),
-            rope_scaling=rope, qkv_bias=qwen2 or attention_bias, o_bias=attention_bias and not qwen2,
-            mlp_bias=bool(getattr(c, "mlp_bias", False)),
-            tie_word_embeddings=bool(getattr(c, "tie_word_embeddings", False)), sliding_window=window)
+            rope_scaling=rope, qkv_bias=t == "qwen2" or bias, o_bias=bias and t != "qwen2",
+            mlp_bias=bool(getattr(c, "mlp_bias", False)) or (t == "starcoder2" and bias),
+            tie_word_embeddings=bool(getattr(c, "tie_word_embeddings", False)), sliding_window=window,
+            hidden_act=act, gated_mlp=t != "starcoder2", qk_norm=t == "qwen3",
+            embed_scale=c.hidden_size ** 0.5 if t == "gemma" else 1.0)
 
     @property
     def max_context(self) -> int:
@@ -78,6 +100,15 @@ class ModelConfig:
         if self.sliding_window:
             return min(self.max_position_embeddings, self.sliding_window)
         return self.max_position_embeddings
+
+
+def check_model_type(model_type) -> None:
+    if model_type in UNSUPPORTED_MODEL_TYPES:
+        raise InvalidInput(f"model_type {model_type!r} is not supported: {UNSUPPORTED_MODEL_TYPES[model_type]}; "
+                           f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise InvalidInput(f"model_type {model_type!r} is not supported; supported: "
+                           f"{', '.join(SUPPORTED_MODEL_TYPES)}")
 
 
 def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
@@ -99,17 +130,43 @@ def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
     return inv_freq
 
 
+class Norm(nn.Module):
+    """A pre-norm fused with the residual add: returns (normed, x + residual), like kernels.rms_norm.
+    Llama's RMSNorm runs the kernel; Gemma's and StarCoder2's LayerNorm follow Hugging Face in torch."""
+
+    def __init__(self, cfg: ModelConfig, dim: int):
+        super().__init__()
+        self.kind, self.eps = cfg.norm, cfg.norm_eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if self.kind == "layer" else None
+
+    def forward(self, x, residual=None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kind == "rms":
+            return kernels.rms_norm(x, self.weight, self.eps, residual)
+        if residual is not None:
+            x = x + residual
+        if self.kind == "layer":
+            return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps), x
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (h * (1.0 + self.weight.float())).to(x.dtype), x
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.h, self.hkv, self.d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.qkv_proj = nn.Linear(cfg.hidden_size, (self.h + 2 * self.hkv) * self.d, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(self.h * self.d, cfg.hidden_size, bias=cfg.o_bias)
+        self.q_norm = Norm(cfg, self.d) if cfg.qk_norm else None
+        self.k_norm = Norm(cfg, self.d) if cfg.qk_norm else None
 
     def forward(self, x, cos, sin, layer: int, batch) -> torch.Tensor:
         n = x.shape[0]
         q, k, v = self.qkv_proj(x).split([self.h * self.d, self.hkv * self.d, self.hkv * self.d], dim=-1)
         q, k, v = q.view(n, self.h, self.d), k.view(n, self.hkv, self.d), v.view(n, self.hkv, self.d)
+        if self.q_norm is not None:  # Qwen3
+            q, k = self.q_norm(q)[0], self.k_norm(k)[0]
         k_cache, v_cache = batch.write_cache(layer)
         q = kernels.rope_write_kv(q, k, v, cos, sin, k_cache, v_cache, batch.write_rows)
         out = batch.attend(layer, q, 1.0 / math.sqrt(self.d))
@@ -117,30 +174,38 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    """Gated: down(act(gate) * up), gate and up in one matrix. Not gated (StarCoder2): down(act(up))."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.gated, self.act = cfg.gated_mlp, ACTIVATIONS[cfg.hidden_act]
+        up = nn.Linear(cfg.hidden_size, (2 if self.gated else 1) * cfg.intermediate_size, bias=cfg.mlp_bias)
+        if self.gated:
+            self.gate_up_proj = up
+        else:
+            self.up_proj = up
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def forward(self, x):
+        if not self.gated:
+            return self.down_proj(self.act(self.up_proj(x)))
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(self.act(gate) * up)
 
 
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
         self.layer = layer
-        self.eps = cfg.rms_norm_eps
-        self.input_layernorm = nn.Parameter(torch.ones(cfg.hidden_size))
-        self.post_attention_layernorm = nn.Parameter(torch.ones(cfg.hidden_size))
+        self.input_layernorm = Norm(cfg, cfg.hidden_size)
+        self.post_attention_layernorm = Norm(cfg, cfg.hidden_size)
         self.self_attn = Attention(cfg)
         self.mlp = MLP(cfg)
 
     def forward(self, x, residual, cos, sin, batch):
-        h, residual = kernels.rms_norm(x, self.input_layernorm, self.eps, residual)
+        h, residual = self.input_layernorm(x, residual)
         h = self.self_attn(h, cos, sin, self.layer, batch)
-        h, residual = kernels.rms_norm(h, self.post_attention_layernorm, self.eps, residual)
+        h, residual = self.post_attention_layernorm(h, residual)
         return self.mlp(h), residual
 
 
@@ -152,7 +217,7 @@ class Transformer(nn.Module):
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
-        self.norm = nn.Parameter(torch.ones(cfg.hidden_size))
+        self.norm = Norm(cfg, cfg.hidden_size)
         self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
 
@@ -166,9 +231,11 @@ class Transformer(nn.Module):
         """input_ids, positions: [tokens]; returns final-normed hidden states [tokens, hidden]."""
         cos, sin = self.rope(positions)
         x, residual = self.embed_tokens(input_ids), None
+        if self.cfg.embed_scale != 1.0:  # Gemma; HF rounds the scale to the weights' dtype first
+            x = x * torch.tensor(self.cfg.embed_scale, dtype=x.dtype)
         for block in self.layers:
             x, residual = block(x, residual, cos, sin, batch)
-        x, _ = kernels.rms_norm(x, self.norm, self.cfg.rms_norm_eps, residual)
+        x, _ = self.norm(x, residual)
         return x
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -1,23 +1,32 @@
-"""Find a checkpoint (path, short toy name, or hub id in the local HF cache) and load it.
+"""Find a checkpoint (path, short toy name, or hub id, downloaded if need be) and load it.
 
-Weights come from safetensors (one file or shards with an index); Hugging Face's separate q/k/v and
-gate/up projections are concatenated into the fused matrices our model multiplies with.
+Weights stream from safetensors shard by shard: each tensor is read, converted to the target dtype
+and copied into its place in the model, already allocated on the target device, so host memory
+holds the model (on CPU) plus one tensor, never a second copy of the checkpoint. Hugging Face's
+separate q/k/v and gate/up projections land in their row ranges of our fused matrices.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from ..errors import InvalidInput
-from .llama import SUPPORTED_MODEL_TYPES, ModelConfig, Transformer, rope_inv_freq
+from .llama import ModelConfig, Transformer, check_model_type, rope_inv_freq
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# What a hub download fetches: the config, the tokenizer, the generation config and the weights.
+HUB_FILES = ["config.json", "generation_config.json", "tokenizer*", "vocab.*", "merges.txt",
+             "special_tokens_map.json", "added_tokens.json", "*.safetensors", "*.safetensors.index.json"]
+# StarCoder2 names its (not gated) MLP projections after GPT-2's.
+RENAMES = {"mlp.c_fc.": "mlp.up_proj.", "mlp.c_proj.": "mlp.down_proj."}
 
 
-def resolve_model_path(name_or_path: str) -> Path:
-    """A directory holding config.json: a local path, a shipped toy model name, or a cached hub id."""
+def resolve_model_path(name_or_path: str, revision: Optional[str] = None) -> Path:
+    """A directory holding config.json: a local path, a shipped toy model name, or a hub id, which
+    is downloaded (or found in the Hugging Face cache when offline or the hub is unreachable)."""
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -28,13 +37,21 @@ def resolve_model_path(name_or_path: str) -> Path:
     if toy is not None:
         return toy
     if str(name_or_path).count("/") == 1 and not str(name_or_path).startswith((".", "/")):
-        from huggingface_hub import snapshot_download
-        try:
-            return Path(snapshot_download(str(name_or_path), local_files_only=True))
-        except Exception:
-            pass
+        return download(str(name_or_path), revision)
     raise InvalidInput(f"model {name_or_path!r} not found: not a directory, not a toy model name, "
-                       "and not a hub id in the local Hugging Face cache (downloads are disabled)")
+                       "and not a hub id (org/name)")
+
+
+def download(repo_id: str, revision: Optional[str] = None) -> Path:
+    """snapshot_download with its own environment: HF_HOME / HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN;
+    it shows a progress bar and falls back to the cache when the hub cannot be reached."""
+    from huggingface_hub import snapshot_download
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
+    except Exception as e:  # not found, gated, offline with nothing cached: all one user error
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise InvalidInput(f"model {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+                           + f" could not be downloaded or found in the Hugging Face cache: {reason}") from None
 
 
 def parse_dtype(dtype) -> torch.dtype:
@@ -57,9 +74,7 @@ def load_hf_config(path: Path):
             model_type = json.load(f).get("model_type")
     except (OSError, json.JSONDecodeError, AttributeError) as e:
         raise InvalidInput(f"{path / 'config.json'} is not a readable model config: {e}") from None
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise InvalidInput(f"model_type {model_type!r} is not supported; supported: "
-                           f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+    check_model_type(model_type)
     return AutoConfig.from_pretrained(path)
 
 
@@ -75,42 +90,63 @@ def _weight_files(path: Path) -> list[Path]:
     return files
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-    state = {}
-    for f in _weight_files(path):
-        state.update(load_file(str(f)))
-    return {k.removeprefix("model."): v for k, v in state.items()}
+def _fused_rows(cfg: ModelConfig) -> dict[str, tuple[str, int, int]]:
+    """HF projection -> (our fused matrix, its first row, end row): q/k/v stacked, then gate/up."""
+    q, kv, i = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.intermediate_size
+    rows = {"self_attn.q_proj": ("self_attn.qkv_proj", 0, q),
+            "self_attn.k_proj": ("self_attn.qkv_proj", q, q + kv),
+            "self_attn.v_proj": ("self_attn.qkv_proj", q + kv, q + 2 * kv)}
+    if cfg.gated_mlp:
+        rows |= {"mlp.gate_proj": ("mlp.gate_up_proj", 0, i), "mlp.up_proj": ("mlp.gate_up_proj", i, 2 * i)}
+    return rows
+
+
+def _destination(key: str, cfg: ModelConfig, fused: dict) -> Optional[tuple[str, Optional[slice]]]:
+    """Where a checkpoint tensor goes: (our parameter, its row slice or None for all of it); None to skip."""
+    name = key.removeprefix("model.")
+    if name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and cfg.tie_word_embeddings):
+        return None
+    for old, new in RENAMES.items():
+        name = name.replace(old, new)
+    module, _, kind = name.rpartition(".")  # layers.0.self_attn.q_proj, weight
+    parts = module.split(".")
+    owner = ".".join(parts[-2:])
+    if owner not in fused:
+        return name, None
+    target, start, end = fused[owner]
+    return ".".join([*parts[:-2], target, kind]), slice(start, end)
 
 
 def load_model(path: Path, hf_config, device: str, dtype: torch.dtype) -> Transformer:
+    from safetensors import safe_open
     cfg = ModelConfig.from_hf(hf_config)
     with torch.device("meta"):
-        model = Transformer(cfg)
-    hf = _read_state_dict(path)
-    ours = {}
-    for i in range(cfg.num_layers):
-        p = f"layers.{i}."
-        for kind in (("weight", "bias") if cfg.qkv_bias else ("weight",)):
-            ours[p + f"self_attn.qkv_proj.{kind}"] = torch.cat(
-                [hf.pop(p + f"self_attn.{x}_proj.{kind}") for x in "qkv"])
-        for kind in (("weight", "bias") if cfg.mlp_bias else ("weight",)):
-            ours[p + f"mlp.gate_up_proj.{kind}"] = torch.cat(
-                [hf.pop(p + f"mlp.{x}_proj.{kind}") for x in ("gate", "up")])
-        for name in ("self_attn.o_proj.weight", "self_attn.o_proj.bias", "mlp.down_proj.weight",
-                     "mlp.down_proj.bias"):
-            if p + name in hf:
-                ours[p + name] = hf.pop(p + name)
-        ours[p + "input_layernorm"] = hf.pop(p + "input_layernorm.weight")
-        ours[p + "post_attention_layernorm"] = hf.pop(p + "post_attention_layernorm.weight")
-    ours["embed_tokens.weight"] = hf.pop("embed_tokens.weight")
-    ours["norm"] = hf.pop("norm.weight")
-    if not cfg.tie_word_embeddings:
-        ours["lm_head.weight"] = hf.pop("lm_head.weight")
-    hf.pop("lm_head.weight", None)
-    unused = [k for k in hf if not k.endswith("rotary_emb.inv_freq")]
-    if unused:
-        raise InvalidInput(f"{path}: unexpected weights {unused[:5]} for model_type {cfg.model_type!r}")
-    model.load_state_dict({k: v.to(dtype) for k, v in ours.items()}, assign=True, strict=True)
-    model.inv_freq = rope_inv_freq(cfg)  # the buffer was built on the meta device
-    return model.to(device).eval()
+        model = Transformer(cfg).to(dtype)
+    model.to_empty(device=device)  # uninitialised storage in the target dtype, on the device
+    params = dict(model.named_parameters())
+    fused = _fused_rows(cfg)
+    filled = dict.fromkeys(params, 0)  # rows written per parameter
+    # on CUDA safetensors reads straight into device memory; on CPU it copies a tensor out of the mmap
+    read_device = "cpu" if torch.device(device).type == "cpu" else str(device)
+    for file in _weight_files(path):
+        with safe_open(str(file), framework="pt", device=read_device) as f:
+            for key in f.keys():
+                dest = _destination(key, cfg, fused)
+                if dest is None:
+                    continue
+                name, rows = dest
+                if name not in params:
+                    raise InvalidInput(f"{path}: unexpected weight {key!r} for model_type {cfg.model_type!r}")
+                target = params[name].data if rows is None else params[name].data[rows]
+                tensor = f.get_tensor(key)
+                if tensor.shape != target.shape:
+                    raise InvalidInput(f"{path}: weight {key!r} has shape {tuple(tensor.shape)}; "
+                                       f"the config implies {tuple(target.shape)}")
+                target.copy_(tensor)  # casts to the model's dtype
+                filled[name] += target.shape[0]
+                del tensor
+    missing = [name for name, p in params.items() if filled[name] != p.shape[0]]
+    if missing:
+        raise InvalidInput(f"{path}: weights missing for model_type {cfg.model_type!r}: {missing[:5]}")
+    model.inv_freq = rope_inv_freq(cfg).to(device)  # float32, as Hugging Face keeps it
+    return model.eval()
