@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -24,9 +24,9 @@ HUB_FILES = ["config.json", "generation_config.json", "tokenizer*", "vocab.*", "
 RENAMES = {"mlp.c_fc.": "mlp.up_proj.", "mlp.c_proj.": "mlp.down_proj."}
 
 
-def resolve_model_path(name_or_path: str, revision: Optional[str] = None) -> Path:
-    """A directory holding config.json: a local path, a shipped toy model name, or a hub id, which
-    is downloaded (or found in the Hugging Face cache when offline or the hub is unreachable)."""
+def resolve_model_path(name_or_path: str, revision: Optional[str] = None, files: Sequence[str] = HUB_FILES) -> Path:
+    """A directory holding config.json: a local path, a shipped toy model name, or a hub id, whose
+    `files` are downloaded (or found in the Hugging Face cache when offline or the hub is unreachable)."""
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -37,17 +37,17 @@ def resolve_model_path(name_or_path: str, revision: Optional[str] = None) -> Pat
     if toy is not None:
         return toy
     if str(name_or_path).count("/") == 1 and not str(name_or_path).startswith((".", "/")):
-        return download(str(name_or_path), revision)
+        return download(str(name_or_path), revision, files)
     raise InvalidInput(f"model {name_or_path!r} not found: not a directory, not a toy model name, "
                        "and not a hub id (org/name)")
 
 
-def download(repo_id: str, revision: Optional[str] = None) -> Path:
+def download(repo_id: str, revision: Optional[str] = None, files: Sequence[str] = HUB_FILES) -> Path:
     """snapshot_download with its own environment: HF_HOME / HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN;
     it shows a progress bar and falls back to the cache when the hub cannot be reached."""
     from huggingface_hub import snapshot_download
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(files)))
     except Exception as e:  # not found, gated, offline with nothing cached: all one user error
         reason = " ".join(str(e).split()) or type(e).__name__
         raise InvalidInput(f"model {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
