@@ -26,7 +26,7 @@ from ..jsonl import write_atomic, write_jsonl_atomic
 from ..models import ModelConfig, check_device, load_hf_config, parse_dtype, resolve_model_path
 from ..params import SamplingParams
 from .budget import ModelShape
-from .execute import TIMEOUT, ExecutionPool
+from .execute import SANDBOXES, TIMEOUT, ExecutionPool, resolve_sandbox
 from .loop import execute, generate, score
 from .records import SampleSet, model_dir
 from .report import BUDGETS, build_report, ranks_log, write_report
@@ -36,7 +36,7 @@ DEFAULT_N = 32           # samples per problem in the default run
 DEFAULT_PROBLEMS = 60    # toy problems in the default run (other benchmarks: all, unless --limit)
 DEFAULT_OUT = "runs/eval"
 SETTINGS = ("benchmark", "problems_sha256", "n", "temperature", "top_p", "max_new_tokens", "seed",
-            "stop", "timeout")  # what samples and results depend on: a resumed run must match them
+            "stop", "timeout", "sandbox")  # what samples and results depend on: a resumed run must match them
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"wall-clock seconds per test run (default: {TIMEOUT:g})")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="test runs in parallel (default: CPU count)")
+    parser.add_argument("--sandbox", choices=SANDBOXES, default="auto",
+                        help="isolation of each test run: Linux namespaces, or the process guard "
+                             "alone (default: auto, namespaces where they work)")
     add_model_arguments(parser)
 
 
@@ -113,7 +116,7 @@ def plan(args: argparse.Namespace) -> Plan:
                     json.dumps(bench.problems, sort_keys=True).encode()).hexdigest(),
                 "n": params.n, "temperature": params.temperature, "top_p": params.top_p,
                 "max_new_tokens": params.max_new_tokens, "seed": params.seed, "stop": params.stop,
-                "timeout": args.timeout}
+                "timeout": args.timeout, "sandbox": resolve_sandbox(args.sandbox)}
     out = Path(args.out)
     if (out / "config.json").is_file():
         old = json.loads((out / "config.json").read_text(encoding="utf-8"))
@@ -171,7 +174,8 @@ def main(args: argparse.Namespace) -> int:
     greedy_params = SamplingParams(n=1, temperature=0.0, max_new_tokens=p.params.max_new_tokens,
                                    stop=p.params.stop)
     with ExitStack() as stack:
-        pool = stack.enter_context(ExecutionPool(p.out / "exec_cache.jsonl", args.workers, args.timeout))
+        pool = stack.enter_context(ExecutionPool(p.out / "exec_cache.jsonl", args.workers, args.timeout,
+                                                  sandbox=p.settings["sandbox"]))
         sets = {}
         for m in p.models:
             directory = model_dir(p.out, m.name)
