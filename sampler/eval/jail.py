@@ -1,23 +1,28 @@
-"""The namespaces sandbox's inside: run by child.py as PID 1 of the namespaces that execute.py's
-`unshare` created, it gives the test run a file system of its own, gives up the powers it used to
-build it, and keeps the namespace alive exactly as long as the program runs.
+"""The namespaces sandbox, from inside: child.py calls enter() before it runs the program, and
+enter() puts the process in new user, PID, mount, network, IPC and UTS namespaces, gives it a file
+system of its own, gives up the powers it used to build it, and returns in the process that runs
+the program, whose namespace dies with it.
 
 Inside, the program sees the system and Python directories read-only, a /proc of its own PID
 namespace, the harmless /dev nodes, and a private size-limited /tmp that holds its directory (the
 same path as outside when the evaluator's temporary directory is /tmp); nothing else (no home
-directories, no run directory, no sockets under /run). The old root is
-detached with pivot_root (a chroot can be escaped), and all capabilities are dropped, so the program,
-root of its user namespace, cannot remount, unmount or mount anything. Imports only the standard
-library (child.py is started with -I -S).
+directories, no run directory, no sockets under /run), and no network device but a loopback that
+is down. The old root is detached with pivot_root (a chroot can be escaped), and all capabilities
+are dropped, so the program, root of its user namespace, cannot remount, unmount or mount anything.
+Unprivileged user namespaces are all it needs: no root, no setuid helper, no daemon. Imports only
+the standard library (child.py is started with -I -S).
 """
 import ctypes
 import errno
 import os
 
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC = 0x2, 0x4, 0x8, 0x1000, 0x4000
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x1000, 0x4000, 0x40000
 MNT_DETACH, AT_FDCWD, AT_RECURSIVE = 0x2, -100, 0x8000
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
-PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 24, 38
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
+SIGKILL = 9
 CAPABILITY_VERSION_3 = 0x20080522
 SYSCALLS = {"x86_64": {"pivot_root": 155, "mount_setattr": 442},  # no glibc wrappers for these
             "aarch64": {"pivot_root": 41, "mount_setattr": 442}}
@@ -45,11 +50,38 @@ def _syscall(name: str, *args) -> None:
 
 
 def enter(visible: list[str], tmp_bytes: int) -> None:
-    """Build the new root on the program's directory outside, the cwd, and move into it.
+    """Isolate this process (see above) and return in the one that is to run the program."""
+    _unshare()
+    _build_root(visible, tmp_bytes)
+    _drop_capabilities()
+    os.setsid()  # a process group of its own: kill(0, ...) must not reach the process outside
+    _fork_and_wait()  # the program is not PID 1: init ignores the signals it gets from inside
 
-    Returns in a child process, PID 2; PID 1 waits for it and exits with its status (128 + signal
-    when killed: init ignores signals sent from inside its namespace, so it cannot die of them).
-    """
+
+def _unshare() -> None:
+    """New namespaces; returns in PID 1 of the new PID namespace (only children enter it)."""
+    uid, gid = os.getuid(), os.getgid()
+    _call("unshare", libc.unshare(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET
+                                  | CLONE_NEWIPC | CLONE_NEWUTS))
+    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as f:  # root inside stands for this user outside
+            f.write(text)
+    _mount("none", "/", flags=MS_REC | MS_PRIVATE)  # nothing done here propagates outside
+    _fork_and_wait()
+    _call("parent death signal", libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0))  # the evaluator kills the parent
+
+
+def _fork_and_wait() -> None:
+    """Return in a child; the parent waits for it and exits with its status (128 + signal if killed)."""
+    pid = os.fork()
+    if pid == 0:
+        return
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    os._exit(code if code >= 0 else 128 - code)
+
+
+def _build_root(visible: list[str], tmp_bytes: int) -> None:
+    """Build the new root on the program's directory outside (the cwd) and move into it."""
     new = os.getcwd()
     _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
     for path in visible:
@@ -77,14 +109,6 @@ def enter(visible: list[str], tmp_bytes: int) -> None:
     os.mkdir(home)
     os.chdir(home)
     os.environ.update(HOME=home, TMPDIR=home)
-    _drop_capabilities()
-    os.setsid()  # a process group of our own: kill(0, ...) must not reach unshare outside
-    pid = os.fork()
-    if pid == 0:
-        return
-    status = os.waitpid(pid, 0)[1]
-    code = os.waitstatus_to_exitcode(status)
-    os._exit(code if code >= 0 else 128 - code)
 
 
 def _drop_capabilities() -> None:
