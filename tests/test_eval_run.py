@@ -6,6 +6,7 @@ step) so that reports can be compared exactly; one drives the real engine on tin
 import argparse
 import hashlib
 import json
+import sys
 
 import pytest
 from checkpoints import make_checkpoint
@@ -146,6 +147,7 @@ def test_run_directory_and_report(fake, models, bench, tmp_path, capsys):
     assert report["budgets"][0]["rows"][0]["models"][models[1]]["k"] == 0  # large can't afford 1 small sample
     assert (out / "budget.png").read_bytes()[:4] == b"\x89PNG"
     assert "## Budget: FLOPs, paper" in markdown and markdown in capsys.readouterr().out
+    assert report["config"]["sandbox"] == ("namespaces" if sys.platform == "linux" else "process")
 
 
 def test_resume_after_a_crash_gives_the_same_report(fake, models, bench, tmp_path, monkeypatch):
@@ -245,6 +247,9 @@ def test_resuming_with_other_settings_is_refused(fake, models, bench, tmp_path):
     assert eval_cli.main(args(*common)) == 0
     with pytest.raises(InvalidInput, match=r"other settings \(temperature=0.8\)"):
         eval_cli.main(args(*common, "--temperature", 0.2))
+    if sys.platform == "linux":  # auto ran it in namespaces: results from the process mode may differ
+        with pytest.raises(InvalidInput, match=r"other settings \(sandbox='namespaces'\)"):
+            eval_cli.main(args(*common, "--sandbox", "process"))
 
 
 def test_real_engine_on_tiny_checkpoints(models, bench, tmp_path):

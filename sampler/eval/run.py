@@ -24,7 +24,7 @@ from ..jsonl import append_jsonl, write_atomic, write_jsonl_atomic
 from ..models import ModelConfig, check_device, load_hf_config, parse_dtype, resolve_model_path
 from ..params import SamplingParams
 from .budget import ModelShape
-from .execute import ExecutionPool
+from .execute import ExecutionPool, resolve_sandbox
 from .loop import execute, generate, score
 from .records import SampleSet, model_dir, open_for_append
 from .report import build_report, ranks_log, write_report
@@ -34,7 +34,7 @@ DEFAULT_N = 32           # samples per problem in the default run
 DEFAULT_PROBLEMS = 60    # toy problems in the default run (other benchmarks: all, unless --limit)
 DEFAULT_OUT = "runs/eval"
 SETTINGS = ("benchmark", "problems_sha256", "n", "temperature", "top_p", "max_new_tokens", "seed",
-            "stop", "timeout")  # what samples and results depend on: a resumed run must match them
+            "stop", "timeout", "sandbox")  # what samples and results depend on: a resumed run must match them
 
 
 @dataclass
@@ -80,7 +80,7 @@ def plan(args: argparse.Namespace) -> Plan:
                     json.dumps(bench.problems, sort_keys=True).encode()).hexdigest(),
                 "n": params.n, "temperature": params.temperature, "top_p": params.top_p,
                 "max_new_tokens": params.max_new_tokens, "seed": params.seed, "stop": params.stop,
-                "timeout": args.timeout}
+                "timeout": args.timeout, "sandbox": resolve_sandbox(args.sandbox)}
     out = Path(args.out)
     if (out / "config.json").is_file():
         old = json.loads((out / "config.json").read_text(encoding="utf-8"))
@@ -138,7 +138,8 @@ def main(args: argparse.Namespace, load_sampler: Callable[[str], Sampler]) -> in
     greedy_params = SamplingParams(n=1, temperature=0.0, max_new_tokens=p.params.max_new_tokens,
                                    stop=p.params.stop)
     with ExitStack() as stack:
-        pool = stack.enter_context(ExecutionPool(p.out / "exec_cache.jsonl", args.workers, args.timeout))
+        pool = stack.enter_context(ExecutionPool(p.out / "exec_cache.jsonl", args.workers, args.timeout,
+                                                  sandbox=p.settings["sandbox"]))
         sets = {}
         for m in p.models:
             directory = model_dir(p.out, m.name)
