@@ -49,11 +49,16 @@ def _softmax_attend(s, v):
 
 
 def gather_blocks(cache: torch.Tensor, tables: torch.Tensor, length: int) -> torch.Tensor:
-    """The first `length` tokens of each table's sequence, [Hkv, rows, tokens, D] (a copy), from a
-    paged cache [Hkv, num_blocks, block_size, D] and tables int [rows, max_blocks]. Tokens past a
-    sequence's own length up to the next block end come along; callers mask them."""
+    """The first `length` tokens of each table's sequence, [Hkv, rows, tokens, D], from a paged cache
+    [Hkv, num_blocks, block_size, D] and tables int [rows, max_blocks] (a view of the cache when
+    one sequence sits in consecutive blocks, else a copy). Tokens past a sequence's own length up to
+    the next block end come along; callers mask them."""
     hkv, num_blocks, bs, d = cache.shape
     nb = -(-length // bs)
+    if tables.shape[0] == 1:  # one sequence (a prompt): consecutive blocks need no copy
+        first = int(tables[0, 0])
+        if torch.equal(tables[0, :nb], torch.arange(first, first + nb, dtype=tables.dtype, device=tables.device)):
+            return cache[:, first:first + nb].reshape(hkv, 1, nb * bs, d)
     blocks = cache.view(hkv, num_blocks, bs * d).index_select(1, tables[:, :nb].flatten())  # 5x advanced indexing
     return blocks.view(hkv, tables.shape[0], nb * bs, d)
 

@@ -94,3 +94,15 @@ def test_splits_do_not_change_the_result():
     for ps, ss in [(2, 1), (1, 4), (16, 16)]:
         torch.testing.assert_close(shared_prefix_attention_triton(**a, prefix_splits=ps, suffix_splits=ss),
                                    whole, atol=1e-6, rtol=1e-6)
+
+
+def test_gather_blocks_view_and_copy_agree():
+    """A sequence in consecutive blocks is read as a view of the cache; scattered ones are copied."""
+    from kernels.attention import gather_blocks
+    cache = torch.randn(2, 12, 4, 8)
+    for table in ([3, 4, 5, 0], [5, 3, 4, 0]):
+        t = torch.tensor([table], dtype=torch.int32)
+        want = torch.stack([cache[:, int(t[0, i // 4]), i % 4] for i in range(10)], dim=1)  # [Hkv, 10, D]
+        got = gather_blocks(cache, t, 10)
+        assert got.shape == (2, 1, 12, 8)
+        torch.testing.assert_close(got[:, 0, :10], want, atol=0, rtol=0)
