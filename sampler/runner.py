@@ -174,6 +174,7 @@ class ModelRunner:
                             tensor(suffix_lens, torch.int32))
         self.model(tensor(tokens), tensor(positions), batch)
 
+    @torch.inference_mode()
     def _capture(self) -> None:
         """Capture the decode step once per padded batch size, largest first so the smaller graphs
         reuse its memory pool; each is warmed up eagerly first (that compiles its kernels)."""
