@@ -71,6 +71,9 @@ def prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_l
     out = torch.empty(B, H, D, dtype=torch.float32, device=q.device)
     lse = torch.empty(B, H, dtype=torch.float32, device=q.device)
     bounds, lens = row_ptr.tolist(), prefix_lens.tolist()
+    # every group's prefix in one gather (a per-group gather costs a call per group and layer)
+    longest = max(lens, default=0)
+    keys, values = (gather_blocks(t, prefix_tables, longest) for t in (prefix_k, prefix_v))
     for g in range(len(lens)):
         r0, r1 = bounds[g], bounds[g + 1]
         m, n = r1 - r0, lens[g]
@@ -79,9 +82,7 @@ def prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_l
         if n == 0:
             out[r0:r1], lse[r0:r1] = 0.0, float("-inf")
             continue
-        table = prefix_tables[g:g + 1]
-        k = gather_blocks(prefix_k, table, n)[:, 0, :n].float()  # [Hkv, L, D]
-        v = gather_blocks(prefix_v, table, n)[:, 0, :n].float()
+        k, v = keys[:, g, :n].float(), values[:, g, :n].float()  # [Hkv, L, D]
         qg = q[r0:r1].float().view(m, hkv, ratio, D).permute(1, 0, 2, 3).reshape(hkv, m * ratio, D)
         s = torch.bmm(qg, k.transpose(1, 2)) * scale  # [Hkv, m*ratio, L]
         o, l = _softmax_attend(s, v)
