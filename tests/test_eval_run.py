@@ -28,6 +28,7 @@ class Crash(Exception):
 class FakeEngine:
     crash_after = None  # finish this many samples in the whole process, then raise Crash
     finished = 0
+    drawn = []  # (prompt, sample index) of every sample finished in the whole process
 
     def __init__(self, right):
         self.right, self.requests, self.aborted, self.next_id = right, {}, [], 0
@@ -51,14 +52,16 @@ class FakeEngine:
     def step(self):
         if FakeEngine.crash_after is not None and FakeEngine.finished >= FakeEngine.crash_after:
             raise Crash("simulated crash")
-        rid, (prompt_ids, params, i) = next(iter(self.requests.items()))
+        rid, (prompt_ids, params, k) = next(iter(self.requests.items()))
+        i = params.sample_index(k)
         h = hashlib.sha256(f"{params.seed}/{i}/{params.temperature}".encode()).digest()
         good = h[0] % 3 == 0
         text = self.right[bytes(prompt_ids).decode()] if good else "    return -1\n"
         m = 1 + h[1] % 7
         self.requests[rid][2] += 1
-        if i + 1 == params.n:
+        if k + 1 == params.n:
             del self.requests[rid]
+        FakeEngine.drawn.append((bytes(prompt_ids).decode(), i))
         self.stats.generated_tokens += m
         self.stats.decode_seconds += m / 1024  # exact in binary: sums do not depend on their order
         FakeEngine.finished += 1
@@ -111,6 +114,7 @@ def fake(monkeypatch):
     monkeypatch.setattr(common, "Sampler", FakeSampler)
     monkeypatch.setattr(FakeEngine, "crash_after", None)
     monkeypatch.setattr(FakeEngine, "finished", 0)
+    monkeypatch.setattr(FakeEngine, "drawn", [])
 
 
 def args(*argv):
@@ -184,6 +188,20 @@ def test_resume_after_a_crash_gives_the_same_report(fake, models, bench, tmp_pat
     monkeypatch.setattr(execute, "run_program", no_more_work)
     assert eval_cli.main(args(*common, "--out", out)) == 0
     assert read_report(out) == expected
+
+
+def test_resume_draws_only_the_missing_sample_indices(fake, models, bench, tmp_path):
+    common = ("--models", models[0], "--benchmark", bench, "--n", 5, "--max-new-tokens", 16, "--out", tmp_path)
+    assert eval_cli.main(args(*common)) == 0
+    path = tmp_path / run.model_dir(".", models[0]).name / "samples.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:3] + lines[9:-4]  # killed mid-task (several times): tasks T/0, T/1 and T/3 lose samples
+    path.write_text("".join(kept))
+    FakeEngine.drawn = []
+    assert eval_cli.main(args(*common)) == 0
+    lost = [json.loads(line) for line in lines if line not in kept]
+    assert sorted(FakeEngine.drawn) == sorted((f"def f{r['task_id'][2:]}(x):\n", r["index"]) for r in lost)
+    assert sorted(path.read_text().splitlines()) == sorted(line.rstrip("\n") for line in lines)
 
 
 def test_until_pass_cancels_a_problem_once_a_sample_passes(fake, models, bench, tmp_path, monkeypatch):

@@ -2,7 +2,8 @@
 without a result, score them with a ranker model; every row is appended as soon as it exists.
 
 Sampling seeds are fixed per (model, task), and the engine's random numbers are keyed by (seed,
-sample index, step), so a resumed run redraws a sample that was in flight identically.
+sample index, step), so a resumed run draws the missing sample indices exactly as an uninterrupted
+run would have.
 """
 from __future__ import annotations
 
@@ -28,35 +29,35 @@ def generate(load_sampler: Callable, model: str, problems: list[dict], seed: int
         -> Optional[dict]:
     """Draw the samples each (params, sample set) job lacks, all jobs batched in one engine stream
     (a greedy job rides along with the sampled one), loading the model only if something is
-    missing. A task missing any sample is drawn again whole (the engine numbers a task's samples
-    from 0); rows already on disk are kept, not rewritten.
+    missing. Only the missing sample indices are asked for (SamplingParams.sample_indices), so a
+    resumed task draws exactly the samples an uninterrupted run would have added.
 
     With `pool` (until-pass mode) each sample is executed as it finishes, and once one passes, the
     task's remaining samples are cancelled in the engine; tasks already solved are not drawn.
     Returns the engine's counters for this draw (None if nothing was missing)."""
-    todo = []  # (problem, params, sample set, its rows by (task_id, index))
+    todo = []  # (problem, params asking for its missing sample indices, sample set)
     for params, sample_set in jobs:
         done = sample_set.samples.rows()
         solved = {t for (t, _), r in sample_set.results.rows().items() if r["passed"]} if pool else set()
-        todo += [(p, params, sample_set, done) for p in problems if p["task_id"] not in solved
-                 and any((p["task_id"], i) not in done for i in range(params.n))]
+        for p in problems:
+            missing = [i for i in range(params.n) if (p["task_id"], i) not in done]
+            if missing and p["task_id"] not in solved:
+                todo.append((p, replace(params, n=len(missing), sample_indices=missing,
+                                        seed=task_seed(seed, model, p["task_id"])), sample_set))
     if not todo:
         return None
     sampler = load_sampler()
     # one-time costs (lazy initialisation, first forward) belong to no sample's measured seconds
     sampler.generate([todo[0][0]["prompt"]], SamplingParams(n=1, temperature=0.0, max_new_tokens=2))
     sampler.stats.reset()
-    stream = sampler.stream([p["prompt"] for p, *_ in todo],
-                            [replace(params, seed=task_seed(seed, model, p["task_id"])) for p, params, *_ in todo])
-    missing = sum((p["task_id"], i) not in done for p, params, _, done in todo for i in range(params.n))
+    stream = sampler.stream([p["prompt"] for p, *_ in todo], [params for _, params, *_ in todo])
+    missing = sum(params.n for _, params, *_ in todo)
     running: list[tuple[Future, int, int]] = []
     with tqdm(total=missing, desc=f"{model} generate", unit="sample", disable=None) as bar:
         for i, c, seconds in _timed(stream, sampler.stats):
-            problem, _, sample_set, done = todo[i]
+            problem, _, sample_set = todo[i]
             task = problem["task_id"]
-            if (task, c.index) in done:
-                continue
-            done[task, c.index] = row = {
+            row = {
                 "task_id": task, "completion": c.text, "index": c.index,
                 "prompt_tokens": len(stream.prompt_ids[i]), "num_tokens": len(c.token_ids),
                 "logprob": c.logprob, "mean_logprob": c.mean_logprob,
