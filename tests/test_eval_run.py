@@ -229,6 +229,14 @@ def test_until_pass_cancels_a_problem_once_a_sample_passes(fake, models, bench, 
     solved = [t for t in drawn if first_pass[t] is not None]
     assert u["solved"] == len(solved) / len(PROBLEMS)
     assert u["to_first_pass"]["samples"] == pytest.approx(sum(first_pass[t] + 1 for t in solved) / len(solved))
+    assert u["tokens"] == sum(r["num_tokens"] for r in rows) and sum(u["first_pass_at"].values()) == len(PROBLEMS)
+    assert u["pass@k"]["2"] == sum(first_pass[t] is not None and first_pass[t] < 2 for t in drawn) / len(PROBLEMS)
+    # the samples drawn are the full run's samples of the same indices
+    assert eval_cli.main(args("--models", models[0], "--benchmark", bench, "--n", n, "--max-new-tokens", 16,
+                         "--out", tmp_path / "full")) == 0
+    full = {(r["task_id"], r["index"]): r["completion"] for r in map(json.loads, (
+        tmp_path / "full" / run.model_dir(".", models[0]).name / "samples.jsonl").read_text().splitlines())}
+    assert all(full[r["task_id"], r["index"]] == r["completion"] for r in rows)
     assert "budgets" not in report and "## Until a sample passes" in markdown
 
 

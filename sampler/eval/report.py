@@ -26,6 +26,7 @@ from .budget import CostModel, ModelShape, budget_grid
 from .intervals import Bootstrap
 from .metrics import pass_at_k, rank_score_at_k
 from .records import Log, SampleSet, model_dir
+from .waves import first_pass, pass_at_k_from_first_pass, waves
 
 # budget kind -> (what one sample costs, title)
 KINDS = {"flops": "FLOPs, paper (2 x matmul parameters x 128 tokens)",
@@ -116,23 +117,42 @@ class ModelResults:
             out["rank_score@k_ci95"] = {str(k): boot.interval(self.values("rank", k)) for k in ks}
         return out
 
-    def until_pass(self, n: int) -> dict:
-        """Cost of the samples drawn until a passing one (those finished alongside it included)."""
+    def until_pass(self, n: int, ks: list[int], boot: Bootstrap) -> dict:
+        """What until-pass drew (samples; tokens kept, and all the engine generated, cancelled
+        samples and greedy included), against an estimate of all n (each problem's mean sample
+        length x n); where the first pass fell, by wave; pass@k from the first passing index
+        (waves.pass_at_k_from_first_pass); and the cost of the samples drawn until a passing one
+        (those finished alongside it included)."""
         costs = self.costs()
         solved = [t for t in self.tasks if any(r["passed"] for r in t)]
+        first = [first_pass({r["index"]: r["passed"] for r in t}) for t in self.tasks]
 
         def to_pass(cost) -> Optional[float]:
             return fmean(cost(t) for t in solved) if solved else None
 
+        full_tokens = sum(n * fmean(r["num_tokens"] for r in t) for t in self.tasks if t)
+        values = {k: np.array([pass_at_k_from_first_pass(f, k) for f in first]) for k in ks}
         return {"solved": len(solved) / len(self.tasks),
                 "samples_drawn": len(self.rows),
                 "saved": 1 - len(self.rows) / (n * len(self.tasks)),
+                "tokens": self.tokens,
+                "tokens_vs_all_n_estimate": self.tokens / full_tokens,
+                "engine_generated_tokens": sum(e["generated_tokens"] for e in self.engine),
+                "first_pass_at": {_span(w): sum(f is not None and f in w for f in first) for w in waves(n)}
+                | {"none": first.count(None)},
+                "pass@k": {str(k): fmean(v) for k, v in values.items()},
+                "pass@k_ci95": {str(k): boot.interval(v) for k, v in values.items()},
                 "to_first_pass": {
                     "samples": to_pass(len),
                     "flops": to_pass(lambda t: len(t) * costs["flops"].per_sample),
                     "flops_exact": to_pass(lambda t: self.shape.prefill_flops(t[0]["prompt_tokens"]) + sum(
                         self.shape.decode_flops(r["prompt_tokens"], r["num_tokens"]) for r in t)),
                     "seconds": to_pass(lambda t: sum(r["seconds"] for r in t))}}
+
+
+def _span(wave: range) -> str:
+    """A wave's 1-based sample numbers: "1", "3-4"."""
+    return str(wave.stop) if len(wave) == 1 else f"{wave.start + 1}-{wave.stop}"
 
 
 def budget_table(models: list[ModelResults], kind: str, boot: Bootstrap) -> dict:
@@ -172,14 +192,14 @@ def build_report(out: str | os.PathLike, config: dict) -> dict:
     out = Path(out)
     problems = read_jsonl(out / "problems.jsonl")
     models = [ModelResults(out, name, problems, config["ranker"]) for name in config["models"]]
-    n = min(m.n for m in models)
+    n = config["n"] if config["until_pass"] else min(m.n for m in models)  # until-pass: k <= n from first passes
     ks = config.get("k") or [2 ** j for j in range(n.bit_length()) if 2 ** j <= n]
     boot = Bootstrap(len(problems))
     report = {"config": config, "versions": _versions(), "hardware": _hardware(config.get("device", "cpu")),
               "problems": len(problems),
               "models": {m.name: m.summary(ks, config["until_pass"], boot) for m in models}}
     if config["until_pass"]:
-        report["until_pass"] = {m.name: m.until_pass(config["n"]) for m in models}
+        report["until_pass"] = {m.name: m.until_pass(config["n"], ks, boot) for m in models}
     else:
         report["budgets"] = [budget_table(models, kind, boot) for kind in BUDGETS[config["budget"]]]
     return report
@@ -261,16 +281,32 @@ def render_markdown(report: dict) -> str:
                          + [_best(row["winner_pass"]), _best(row["winner_rank_score"])]
                          for row in table["rows"]])
     if "until_pass" in report:
+        runs = report["until_pass"]
+        spans = list(next(iter(runs.values()))["first_pass_at"])
+        ks = list(next(iter(runs.values()))["pass@k"])
         lines += ["", "## Until a sample passes", "",
-                  "Samples are executed as they finish; a problem's remaining samples are cancelled "
-                  "once one passes. Cost to the first passing sample is averaged over solved problems; its "
-                  "seconds were measured with the tests running alongside generation.", ""]
-        lines += _table(["model", "solved", "samples drawn", "saved vs all n", "samples to pass",
-                         "FLOPs to pass (paper)", "FLOPs to pass (exact)", "seconds to pass"],
-                        [[name, _num(u["solved"]), _num(u["samples_drawn"]), _num(u["saved"]),
+                  "A problem's samples are released in waves of sample indices (1, 1, 2, 4, 8, ...), each "
+                  "tested as it finishes; the next wave starts once the last one failed, and the problem "
+                  "stops once its first passing sample is known. Tokens: those of the samples kept, and "
+                  "all the engine generated (cancelled samples and greedy included); \"vs all n\" "
+                  "estimates all n samples' tokens from each problem's mean sample length. Cost to the "
+                  "first passing sample is averaged over solved problems; its seconds were measured with "
+                  "the tests running alongside generation.", ""]
+        lines += _table(["model", "solved", "samples drawn", "saved vs all n", "tokens", "tokens vs all n",
+                         "engine tokens", "samples to pass", "FLOPs to pass (paper)", "FLOPs to pass (exact)",
+                         "seconds to pass"],
+                        [[name, _num(u["solved"]), _num(u["samples_drawn"]), _num(u["saved"]), _num(u["tokens"]),
+                          _num(u["tokens_vs_all_n_estimate"]), _num(u["engine_generated_tokens"]),
                           _num(u["to_first_pass"]["samples"]), _num(u["to_first_pass"]["flops"]),
                           _num(u["to_first_pass"]["flops_exact"]), _num(u["to_first_pass"]["seconds"], 4)]
-                         for name, u in report["until_pass"].items()])
+                         for name, u in runs.items()])
+        lines += ["", "Problems by the sample number of their first pass:", ""]
+        lines += _table(["model"] + spans, [[name] + [_num(u["first_pass_at"][s]) for s in spans]
+                                            for name, u in runs.items()])
+        lines += ["", "pass@k estimated from the first passing index (1 if it is among the first k: unbiased, "
+                  "noisier than from all n), with 95% bootstrap intervals:", ""]
+        lines += _table(["model"] + [f"pass@{k}" for k in ks],
+                        [[name] + [_ci(u["pass@k"][k], u["pass@k_ci95"][k]) for k in ks] for name, u in runs.items()])
     return "\n".join(lines) + "\n"
 
 
