@@ -223,6 +223,8 @@ def test_until_pass_cancels_a_problem_once_a_sample_passes(fake, models, bench, 
                            if r["task_id"] == t and r["completion"] != "    return -1\n"), None) for t in drawn}
     for t, indices in drawn.items():
         assert indices == list(range(n if first_pass[t] is None else first_pass[t] + 1))
+    results = (out / run.model_dir(".", models[0]).name / "samples_results.jsonl").read_text().splitlines()
+    assert len(results) == len(rows)
     u = report["until_pass"][models[0]]
     assert u["samples_drawn"] == len(rows) < n * len(PROBLEMS)
     assert u["saved"] == pytest.approx(1 - len(rows) / (n * len(PROBLEMS)))

@@ -78,17 +78,17 @@ def generate(load_sampler: Callable, model: str, problems: list[dict], seed: int
     owner = [d for d, _ in first]  # by prompt index in the stream
     for i, d in enumerate(owner):
         d.prompt = i
-    tests: dict[Future, tuple[_Draw, int]] = {}
+    tests: dict[Future, list[tuple[_Draw, int]]] = {}  # duplicate programs share one future
 
     def tested(future: Future) -> None:
-        d, index = tests.pop(future)
-        d.results[index] = _record(d.sample_set, d.problem["task_id"], index, future.result())
-        d.untested -= 1
-        if first_pass(d.results) is not None:
-            stream.cancel(d.prompt)
-        elif d.untested == 0 and (indices := d.missing(until_pass)):
-            d.prompt = stream.add(stream.prompt_ids[d.prompt], d.request(indices))
-            owner.append(d)
+        for d, index in tests.pop(future):
+            d.results[index] = _record(d.sample_set, d.problem["task_id"], index, future.result())
+            d.untested -= 1
+            if first_pass(d.results) is not None:
+                stream.cancel(d.prompt)
+            elif d.untested == 0 and (indices := d.missing(until_pass)):
+                d.prompt = stream.add(stream.prompt_ids[d.prompt], d.request(indices))
+                owner.append(d)
 
     total = sum(d.params.n - len(d.drawn) for d, _ in first)
     with tqdm(total=total, desc=f"{model} generate", unit="sample", disable=None) as bar:
@@ -104,7 +104,7 @@ def generate(load_sampler: Callable, model: str, problems: list[dict], seed: int
                 bar.update(1)
                 bar.set_postfix_str(f"{sampler.stats.tokens_per_second:,.0f} tok/s")
                 if until_pass:
-                    tests[pool.submit(d.problem, c.text)] = (d, c.index)
+                    tests.setdefault(pool.submit(d.problem, c.text), []).append((d, c.index))
                     for future in [f for f in tests if f.done()]:
                         tested(future)
             if not tests:
