@@ -297,7 +297,8 @@ def test_real_engine_on_tiny_checkpoints(models, bench, tmp_path):
     assert eval_cli.main(args("--models", ",".join(models), "--benchmark", bench, "--n", 3,
                          "--max-new-tokens", 8, "--ranker", models[1], "--budget", "time", "--out", out)) == 0
 
-    def drawn(rows):
-        return sorted((r["task_id"], r["index"], r["completion"], round(r["logprob"], 4))
-                      for r in map(json.loads, rows))
-    assert drawn(path.read_text().splitlines()) == drawn(lines)
+    def drawn(rows):  # log-probs: float sums over a different batch differ in the last digits
+        return sorted((r["task_id"], r["index"], r["completion"], r["logprob"]) for r in map(json.loads, rows))
+    again, before = drawn(path.read_text().splitlines()), drawn(lines)
+    assert [r[:3] for r in again] == [r[:3] for r in before]
+    assert [r[3] for r in again] == pytest.approx([r[3] for r in before], abs=1e-3)
