@@ -100,14 +100,25 @@ class Sampler:
 
 
 class SampleStream:
-    """Iterator of (prompt_index, Completion) as samples finish; `cancel(i)` drops prompt i's rest."""
+    """Iterator of (prompt_index, Completion) as samples finish; `cancel(i)` drops prompt i's rest,
+    `add(ids, params)` queues one more prompt while it runs."""
 
     def __init__(self, engine: Engine, prompt_ids: list[list[int]], params: list[SamplingParams]):
-        self.engine, self.prompt_ids = engine, prompt_ids
+        self.engine, self.prompt_ids = engine, []
         for ids, p in zip(prompt_ids, params):  # validate every prompt before starting any
             engine.validate(ids, p)
-        self.request_ids = [engine.add_request(ids, p) for ids, p in zip(prompt_ids, params)]
-        self.index_of = {rid: i for i, rid in enumerate(self.request_ids)}
+        self.request_ids: list[int] = []
+        self.index_of: dict[int, int] = {}
+        for ids, p in zip(prompt_ids, params):
+            self.add(ids, p)
+
+    def add(self, prompt_ids: list[int], params: SamplingParams) -> int:
+        """Queue prompt token ids behind those already queued; returns its prompt index."""
+        rid = self.engine.add_request(prompt_ids, params)
+        self.index_of[rid] = len(self.request_ids)
+        self.request_ids.append(rid)
+        self.prompt_ids.append(prompt_ids)
+        return self.index_of[rid]
 
     def cancel(self, prompt_index: int) -> None:
         self.engine.abort_request(self.request_ids[prompt_index])

@@ -159,7 +159,7 @@ class Engine:
                 self._prefill(req)
             if sample is None:
                 stop = StopChecker(self.tokenizer, req.params.stop) if req.params.stop else None
-                sample = Sample(req, req.next_sample, stop)
+                sample = Sample(req, req.params.sample_index(req.next_sample), stop)
                 req.next_sample += 1
                 req.live += 1
                 fresh.append(sample)

@@ -13,6 +13,10 @@ from .errors import InvalidInput
 
 @dataclass
 class SamplingParams:
+    """How to draw the n samples of one prompt. Sample i's random numbers are keyed by (seed,
+    i, step), so `sample_indices` (distinct ints >= 0, len == n) draws exactly the samples with those
+    indices of a run that asked for more: a resumed or incremental draw equals an uninterrupted one.
+    Default: indices 0 .. n-1."""
     n: int = 1
     temperature: float = 1.0
     top_p: float = 1.0
@@ -22,11 +26,14 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     seed: Optional[int] = None
     ignore_eos: bool = False
+    sample_indices: Optional[list[int]] = None
 
     def __post_init__(self):
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         self.stop = list(self.stop or [])
+        if self.sample_indices is not None:
+            self.sample_indices = list(self.sample_indices)
         self.validate()
 
     def validate(self) -> None:
@@ -51,6 +58,16 @@ class SamplingParams:
                 bad("stop", s, "every stop string must be a non-empty string")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             bad("seed", self.seed, "must be an integer or None")
+        if self.sample_indices is not None:
+            ints = all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.sample_indices)
+            if not ints or len(set(self.sample_indices)) != len(self.sample_indices):
+                bad("sample_indices", self.sample_indices, "must be distinct integers >= 0")
+            if len(self.sample_indices) != self.n:
+                bad("sample_indices", self.sample_indices, f"must hold n={self.n} indices (one per sample)")
+
+    def sample_index(self, k: int) -> int:
+        """The index of the k-th sample started (k = 0 .. n-1)."""
+        return k if self.sample_indices is None else self.sample_indices[k]
 
 
 def _is_number(x) -> bool:

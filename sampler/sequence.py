@@ -16,7 +16,7 @@ class Request:
     prompt_ids: list[int]
     params: SamplingParams
     seed: int
-    next_sample: int = 0          # index of the next sample to start
+    next_sample: int = 0          # samples started (params.sample_index maps it to an index)
     live: int = 0                 # samples started and not finished (running or preempted)
     running: int = 0              # samples holding a slot now
     prefix_blocks: Optional[list[int]] = None  # the prompt's KV blocks once prefilled

@@ -36,6 +36,17 @@ def test_samples_do_not_depend_on_batch_composition(tiny_llama, sampler):
     assert [c.index for c in together[0]] == list(range(20))
 
 
+def test_sample_indices_draw_those_samples_of_a_larger_run(sampler):
+    """A resumed draw asks only for the missing indices and gets the uninterrupted run's samples."""
+    p = SamplingParams(n=7, temperature=1.0, max_new_tokens=12, ignore_eos=True, seed=3)
+    full = sampler.generate([PROMPT, "x = 1"], p)
+    part = sampler.generate([PROMPT, "x = 1"], SamplingParams(n=3, temperature=1.0, max_new_tokens=12,
+                                                              ignore_eos=True, seed=3, sample_indices=[6, 2, 4]))
+    for whole, some in zip(full, part):
+        assert [c.index for c in some] == [2, 4, 6]
+        assert [c.token_ids for c in some] == [whole[i].token_ids for i in (2, 4, 6)]
+
+
 def test_n_larger_than_slots_with_eos_and_refill(tiny_llama):
     s = Sampler.from_pretrained(str(tiny_llama), max_batch_size=4)
     out = s.generate([PROMPT, "for i in", "class"], SamplingParams(n=37, temperature=1.2, max_new_tokens=9, seed=0))
@@ -102,6 +113,8 @@ def test_score_of_generated_text_matches_its_logprobs(sampler):
     (dict(n=0), "n=0"), (dict(temperature=-0.1), "temperature"), (dict(top_p=0.0), "top_p"),
     (dict(top_p=1.5), "top_p"), (dict(top_k=-1), "top_k"), (dict(min_p=1.0), "min_p"),
     (dict(max_new_tokens=0), "max_new_tokens"), (dict(stop=[""]), "stop"),
+    (dict(n=2, sample_indices=[1, 1]), "distinct"), (dict(n=1, sample_indices=[-1]), "distinct"),
+    (dict(n=3, sample_indices=[0, 1]), "must hold n=3"),
 ])
 def test_bad_sampling_params(kwargs, match):
     with pytest.raises(InvalidInput, match=match):

@@ -29,6 +29,7 @@ class Crash(Exception):
 class FakeEngine:
     crash_after = None  # finish this many samples in the whole process, then raise Crash
     finished = 0
+    drawn = []  # (prompt, sample index) of every sample finished in the whole process
 
     def __init__(self, right):
         self.right, self.requests, self.aborted, self.next_id = right, {}, [], 0
@@ -52,14 +53,16 @@ class FakeEngine:
     def step(self):
         if FakeEngine.crash_after is not None and FakeEngine.finished >= FakeEngine.crash_after:
             raise Crash("simulated crash")
-        rid, (prompt_ids, params, i) = next(iter(self.requests.items()))
+        rid, (prompt_ids, params, k) = next(iter(self.requests.items()))
+        i = params.sample_index(k)
         h = hashlib.sha256(f"{params.seed}/{i}/{params.temperature}".encode()).digest()
         good = h[0] % 3 == 0
         text = self.right[bytes(prompt_ids).decode()] if good else "    return -1\n"
         m = 1 + h[1] % 7
         self.requests[rid][2] += 1
-        if i + 1 == params.n:
+        if k + 1 == params.n:
             del self.requests[rid]
+        FakeEngine.drawn.append((bytes(prompt_ids).decode(), i))
         self.stats.generated_tokens += m
         self.stats.decode_seconds += m / 1024  # exact in binary: sums do not depend on their order
         FakeEngine.finished += 1
@@ -112,6 +115,7 @@ def fake(monkeypatch):
     monkeypatch.setattr(common, "Sampler", FakeSampler)
     monkeypatch.setattr(FakeEngine, "crash_after", None)
     monkeypatch.setattr(FakeEngine, "finished", 0)
+    monkeypatch.setattr(FakeEngine, "drawn", [])
 
 
 def args(*argv):
@@ -188,6 +192,20 @@ def test_resume_after_a_crash_gives_the_same_report(fake, models, bench, tmp_pat
     assert read_report(out) == expected
 
 
+def test_resume_draws_only_the_missing_sample_indices(fake, models, bench, tmp_path):
+    common = ("--models", models[0], "--benchmark", bench, "--n", 5, "--max-new-tokens", 16, "--out", tmp_path)
+    assert eval_cli.main(args(*common)) == 0
+    path = tmp_path / run.model_dir(".", models[0]).name / "samples.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:3] + lines[9:-4]  # killed mid-task (several times): tasks T/0, T/1 and T/3 lose samples
+    path.write_text("".join(kept))
+    FakeEngine.drawn = []
+    assert eval_cli.main(args(*common)) == 0
+    lost = [json.loads(line) for line in lines if line not in kept]
+    assert sorted(FakeEngine.drawn) == sorted((f"def f{r['task_id'][2:]}(x):\n", r["index"]) for r in lost)
+    assert sorted(path.read_text().splitlines()) == sorted(line.rstrip("\n") for line in lines)
+
+
 def test_until_pass_cancels_a_problem_once_a_sample_passes(fake, models, bench, tmp_path, monkeypatch):
     submit = execute.ExecutionPool.submit
 
@@ -207,12 +225,22 @@ def test_until_pass_cancels_a_problem_once_a_sample_passes(fake, models, bench, 
                            if r["task_id"] == t and r["completion"] != "    return -1\n"), None) for t in drawn}
     for t, indices in drawn.items():
         assert indices == list(range(n if first_pass[t] is None else first_pass[t] + 1))
+    results = (out / run.model_dir(".", models[0]).name / "samples_results.jsonl").read_text().splitlines()
+    assert len(results) == len(rows)
     u = report["until_pass"][models[0]]
     assert u["samples_drawn"] == len(rows) < n * len(PROBLEMS)
     assert u["saved"] == pytest.approx(1 - len(rows) / (n * len(PROBLEMS)))
     solved = [t for t in drawn if first_pass[t] is not None]
     assert u["solved"] == len(solved) / len(PROBLEMS)
     assert u["to_first_pass"]["samples"] == pytest.approx(sum(first_pass[t] + 1 for t in solved) / len(solved))
+    assert u["tokens"] == sum(r["num_tokens"] for r in rows) and sum(u["first_pass_at"].values()) == len(PROBLEMS)
+    assert u["pass@k"]["2"] == sum(first_pass[t] is not None and first_pass[t] < 2 for t in drawn) / len(PROBLEMS)
+    # the samples drawn are the full run's samples of the same indices
+    assert eval_cli.main(args("--models", models[0], "--benchmark", bench, "--n", n, "--max-new-tokens", 16,
+                         "--out", tmp_path / "full")) == 0
+    full = {(r["task_id"], r["index"]): r["completion"] for r in map(json.loads, (
+        tmp_path / "full" / run.model_dir(".", models[0]).name / "samples.jsonl").read_text().splitlines())}
+    assert all(full[r["task_id"], r["index"]] == r["completion"] for r in rows)
     assert "budgets" not in report and "## Until a sample passes" in markdown
 
 
@@ -274,7 +302,8 @@ def test_real_engine_on_tiny_checkpoints(models, bench, tmp_path):
     assert eval_cli.main(args("--models", ",".join(models), "--benchmark", bench, "--n", 3,
                          "--max-new-tokens", 8, "--ranker", models[1], "--budget", "time", "--out", out)) == 0
 
-    def drawn(rows):
-        return sorted((r["task_id"], r["index"], r["completion"], round(r["logprob"], 4))
-                      for r in map(json.loads, rows))
-    assert drawn(path.read_text().splitlines()) == drawn(lines)
+    def drawn(rows):  # log-probs: float sums over a different batch differ in the last digits
+        return sorted((r["task_id"], r["index"], r["completion"], r["logprob"]) for r in map(json.loads, rows))
+    again, before = drawn(path.read_text().splitlines()), drawn(lines)
+    assert [r[:3] for r in again] == [r[:3] for r in before]
+    assert [r[3] for r in again] == pytest.approx([r[3] for r in before], abs=1e-3)

@@ -2,13 +2,14 @@
 without a result, score them with a ranker model; every row is appended as soon as it exists.
 
 Sampling seeds are fixed per (model, task), and the engine's random numbers are keyed by (seed,
-sample index, step), so a resumed run redraws a sample that was in flight identically.
+sample index, step), so a resumed run draws the missing sample indices exactly as an uninterrupted
+run would have.
 """
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import Future, as_completed
-from dataclasses import replace
+from concurrent.futures import FIRST_COMPLETED, Future, as_completed, wait
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Optional, Sequence
 
 from tqdm import tqdm
@@ -16,6 +17,7 @@ from tqdm import tqdm
 from ..params import Completion, SamplingParams
 from .execute import ExecutionPool
 from .records import Log, SampleSet
+from .waves import first_pass, next_wave
 
 
 def task_seed(seed: int, model: str, task_id: str) -> int:
@@ -23,58 +25,100 @@ def task_seed(seed: int, model: str, task_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{model}/{task_id}".encode()).digest()[:8], "big") >> 2
 
 
+@dataclass
+class _Draw:
+    """One problem's samples of one job: what is on disk, what is in flight."""
+    problem: dict
+    params: SamplingParams  # all n samples, seeded for this (model, task)
+    sample_set: SampleSet
+    drawn: set[int]
+    results: dict[int, bool]  # sample index -> passed
+    untested: int = 0  # samples released and not yet tested (until-pass)
+    prompt: int = -1   # its latest request in the stream
+
+    def missing(self, until_pass: bool) -> list[int]:
+        if until_pass:
+            return next_wave(self.drawn, [i for i, ok in self.results.items() if ok], self.params.n)
+        return [i for i in range(self.params.n) if i not in self.drawn]
+
+    def request(self, indices: list[int]) -> SamplingParams:
+        self.untested += len(indices)
+        return replace(self.params, n=len(indices), sample_indices=indices)
+
+
 def generate(load_sampler: Callable, model: str, problems: list[dict], seed: int,
              jobs: Sequence[tuple[SamplingParams, SampleSet]], pool: Optional[ExecutionPool] = None) \
         -> Optional[dict]:
     """Draw the samples each (params, sample set) job lacks, all jobs batched in one engine stream
     (a greedy job rides along with the sampled one), loading the model only if something is
-    missing. A task missing any sample is drawn again whole (the engine numbers a task's samples
-    from 0); rows already on disk are kept, not rewritten.
+    missing. Only the missing sample indices are asked for (SamplingParams.sample_indices), so a
+    resumed task draws exactly the samples an uninterrupted run would have added.
 
-    With `pool` (until-pass mode) each sample is executed as it finishes, and once one passes, the
-    task's remaining samples are cancelled in the engine; tasks already solved are not drawn.
+    With `pool` (until-pass mode) a task's samples are released in waves (waves.py), each sample is
+    tested as it finishes, the next wave is queued once the last one failed, and the task's request
+    is cancelled in the engine once its first passing index is known.
     Returns the engine's counters for this draw (None if nothing was missing)."""
-    todo = []  # (problem, params, sample set, its rows by (task_id, index))
+    until_pass = pool is not None
+    draws = []
     for params, sample_set in jobs:
-        done = sample_set.samples.rows()
-        solved = {t for (t, _), r in sample_set.results.rows().items() if r["passed"]} if pool else set()
-        todo += [(p, params, sample_set, done) for p in problems if p["task_id"] not in solved
-                 and any((p["task_id"], i) not in done for i in range(params.n))]
-    if not todo:
+        drawn, results = _by_task(sample_set.samples.rows()), _by_task(sample_set.results.rows())
+        for p in problems:
+            task = p["task_id"]
+            draws.append(_Draw(p, replace(params, seed=task_seed(seed, model, task)), sample_set,
+                               set(drawn.get(task, {})), {i: r["passed"] for i, r in results.get(task, {}).items()}))
+    first = [(d, d.missing(until_pass)) for d in draws]
+    first = [(d, indices) for d, indices in first if indices]
+    if not first:
         return None
     sampler = load_sampler()
     # one-time costs (lazy initialisation, first forward) belong to no sample's measured seconds
-    sampler.generate([todo[0][0]["prompt"]], SamplingParams(n=1, temperature=0.0, max_new_tokens=2))
+    sampler.generate([first[0][0].problem["prompt"]], SamplingParams(n=1, temperature=0.0, max_new_tokens=2))
     sampler.stats.reset()
-    stream = sampler.stream([p["prompt"] for p, *_ in todo],
-                            [replace(params, seed=task_seed(seed, model, p["task_id"])) for p, params, *_ in todo])
-    missing = sum((p["task_id"], i) not in done for p, params, _, done in todo for i in range(params.n))
-    running: list[tuple[Future, int, int]] = []
-    with tqdm(total=missing, desc=f"{model} generate", unit="sample", disable=None) as bar:
-        for i, c, seconds in _timed(stream, sampler.stats):
-            problem, _, sample_set, done = todo[i]
-            task = problem["task_id"]
-            if (task, c.index) in done:
-                continue
-            done[task, c.index] = row = {
-                "task_id": task, "completion": c.text, "index": c.index,
-                "prompt_tokens": len(stream.prompt_ids[i]), "num_tokens": len(c.token_ids),
-                "logprob": c.logprob, "mean_logprob": c.mean_logprob,
-                "finish_reason": c.finish_reason, "seconds": seconds}
-            sample_set.samples.append(row)
-            bar.update(1)
-            bar.set_postfix_str(f"{sampler.stats.tokens_per_second:,.0f} tok/s")
-            if pool is None:
-                continue
-            running.append((pool.submit(problem, c.text), i, c.index))
-            for entry in [r for r in running if r[0].done()]:
-                running.remove(entry)
-                future, j, index = entry
-                if _record(todo[j][2], todo[j][0]["task_id"], index, future.result()):
-                    stream.cancel(j)
-        for future, j, index in running:
-            _record(todo[j][2], todo[j][0]["task_id"], index, future.result())
+    stream = sampler.stream([d.problem["prompt"] for d, _ in first], [d.request(indices) for d, indices in first])
+    owner = [d for d, _ in first]  # by prompt index in the stream
+    for i, d in enumerate(owner):
+        d.prompt = i
+    tests: dict[Future, list[tuple[_Draw, int]]] = {}  # duplicate programs share one future
+
+    def tested(future: Future) -> None:
+        for d, index in tests.pop(future):
+            d.results[index] = _record(d.sample_set, d.problem["task_id"], index, future.result())
+            d.untested -= 1
+            if first_pass(d.results) is not None:
+                stream.cancel(d.prompt)
+            elif d.untested == 0 and (indices := d.missing(until_pass)):
+                d.prompt = stream.add(stream.prompt_ids[d.prompt], d.request(indices))
+                owner.append(d)
+
+    total = sum(d.params.n - len(d.drawn) for d, _ in first)
+    with tqdm(total=total, desc=f"{model} generate", unit="sample", disable=None) as bar:
+        while True:
+            for i, c, seconds in _timed(stream, sampler.stats):
+                d = owner[i]
+                d.drawn.add(c.index)
+                d.sample_set.samples.append({
+                    "task_id": d.problem["task_id"], "completion": c.text, "index": c.index,
+                    "prompt_tokens": len(stream.prompt_ids[i]), "num_tokens": len(c.token_ids),
+                    "logprob": c.logprob, "mean_logprob": c.mean_logprob,
+                    "finish_reason": c.finish_reason, "seconds": seconds})
+                bar.update(1)
+                bar.set_postfix_str(f"{sampler.stats.tokens_per_second:,.0f} tok/s")
+                if until_pass:
+                    tests.setdefault(pool.submit(d.problem, c.text), []).append((d, c.index))
+                    for future in [f for f in tests if f.done()]:
+                        tested(future)
+            if not tests:
+                break
+            for future in wait(tests, return_when=FIRST_COMPLETED).done:  # the engine is idle: wait
+                tested(future)
     return sampler.stats.as_dict()
+
+
+def _by_task(rows: dict[tuple, dict]) -> dict[str, dict[int, dict]]:
+    by_task: dict[str, dict[int, dict]] = {}
+    for (task, index), row in rows.items():
+        by_task.setdefault(task, {})[index] = row
+    return by_task
 
 
 def _timed(stream, stats) -> Iterator[tuple[int, Completion, float]]:

