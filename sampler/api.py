@@ -1,7 +1,7 @@
 """The user-facing Sampler: load a checkpoint, then generate / stream / score many samples."""
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
@@ -10,7 +10,6 @@ from .errors import InvalidInput
 from .models import check_device, load_hf_config, load_model, parse_dtype, resolve_model_path
 from .params import Completion, GenerationStats, SamplingParams
 from .scoring import Scored
-from .scoring import score as score_completions
 
 
 class Sampler:
@@ -19,24 +18,47 @@ class Sampler:
         self.model, self.tokenizer, self.config, self.model_path = model, tokenizer, hf_config, model_path
         self.engine = Engine(model, tokenizer, eos_token_ids, max_batch_size, kv_cache_memory=kv_cache_memory,
                              cuda_graphs=cuda_graphs)
+        self._shutdown: Optional[Callable[[], None]] = None  # stops tensor-parallel workers
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, device: str = "cpu", dtype=torch.float32,
                         max_batch_size: int = 256, kv_cache_memory=None, cuda_graphs: Optional[bool] = None,
-                        revision: Optional[str] = None) -> "Sampler":
+                        revision: Optional[str] = None, tensor_parallel: int = 1) -> "Sampler":
         """kv_cache_memory: bytes (int), a size ("40GB", "512MiB") or a fraction in (0, 1] of the
         memory left after the weights (default: 0.9 on CUDA, 2 GiB on CPU; see sampler/memory.py).
         cuda_graphs: replay the decode step from CUDA graphs (default: on CUDA).
-        revision: a hub id's branch, tag or commit (default: main)."""
-        from transformers import AutoTokenizer
+        revision: a hub id's branch, tag or commit (default: main).
+        tensor_parallel: split the model over this many ranks (processes; on CUDA, GPUs cuda:0..N-1),
+        started here or by torchrun; see sampler/parallel. close() stops them."""
         path = resolve_model_path(name_or_path, revision)
         dtype = parse_dtype(dtype)
         check_device(device)
+        if tensor_parallel != 1:
+            from .parallel.launch import start
+            return start(path, device, dtype, tensor_parallel, max_batch_size, kv_cache_memory, cuda_graphs)
         hf_config = load_hf_config(path)
+        return cls.from_model(path, hf_config, load_model(path, hf_config, device, dtype), max_batch_size,
+                              kv_cache_memory, cuda_graphs)
+
+    @classmethod
+    def from_model(cls, path, hf_config, model, max_batch_size: int = 256, kv_cache_memory=None,
+                   cuda_graphs: Optional[bool] = None) -> "Sampler":
+        """A Sampler around a loaded model (or one rank's part of it), with its checkpoint's tokenizer."""
+        from transformers import AutoTokenizer
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = load_model(path, hf_config, device, dtype)
         return cls(model, tokenizer, hf_config, path, _eos_token_ids(path, hf_config, tokenizer), max_batch_size,
                    kv_cache_memory, cuda_graphs)
+
+    def close(self) -> None:
+        """Stop the tensor-parallel worker processes, if any (also done at exit); idempotent."""
+        if self._shutdown is not None:
+            self._shutdown()
+
+    def __enter__(self) -> "Sampler":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def max_context(self) -> int:
@@ -96,7 +118,7 @@ class Sampler:
         if len(prompt_ids) + longest > limit:
             raise InvalidInput(f"prompt + completion ({len(prompt_ids) + longest} tokens) exceeds the "
                                f"model's context of {limit} tokens")
-        return score_completions(self.engine, prompt_ids, completions, top_k)
+        return self.engine.score(prompt_ids, completions, top_k)
 
 
 class SampleStream:

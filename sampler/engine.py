@@ -25,6 +25,7 @@ from .errors import InvalidInput
 from .memory import num_kv_blocks
 from .params import Completion, GenerationStats, SamplingParams
 from .runner import ModelRunner
+from .scoring import Scored, score
 from .sequence import Request, Sample
 from .stopping import StopChecker
 
@@ -101,6 +102,10 @@ class Engine:
 
     def is_active(self, request_id: int) -> bool:
         return request_id in self.requests
+
+    def score(self, prompt_ids: list[int], completions: list[list[int]], top_k: int = 0) -> list[Scored]:
+        """Teacher-forced log-probs (see sampler/scoring.py): a model call, like step."""
+        return score(self, prompt_ids, completions, top_k)
 
     # -- the step ---------------------------------------------------------------------------------
 

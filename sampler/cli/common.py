@@ -19,6 +19,9 @@ def add_model_arguments(p: argparse.ArgumentParser, model: bool = True) -> None:
     p.add_argument("--kv-cache-memory", default=None, metavar="SIZE",
                    help="KV cache budget: a fraction of the memory left after the weights (0.9) or a size "
                         "(40GB, 512MB, 2GiB); default: 0.9 on CUDA, 2GiB on CPU")
+    p.add_argument("--tensor-parallel", type=int, default=1, metavar="N",
+                   help="split the model over N processes (on CUDA: GPUs cuda:0..N-1) on this node, "
+                        "or over torchrun's N processes (default: 1)")
     p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
                    help="run the decode step eagerly on CUDA instead of replaying CUDA graphs")
 
@@ -27,4 +30,5 @@ def load_sampler(args: argparse.Namespace, model: Optional[str] = None):
     """`model` (default: --model) loaded with the shared options."""
     return Sampler.from_pretrained(model or args.model, device=args.device, dtype=args.dtype,
                                    max_batch_size=args.max_batch_size, kv_cache_memory=args.kv_cache_memory,
-                                   cuda_graphs=args.cuda_graphs, revision=args.revision)
+                                   cuda_graphs=args.cuda_graphs, revision=args.revision,
+                                   tensor_parallel=args.tensor_parallel)

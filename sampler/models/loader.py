@@ -3,7 +3,9 @@
 Weights stream from safetensors shard by shard: each tensor is read, converted to the target dtype
 and copied into its place in the model, already allocated on the target device, so host memory
 holds the model (on CPU) plus one tensor, never a second copy of the checkpoint. Hugging Face's
-separate q/k/v and gate/up projections land in their row ranges of our fused matrices.
+separate q/k/v and gate/up projections land in their row ranges of our fused matrices. With tensor
+parallel, each rank builds its part of the model and reads only its part of each tensor (see
+sampler/parallel/sharding.py).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..errors import InvalidInput
+from ..parallel.sharding import Shard, all_reduce_row_parallel
 from .llama import ModelConfig, Transformer, check_model_type, rope_inv_freq
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -101,13 +104,18 @@ def _fused_rows(cfg: ModelConfig) -> dict[str, tuple[str, int, int]]:
     return rows
 
 
-def _destination(key: str, cfg: ModelConfig, fused: dict) -> Optional[tuple[str, Optional[slice]]]:
-    """Where a checkpoint tensor goes: (our parameter, its row slice or None for all of it); None to skip."""
+def _hf_name(key: str) -> str:
+    """A checkpoint key in the Hugging Face decoder's terms (layers.0.self_attn.q_proj.weight)."""
     name = key.removeprefix("model.")
-    if name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and cfg.tie_word_embeddings):
-        return None
     for old, new in RENAMES.items():
         name = name.replace(old, new)
+    return name
+
+
+def _destination(name: str, cfg: ModelConfig, fused: dict) -> Optional[tuple[str, Optional[slice]]]:
+    """Where a checkpoint tensor goes: (our parameter, its row slice or None for all of it); None to skip."""
+    if name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and cfg.tie_word_embeddings):
+        return None
     module, _, kind = name.rpartition(".")  # layers.0.self_attn.q_proj, weight
     parts = module.split(".")
     owner = ".".join(parts[-2:])
@@ -117,9 +125,11 @@ def _destination(key: str, cfg: ModelConfig, fused: dict) -> Optional[tuple[str,
     return ".".join([*parts[:-2], target, kind]), slice(start, end)
 
 
-def load_model(path: Path, hf_config, device: str, dtype: torch.dtype) -> Transformer:
+def load_model(path: Path, hf_config, device: str, dtype: torch.dtype, shard: Shard = Shard()) -> Transformer:
+    """The model, or with a tensor-parallel `shard` this rank's part of it, whose row-parallel
+    outputs are summed over the ranks (the default process group)."""
     from safetensors import safe_open
-    cfg = ModelConfig.from_hf(hf_config)
+    cfg = shard.config(ModelConfig.from_hf(hf_config))
     with torch.device("meta"):
         model = Transformer(cfg).to(dtype)
     model.to_empty(device=device)  # uninitialised storage in the target dtype, on the device
@@ -131,14 +141,15 @@ def load_model(path: Path, hf_config, device: str, dtype: torch.dtype) -> Transf
     for file in _weight_files(path):
         with safe_open(str(file), framework="pt", device=read_device) as f:
             for key in f.keys():
-                dest = _destination(key, cfg, fused)
+                hf_name = _hf_name(key)
+                dest = _destination(hf_name, cfg, fused)
                 if dest is None:
                     continue
                 name, rows = dest
                 if name not in params:
                     raise InvalidInput(f"{path}: unexpected weight {key!r} for model_type {cfg.model_type!r}")
                 target = params[name].data if rows is None else params[name].data[rows]
-                tensor = f.get_tensor(key)
+                tensor = shard.read(f, key, hf_name)
                 if tensor.shape != target.shape:
                     raise InvalidInput(f"{path}: weight {key!r} has shape {tuple(tensor.shape)}; "
                                        f"the config implies {tuple(target.shape)}")
@@ -149,4 +160,6 @@ def load_model(path: Path, hf_config, device: str, dtype: torch.dtype) -> Transf
     if missing:
         raise InvalidInput(f"{path}: weights missing for model_type {cfg.model_type!r}: {missing[:5]}")
     model.inv_freq = rope_inv_freq(cfg).to(device)  # float32, as Hugging Face keeps it
+    if shard.world_size > 1:
+        all_reduce_row_parallel(model)
     return model.eval()

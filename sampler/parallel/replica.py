@@ -1,0 +1,63 @@
+"""The same engine calls on every tensor-parallel rank: rank 0 sends each call, the others replay it.
+
+Every rank owns a whole Engine over its part of the model. Rank 0's ReplicatedEngine stands in for
+its Engine (reads go straight to it); each call that changes engine state or runs the model is sent
+to the other ranks (broadcast_object_list over a gloo group) and run there by `follow`, in the same
+order, so scheduling is identical everywhere. Calls that run the model (step, score) are sent
+before rank 0 runs them, since their all-reduces need every rank; calls that only book-keep
+(add_request, abort_request) run on rank 0 first, so a rejected one is never sent.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch.distributed as dist
+
+
+def send(call, group) -> None:
+    dist.broadcast_object_list([call], src=0, group=group)
+
+
+def receive(group):
+    box = [None]
+    dist.broadcast_object_list(box, src=0, group=group)
+    return box[0]
+
+
+class ReplicatedEngine:
+    """Rank 0's engine: every state-changing call is replayed on the other ranks."""
+
+    def __init__(self, engine, group):
+        self.engine, self.group = engine, group
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def add_request(self, prompt_ids: list[int], params) -> int:
+        rid = self.engine.add_request(prompt_ids, params)
+        # a request without a seed gets a random one: the other ranks must draw with the same key
+        send(("add_request", (prompt_ids, replace(params, seed=self.engine.requests[rid].seed))), self.group)
+        return rid
+
+    def abort_request(self, request_id: int) -> None:
+        self.engine.abort_request(request_id)
+        send(("abort_request", (request_id,)), self.group)
+
+    def step(self):
+        send(("step", ()), self.group)
+        return self.engine.step()
+
+    def score(self, prompt_ids: list[int], completions: list[list[int]], top_k: int = 0):
+        send(("score", (prompt_ids, completions, top_k)), self.group)
+        return self.engine.score(prompt_ids, completions, top_k)
+
+    def close(self) -> None:
+        """Tell the other ranks to leave `follow`."""
+        send(None, self.group)
+
+
+def follow(engine, group) -> None:
+    """A rank >= 1: replay rank 0's calls on `engine` until rank 0 closes."""
+    while (call := receive(group)) is not None:
+        name, args = call
+        getattr(engine, name)(*args)
