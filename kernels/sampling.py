@@ -61,13 +61,18 @@ def truncation_mask(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tens
     if bool((min_p > 0).any()):
         thresh = scaled.max(dim=-1, keepdim=True).values + torch.log(min_p.clamp_min(1e-30)).unsqueeze(1)
         keep &= (scaled >= thresh) | (min_p <= 0).unsqueeze(1)
-    if bool(((top_k > 0) & (top_k < V)).any()) or bool((top_p < 1).any()):
+    use_top_k = bool(((top_k > 0) & (top_k < V)).any())
+    if use_top_k or bool((top_p < 1).any()):
         srt = _sorted_descending(scaled)
-        rank = torch.arange(V, device=scaled.device).unsqueeze(0)
-        k = torch.where(top_k > 0, top_k, V).unsqueeze(1)
-        probs = torch.softmax(srt.masked_fill(rank >= k, float("-inf")), dim=-1)
+        if use_top_k:
+            in_top_k = torch.arange(V, device=scaled.device).unsqueeze(0) < torch.where(top_k > 0, top_k, V).unsqueeze(1)
+            srt_k = srt.masked_fill(~in_top_k, float("-inf"))
+        probs = torch.softmax(srt_k if use_top_k else srt, dim=-1)
         before = torch.cumsum(probs, dim=-1) - probs  # mass strictly above each token
-        kept = ((rank < k) & (before < top_p.unsqueeze(1))).sum(dim=-1, keepdim=True)
+        kept = before < top_p.unsqueeze(1)
+        if use_top_k:
+            kept &= in_top_k
+        kept = kept.sum(dim=-1, keepdim=True)
         keep &= scaled >= srt.gather(1, kept.clamp_min(1) - 1)  # the top token always survives
     return keep
 
