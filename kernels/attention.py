@@ -48,10 +48,26 @@ def _softmax_attend(s, v):
     return o, (m + torch.log(total)).squeeze(-1)
 
 
-def gather_blocks(cache: torch.Tensor, tables: torch.Tensor, length: int) -> torch.Tensor:
+_workspaces: dict[tuple, torch.Tensor] = {}
+
+
+def _workspace(name: str, numel: int, like: torch.Tensor) -> torch.Tensor:
+    """A flat buffer reused across calls. On CPU a fresh multi-MB tensor per layer and step is
+    memory the allocator maps from the OS and page-faults in each time: it doubled the CPU
+    decode step while the suffixes grew. CUDA's caching allocator needs none of this."""
+    if like.device.type != "cpu":
+        return torch.empty(numel, dtype=like.dtype, device=like.device)
+    key = (name, like.dtype)
+    if key not in _workspaces or _workspaces[key].numel() < numel:
+        _workspaces[key] = torch.empty(numel, dtype=like.dtype)
+    return _workspaces[key][:numel]
+
+
+def gather_blocks(cache: torch.Tensor, tables: torch.Tensor, length: int, workspace: str = "") -> torch.Tensor:
     """The first `length` tokens of each table's sequence, [Hkv, rows, tokens, D], from a paged cache
     [Hkv, num_blocks, block_size, D] and tables int [rows, max_blocks] (a view of the cache when
-    one sequence sits in consecutive blocks, else a copy). Tokens past a sequence's own length up to
+    one sequence sits in consecutive blocks, else a copy, into the named reusable workspace if one
+    is given: valid until the next call that names it). Tokens past a sequence's own length up to
     the next block end come along; callers mask them."""
     hkv, num_blocks, bs, d = cache.shape
     nb = -(-length // bs)
@@ -59,7 +75,10 @@ def gather_blocks(cache: torch.Tensor, tables: torch.Tensor, length: int) -> tor
         first = int(tables[0, 0])
         if torch.equal(tables[0, :nb], torch.arange(first, first + nb, dtype=tables.dtype, device=tables.device)):
             return cache[:, first:first + nb].reshape(hkv, 1, nb * bs, d)
-    blocks = cache.view(hkv, num_blocks, bs * d).index_select(1, tables[:, :nb].flatten())  # 5x advanced indexing
+    index = tables[:, :nb].flatten()
+    out = _workspace(workspace, hkv * index.numel() * bs * d, cache) if workspace else None
+    blocks = torch.index_select(cache.view(hkv, num_blocks, bs * d), 1, index,  # 5x advanced indexing
+                                out=None if out is None else out.view(hkv, index.numel(), bs * d))
     return blocks.view(hkv, tables.shape[0], nb * bs, d)
 
 
@@ -73,7 +92,8 @@ def prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_l
     bounds, lens = row_ptr.tolist(), prefix_lens.tolist()
     # every group's prefix in one gather (a per-group gather costs a call per group and layer)
     longest = max(lens, default=0)
-    keys, values = (gather_blocks(t, prefix_tables, longest) for t in (prefix_k, prefix_v))
+    keys, values = (gather_blocks(t, prefix_tables, longest, name) for t, name in ((prefix_k, "prefix k"),
+                                                                                   (prefix_v, "prefix v")))
     for g in range(len(lens)):
         r0, r1 = bounds[g], bounds[g + 1]
         m, n = r1 - r0, lens[g]
@@ -100,8 +120,8 @@ def suffix_attention_ref(q, suffix_k, suffix_v, suffix_tables, suffix_lens, scal
     if t == 0:
         return (torch.zeros(B, H, D, dtype=torch.float32, device=q.device),
                 torch.full((B, H), float("-inf"), dtype=torch.float32, device=q.device))
-    k = gather_blocks(suffix_k, suffix_tables, t).float()  # [Hkv, B, T, D], T = t rounded up to blocks
-    v = gather_blocks(suffix_v, suffix_tables, t).float()
+    k = gather_blocks(suffix_k, suffix_tables, t, "suffix k").float()  # [Hkv, B, T, D], T = t rounded up to blocks
+    v = gather_blocks(suffix_v, suffix_tables, t, "suffix v").float()
     qg = q.float().view(B, hkv, ratio, D).transpose(0, 1)  # [Hkv, B, ratio, D]
     s = torch.matmul(qg, k.transpose(-1, -2)) * scale  # [Hkv, B, ratio, T]
     valid = torch.arange(k.shape[2], device=q.device).view(1, 1, 1, -1) < suffix_lens.view(1, B, 1, 1)

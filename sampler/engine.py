@@ -29,18 +29,22 @@ from .scoring import Scored, score
 from .sequence import Request, Sample
 from .stopping import StopChecker
 
-DEFAULT_BLOCK_SIZE = 16
+# tokens per KV block: vLLM's 16 on CUDA; on CPU 8 measured ~10% faster decode steps than 16 or 32
+# (the reference attention gathers whole blocks, so a smaller last block wastes less)
+DEFAULT_BLOCK_SIZE = {"cuda": 16, "cpu": 8}
 
 
 class Engine:
     def __init__(self, model, tokenizer, eos_token_ids: set[int], max_batch_size: int = 256,
-                 kv_cache_memory=None, block_size: int = DEFAULT_BLOCK_SIZE, cuda_graphs: Optional[bool] = None):
-        for name, value in (("max_batch_size", max_batch_size), ("block_size", block_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInput(f"{name}={value!r} is invalid: must be an integer >= 1")
+                 kv_cache_memory=None, block_size: Optional[int] = None, cuda_graphs: Optional[bool] = None):
         self.model, self.tokenizer, self.eos_token_ids = model, tokenizer, eos_token_ids
         weight = model.embed_tokens.weight
         self.device = weight.device
+        if block_size is None:
+            block_size = DEFAULT_BLOCK_SIZE.get(self.device.type, 16)
+        for name, value in (("max_batch_size", max_batch_size), ("block_size", block_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInput(f"{name}={value!r} is invalid: must be an integer >= 1")
         if cuda_graphs is None:
             cuda_graphs = self.device.type == "cuda"
         if cuda_graphs and self.device.type != "cuda":

@@ -7,8 +7,11 @@ import pytest
 import torch
 
 from sampler import InvalidInput, Sampler, SamplingParams
+from sampler.engine import DEFAULT_BLOCK_SIZE
 from sampler.memory import kv_bytes_per_token, parse_memory
 from sampler.runner import graph_batch_sizes
+
+BS = DEFAULT_BLOCK_SIZE["cpu"]  # tokens per block on CPU
 
 PROMPTS = ["def add(a, b):\n    return", "for i in range(10):\n", "x"]
 # varied lengths: stop strings and EOS end samples early, at different steps
@@ -21,13 +24,13 @@ def ample(tiny_llama):
     return s, s.generate(PROMPTS, PARAMS)
 
 
-def tight(tiny_llama, blocks: int, max_batch_size: int = 32) -> Sampler:
-    """A sampler whose pool has `blocks` usable blocks of 16 tokens."""
+def tight(tiny_llama, tokens: int, max_batch_size: int = 32) -> Sampler:
+    """A sampler whose pool holds `tokens` tokens (in usable blocks)."""
     from sampler.models import load_hf_config
     from sampler.models.llama import ModelConfig
     cfg = ModelConfig.from_hf(load_hf_config(tiny_llama))
     return Sampler.from_pretrained(str(tiny_llama), max_batch_size=max_batch_size,
-                                   kv_cache_memory=(blocks + 1) * 16 * kv_bytes_per_token(cfg, torch.float32))
+                                   kv_cache_memory=(tokens // BS + 1) * BS * kv_bytes_per_token(cfg, torch.float32))
 
 
 def assert_same(got, want):
@@ -44,10 +47,10 @@ def test_preemption_gives_the_samples_of_an_unconstrained_run(tiny_llama, ample)
     assert big.stats.preemptions == 0
     reasons = {c.finish_reason for per in want for c in per}
     assert reasons == {"stop", "eos", "length"}  # lengths vary
-    s = tight(tiny_llama, blocks=12)
+    s = tight(tiny_llama, tokens=192)
     got = s.generate(PROMPTS, PARAMS)
     assert s.stats.preemptions > 20, s.stats
-    assert s.stats.kv_blocks_total == 12 and s.stats.kv_blocks_peak == 12
+    assert s.stats.kv_blocks_total == 192 // BS == s.stats.kv_blocks_peak
     assert_same(got, want)
     assert s.engine.pool.num_used == 0 and not s.engine.has_unfinished()
 
@@ -56,7 +59,7 @@ def test_padded_batches_give_the_same_samples(tiny_llama, ample):
     """The bookkeeping of CUDA-graph replay (batches padded to captured sizes, padding rows on the
     scratch slot in a group of their own), run eagerly on CPU, under preemption too."""
     _, want = ample
-    s = tight(tiny_llama, blocks=20, max_batch_size=32)
+    s = tight(tiny_llama, tokens=320, max_batch_size=32)
     s.engine.runner.padded_sizes = graph_batch_sizes(32)
     assert_same(s.generate(PROMPTS, PARAMS), want)
     assert s.stats.preemptions > 0
@@ -64,7 +67,7 @@ def test_padded_batches_give_the_same_samples(tiny_llama, ample):
 
 def test_cancel_and_stream_under_preemption(tiny_llama, ample):
     _, want = ample
-    s = tight(tiny_llama, blocks=10)
+    s = tight(tiny_llama, tokens=160)
     stream = s.stream(PROMPTS, PARAMS)
     got = {0: [], 1: [], 2: []}
     for i, c in stream:
@@ -83,18 +86,19 @@ def test_cancel_and_stream_under_preemption(tiny_llama, ample):
 def test_greedy_under_preemption_with_refill(tiny_llama):
     p = SamplingParams(n=5, temperature=0, max_new_tokens=60, ignore_eos=True)
     want = Sampler.from_pretrained(str(tiny_llama), max_batch_size=4).generate(PROMPTS, p)
-    s = tight(tiny_llama, blocks=9, max_batch_size=4)
+    s = tight(tiny_llama, tokens=144, max_batch_size=4)
     assert [[c.token_ids for c in per] for per in s.generate(PROMPTS, p)] == \
         [[c.token_ids for c in per] for per in want]
     assert s.stats.preemptions > 0
 
 
 def test_a_sample_that_cannot_fit_alone_fails_up_front(tiny_llama):
-    s = tight(tiny_llama, blocks=3)
-    with pytest.raises(InvalidInput, match=r"needs 4 KV blocks of 16 tokens, but the KV cache holds 3"):
+    s = tight(tiny_llama, tokens=3 * BS)
+    need = 1 + -(-48 // BS)
+    with pytest.raises(InvalidInput, match=rf"needs {need} KV blocks of {BS} tokens, but the KV cache holds 3"):
         s.generate(["x"], SamplingParams(max_new_tokens=48))
     assert not s.engine.has_unfinished()
-    s.generate(["x"], SamplingParams(max_new_tokens=32, ignore_eos=True))  # 1 + 2 blocks fit
+    s.generate(["x"], SamplingParams(max_new_tokens=2 * BS, ignore_eos=True))  # 1 + 2 blocks fit
 
 
 def test_prompt_kv_is_stored_once(tiny_llama):
@@ -104,10 +108,11 @@ def test_prompt_kv_is_stored_once(tiny_llama):
     for n in (1, 32):
         s = Sampler.from_pretrained(str(tiny_llama), max_batch_size=32)
         s.generate([prompt], SamplingParams(n=n, max_new_tokens=20, ignore_eos=True, seed=0))
-        prompt_blocks = -(-len(s.encode(prompt)) // 16)
-        assert s.stats.prefix_kv_bytes == prompt_blocks * 16 * kv_bytes_per_token(s.model.cfg, torch.float32)
+        prompt_blocks = -(-len(s.encode(prompt)) // BS)
+        assert s.stats.prefix_kv_bytes == prompt_blocks * BS * kv_bytes_per_token(s.model.cfg, torch.float32)
         peaks.append(s.stats.kv_blocks_peak)
-    assert peaks == [prompt_blocks + 2, prompt_blocks + 2 * 32]
+    sample_blocks = -(-19 // BS)  # KV is written for all but the last of 20 tokens
+    assert peaks == [prompt_blocks + sample_blocks, prompt_blocks + sample_blocks * 32]
 
 
 @pytest.mark.parametrize("text, value", [("0.9", 0.9), ("1.0", 1.0), ("40GB", 40 * 10 ** 9), ("512MB", 512 * 10 ** 6),
@@ -125,7 +130,7 @@ def test_bad_kv_cache_memory(tiny_llama, value, match):
 
 def test_fraction_and_default_budgets(tiny_llama):
     s = Sampler.from_pretrained(str(tiny_llama), max_batch_size=4, kv_cache_memory="0.5")
-    most = 4 * (256 // 16 + 1)  # never more than max_batch_size full contexts
+    most = 4 * (256 // BS + 1)  # never more than max_batch_size full contexts
     assert s.stats.kv_blocks_total == most
     with pytest.raises(InvalidInput, match="cuda_graphs=True needs the model on a CUDA device"):
         Sampler.from_pretrained(str(tiny_llama), cuda_graphs=True)
