@@ -59,7 +59,8 @@ def _workspace(name: str, numel: int, like: torch.Tensor) -> torch.Tensor:
         return torch.empty(numel, dtype=like.dtype, device=like.device)
     key = (name, like.dtype)
     if key not in _workspaces or _workspaces[key].numel() < numel:
-        _workspaces[key] = torch.empty(numel, dtype=like.dtype)
+        with torch.inference_mode(False):  # a normal tensor: writable in and outside inference mode
+            _workspaces[key] = torch.empty(numel, dtype=like.dtype)
     return _workspaces[key][:numel]
 
 

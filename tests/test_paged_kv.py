@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from sampler import InvalidInput, Sampler, SamplingParams
-from sampler.engine import DEFAULT_BLOCK_SIZE
+from sampler.engine import default_block_size
 from sampler.memory import kv_bytes_per_token, parse_memory
 from sampler.runner import graph_batch_sizes
 
-BS = DEFAULT_BLOCK_SIZE["cpu"]  # tokens per block on CPU
+BS = default_block_size(torch.device("cpu"))  # tokens per block on CPU
 
 PROMPTS = ["def add(a, b):\n    return", "for i in range(10):\n", "x"]
 # varied lengths: stop strings and EOS end samples early, at different steps

@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ..api import Sampler
-from ..engine import DEFAULT_BLOCK_SIZE
+from ..engine import default_block_size
 from ..errors import InvalidInput
 from ..memory import kv_bytes_per_token, num_kv_blocks
 from ..models import load_hf_config, load_model
@@ -78,12 +78,12 @@ def run_rank(rank: int, local_rank: int, init_method: str, options) -> Optional[
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", init_method=init_method,
                             rank=rank, world_size=world_size)
     control = dist.new_group(backend="gloo", timeout=IDLE_TIMEOUT)  # engine calls, load status
+    block_size = default_block_size(torch.device(device))
     try:
         hf_config = load_hf_config(path)
         model = load_model(path, hf_config, device, dtype, Shard(rank, world_size))
         # every rank must have the same pool (free GPU memory may differ): take the smallest
-        status = num_kv_blocks(model.cfg, dtype, torch.device(device), kv_cache_memory, DEFAULT_BLOCK_SIZE,
-                               max_batch_size)
+        status = num_kv_blocks(model.cfg, dtype, torch.device(device), kv_cache_memory, block_size, max_batch_size)
     except Exception as e:
         status = e
     statuses = [None] * world_size
@@ -94,7 +94,7 @@ def run_rank(rank: int, local_rank: int, init_method: str, options) -> Optional[
         if rank == 0:
             raise failed[0]
         return None
-    kv_bytes = min(statuses) * kv_bytes_per_token(model.cfg, dtype) * DEFAULT_BLOCK_SIZE
+    kv_bytes = min(statuses) * kv_bytes_per_token(model.cfg, dtype) * block_size
     sampler = Sampler.from_model(path, hf_config, model, max_batch_size, kv_bytes, cuda_graphs)
     if rank == 0:
         sampler.engine = ReplicatedEngine(sampler.engine, control)
