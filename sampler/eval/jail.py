@@ -18,7 +18,7 @@ import os
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x1000, 0x4000, 0x40000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x1000, 0x2000, 0x4000, 0x40000
 MNT_DETACH, AT_FDCWD, AT_RECURSIVE = 0x2, -100, 0x8000
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
@@ -27,6 +27,7 @@ CAPABILITY_VERSION_3 = 0x20080522
 SYSCALLS = {"x86_64": {"pivot_root": 155, "mount_setattr": 442},  # no glibc wrappers for these
             "aarch64": {"pivot_root": 41, "mount_setattr": 442}}
 DEVICES = ("null", "zero", "full", "random", "urandom")
+HOLD = "/.held"  # in the new root: where visible directories under /tmp wait for the private /tmp
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -84,7 +85,15 @@ def _build_root(visible: list[str], tmp_bytes: int) -> None:
     """Build the new root on the program's directory outside (the cwd) and move into it."""
     new = os.getcwd()
     _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    # directories under /tmp (a virtual environment there) would be hidden by the private /tmp:
+    # they wait at HOLD/<i> and are moved into it once it is mounted
+    in_tmp = [path for path in visible if path.startswith("/tmp/")]
+    for i, path in enumerate(in_tmp):
+        os.makedirs(f"{new}{HOLD}/{i}")
+        _mount(path, f"{new}{HOLD}/{i}", flags=MS_BIND | MS_REC)
     for path in visible:
+        if path in in_tmp:
+            continue
         os.makedirs(os.path.dirname(new + path), exist_ok=True)
         if os.path.islink(path):  # /bin -> usr/bin on merged-/usr systems
             os.symlink(os.readlink(path), new + path)
@@ -105,6 +114,9 @@ def _build_root(visible: list[str], tmp_bytes: int) -> None:
     attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)  # set, clear, propagation, userns
     _syscall("mount_setattr", AT_FDCWD, b"/", AT_RECURSIVE, attr, ctypes.sizeof(attr))
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_bytes},mode=1777")
+    for i, path in enumerate(in_tmp):  # read-only already: the recursive setattr reached them
+        os.makedirs(path)
+        _mount(f"{HOLD}/{i}", path, flags=MS_MOVE)
     home = "/tmp/" + os.path.basename(new)
     os.mkdir(home)
     os.chdir(home)
