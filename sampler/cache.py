@@ -40,11 +40,6 @@ class BlockPool:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.device = self.k.device
         self._free = list(range(num_blocks - 1, 0, -1))  # a stack: low block ids go out first
-        self.peak_used = 0
-
-    @staticmethod
-    def bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
-        return 2 * cfg.num_layers * cfg.num_kv_heads * block_size * cfg.head_dim * dtype.itemsize
 
     @property
     def capacity(self) -> int:
@@ -62,9 +57,7 @@ class BlockPool:
     def allocate(self, count: int) -> list[int]:
         if count > len(self._free):
             raise RuntimeError(f"KV block pool exhausted: {count} blocks asked, {len(self._free)} free")
-        blocks = [self._free.pop() for _ in range(count)]
-        self.peak_used = max(self.peak_used, self.num_used)
-        return blocks
+        return [self._free.pop() for _ in range(count)]
 
     def free(self, blocks: list[int]) -> None:
         self._free.extend(reversed(blocks))

@@ -22,7 +22,7 @@ import torch
 
 from .cache import BlockPool, PrefillBatch, cdiv
 from .errors import InvalidInput
-from .memory import num_kv_blocks
+from .memory import kv_bytes_per_token, num_kv_blocks
 from .params import Completion, GenerationStats, SamplingParams
 from .runner import ModelRunner
 from .scoring import Scored, score
@@ -285,7 +285,7 @@ class Engine:
         self.requests.pop(req.request_id, None)
 
     def _track_memory(self) -> None:
-        per_block = self.pool.k[:, :, :1].numel() * self.pool.k.element_size() * 2
+        per_block = kv_bytes_per_token(self.model.cfg, self.pool.k.dtype) * self.pool.block_size
         prefix_blocks = sum(len(r.prefix_blocks) for r in self.requests.values() if r.prefix_blocks)
         stats = self.stats
         stats.prefix_kv_bytes = max(stats.prefix_kv_bytes, prefix_blocks * per_block)
