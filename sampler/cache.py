@@ -30,6 +30,14 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def block_tables(blocks: list[list[int]], width: int) -> torch.Tensor:
+    """Block lists as int32 rows [len(blocks), width], padded with the scratch block 0 (on the host)."""
+    tables = torch.zeros(len(blocks), width, dtype=torch.int32)
+    for i, row in enumerate(blocks):
+        tables[i, :len(row)] = torch.tensor(row, dtype=torch.int32)
+    return tables
+
+
 class BlockPool:
     """The K/V blocks and their free list; the engine decides who holds which block."""
 

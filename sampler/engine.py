@@ -63,6 +63,7 @@ class Engine:
         self._batch: list[Sample] = []  # the running samples in the runner's row order
         self._batch_changed = False
         self._next_id = self._started = 0
+        self._prefix_blocks = 0  # blocks held by prompts' prefixes (for stats.prefix_kv_bytes)
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -205,6 +206,7 @@ class Engine:
         t0 = time.perf_counter()
         n = len(req.prompt_ids)
         req.prefix_blocks = self.pool.allocate(cdiv(n, self.pool.block_size))
+        self._prefix_blocks += len(req.prefix_blocks)
         ids = torch.tensor(req.prompt_ids, device=self.device)
         hidden = self.model(ids, torch.arange(n, device=self.device), PrefillBatch(self.pool, req.prefix_blocks, n))
         req.last_logits = self.model.logits(hidden[-1:])[0]
@@ -212,8 +214,8 @@ class Engine:
         self.stats.prefill_seconds += time.perf_counter() - t0
 
     def _set_batch(self) -> None:
-        order = {rid: k for k, rid in enumerate(self.requests)}
-        self._batch = sorted(self.running, key=lambda s: (order[s.request.request_id], s.slot))
+        # request ids grow in admission order, so they sort the rows by prompt group
+        self._batch = sorted(self.running, key=lambda s: (s.request.request_id, s.slot))
         groups: list[tuple[list[int], list[int], int]] = []
         last = None
         for s in self._batch:
@@ -272,22 +274,24 @@ class Engine:
         (it is prefilled again when one is admitted); returns whether there was one."""
         for req in reversed(self.requests.values()):
             if req.prefix_blocks is not None and req.running == 0 and req is not keep:
-                self.pool.free(req.prefix_blocks)
-                req.prefix_blocks = None
+                self._free_prefix(req)
                 return True
         return False
 
+    def _free_prefix(self, req: Request) -> None:
+        self.pool.free(req.prefix_blocks)
+        self._prefix_blocks -= len(req.prefix_blocks)
+        req.prefix_blocks = None
+
     def _release(self, req: Request) -> None:
         if req.prefix_blocks is not None:
-            self.pool.free(req.prefix_blocks)
-            req.prefix_blocks = None
+            self._free_prefix(req)
         req.last_logits = None
         self.requests.pop(req.request_id, None)
 
     def _track_memory(self) -> None:
         per_block = kv_bytes_per_token(self.model.cfg, self.pool.k.dtype) * self.pool.block_size
-        prefix_blocks = sum(len(r.prefix_blocks) for r in self.requests.values() if r.prefix_blocks)
         stats = self.stats
-        stats.prefix_kv_bytes = max(stats.prefix_kv_bytes, prefix_blocks * per_block)
+        stats.prefix_kv_bytes = max(stats.prefix_kv_bytes, self._prefix_blocks * per_block)
         stats.kv_blocks_peak = max(stats.kv_blocks_peak, self.pool.num_used)
         stats.peak_kv_bytes = stats.kv_blocks_peak * per_block

@@ -16,7 +16,7 @@ import torch
 
 import kernels
 
-from .cache import BlockPool, SuffixBatch, cdiv
+from .cache import BlockPool, SuffixBatch, block_tables, cdiv
 from .sequence import Sample
 
 
@@ -76,10 +76,7 @@ class ModelRunner:
                             (self.top_p, [p.top_p for p in params]),
                             (self.min_p, [p.min_p for p in params])):
             buf[slots] = torch.tensor(values, dtype=buf.dtype, device=device)
-        table = torch.zeros(len(samples), self.block_table.shape[1], dtype=torch.int32)
-        for i, s in enumerate(samples):
-            table[i, :len(s.blocks)] = torch.tensor(s.blocks, dtype=torch.int32)
-        self.block_table[slots] = table.to(device)
+        self.block_table[slots] = block_tables([s.blocks for s in samples], self.block_table.shape[1]).to(device)
 
     def set_blocks(self, updates: list[tuple[int, int, int]]) -> None:
         """(slot, position in its block table, block) for samples that grew into a new block."""
@@ -96,9 +93,8 @@ class ModelRunner:
         # on the scratch slot with no prefix, then empty ones
         num_groups = padded + 1 if self.padded_sizes else len(groups)
         counts = [len(slots) for slots, _, _ in groups] + [padded - size] + [0] * (num_groups - len(groups) - 1)
-        tables = torch.zeros(num_groups, self.prefix_tables.shape[1], dtype=torch.int32)
-        for g, (_, blocks, _) in enumerate(groups):
-            tables[g, :len(blocks)] = torch.tensor(blocks, dtype=torch.int32)
+        tables = block_tables([blocks for _, blocks, _ in groups] + [[]] * (num_groups - len(groups)),
+                              self.prefix_tables.shape[1])
         lens = [length for _, _, length in groups] + [0] * (num_groups - len(groups))
         self.rows[:padded] = torch.tensor(rows + [self.scratch] * (padded - size))
         self.row_ptr[:num_groups + 1] = torch.tensor([0] + counts[:num_groups]).cumsum(0)
@@ -162,9 +158,7 @@ class ModelRunner:
                 positions += range(len(req.prompt_ids), len(req.prompt_ids) + t)
                 suffix_lens += range(1, t + 1)
                 slots += [s.slot] * t
-        table = torch.zeros(len(groups), self.prefix_tables.shape[1], dtype=torch.int32)
-        for g, blocks in enumerate(prefix_tables):
-            table[g, :len(blocks)] = torch.tensor(blocks, dtype=torch.int32)
+        table = block_tables(prefix_tables, self.prefix_tables.shape[1])
 
         def tensor(values, dtype=torch.int64):
             return torch.tensor(values, dtype=dtype, device=device)

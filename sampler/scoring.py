@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .cache import BlockPool, PrefillBatch, SuffixBatch, cdiv
+from .cache import BlockPool, PrefillBatch, SuffixBatch, block_tables, cdiv
 
 MAX_ROWS = 4096  # query rows per forward: bounds activation and logits memory
 
@@ -51,9 +51,7 @@ def _score_chunk(model, prefix: BlockPool, prefix_table, n_prompt, seqs, first, 
     """One forward over every token of `seqs` (one row per token, no padding)."""
     device, bs = prefix.device, prefix.block_size
     pool = BlockPool(model.cfg, sum(cdiv(len(s), bs) for s in seqs) + 1, bs, device, prefix.k.dtype)
-    tables = torch.zeros(len(seqs), max(cdiv(len(s), bs) for s in seqs), dtype=torch.int32)
-    for j, s in enumerate(seqs):
-        tables[j, :cdiv(len(s), bs)] = torch.tensor(pool.allocate(cdiv(len(s), bs)), dtype=torch.int32)
+    tables = block_tables([pool.allocate(cdiv(len(s), bs)) for s in seqs], max(cdiv(len(s), bs) for s in seqs))
     lengths = torch.tensor([len(s) for s in seqs])
     steps = torch.cat([torch.arange(len(s)) for s in seqs])
     tokens = torch.tensor([t for s in seqs for t in s], device=device)
