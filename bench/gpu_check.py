@@ -245,15 +245,16 @@ def make_checkpoint(setup: Setup, path: Path) -> int:
 
 
 def decode_step_bytes(cfg: dict, dtype: torch.dtype, n: int, prompt: int, suffix: int) -> int:
-    """Minimum bytes one decode step of n samples of one prompt moves: every weight once (the
-    embedding table only as the tied LM head), the prompt's KV once, each sample's own KV, and the
-    logits written once and read once."""
-    h, inter, layers, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
-    kv = cfg["num_key_value_heads"] * (h // cfg["num_attention_heads"])
-    per_layer = h * (h + 2 * kv) + (h + 2 * kv) + h * h + 3 * h * inter + 2 * h  # qkv (+bias), o, mlp, norms
-    weights = layers * per_layer + h + vocab * h  # + final norm + LM head
-    kv_bytes = layers * 2 * kv * (prompt + n * suffix)
-    return (weights + kv_bytes + 2 * n * vocab) * torch.finfo(dtype).bits // 8
+    """Minimum bytes one decode step of n samples of one prompt moves: every weight that does matmul
+    work once (the embedding table only as the tied LM head; its looked-up rows are negligible),
+    the prompt's KV once, each sample's own KV, and the logits written once and read once."""
+    from transformers import Qwen2Config
+
+    from sampler.eval.budget import ModelShape
+    weights = ModelShape.from_config(Qwen2Config(**cfg)).matmul_parameters
+    kv = cfg["num_key_value_heads"] * (cfg["hidden_size"] // cfg["num_attention_heads"])
+    kv_elements = cfg["num_hidden_layers"] * 2 * kv * (prompt + n * suffix)
+    return (weights + kv_elements + 2 * n * cfg["vocab_size"]) * torch.finfo(dtype).bits // 8
 
 
 def end_to_end(setup: Setup) -> dict:

@@ -30,8 +30,10 @@ def rope_write_kv_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: to
 
     q: [N, H, D]; k, v: [N, Hkv, D]; k_cache, v_cache: [R, Hkv, D]; cache_rows: int [N].
     """
-    k_cache[cache_rows] = rope_ref(k, cos, sin).to(k_cache.dtype)
-    v_cache[cache_rows] = v.to(v_cache.dtype)
+    # index_copy_, not k_cache[rows] = ...: indexed assignment into a strided cache view cost 3x
+    # more per call under inference mode on CPU
+    k_cache.index_copy_(0, cache_rows, rope_ref(k, cos, sin).to(k_cache.dtype))
+    v_cache.index_copy_(0, cache_rows, v.to(v_cache.dtype))
     return rope_ref(q, cos, sin)
 
 

@@ -11,7 +11,7 @@ appears with probability > 1 - 1e-11).
 import pytest
 import torch
 
-from kernels.sampling import sample_ref, sample_triton, truncation_mask
+from kernels.sampling import first_reaching, sample_ref, sample_triton, truncation_mask
 
 ROW_PARAMS = [  # temperature, top_k, top_p, min_p: one row each
     (0.0, 0, 1.0, 0.0), (1.0, 0, 1.0, 0.0), (0.7, 0, 0.9, 0.0), (1.3, 0, 1.0, 0.1), (1.0, 5, 1.0, 0.0),
@@ -40,6 +40,31 @@ def test_tokens_match_reference(vocab, dtype):
     assert tokens.tolist() == want_tokens.tolist()
     torch.testing.assert_close(logprobs, want_logprobs, atol=1e-5, rtol=0)
     assert tokens[0] == logits[0].float().argmax()
+
+
+@pytest.mark.parametrize("vocab", [1, 63, 64, 65, 1000])
+def test_first_reaching_equals_a_float64_scan(vocab):
+    """The two-level scan against searchsorted on a float64 cumsum; targets away from the
+    cumulative sums by far more than float32 rounding, zero weights, targets past the total."""
+    g = torch.Generator().manual_seed(vocab)
+    w = torch.rand(50, vocab, generator=g) * (torch.rand(50, vocab, generator=g) < 0.5)
+    w[torch.arange(50), torch.arange(50) % vocab] += 0.1  # every row has mass
+    w[0] = 0.0
+    w[0, 0] = 1.0
+    cdf = w.double().cumsum(1)
+    gaps = torch.cat([cdf[:, :1], cdf.diff(dim=1)], 1)
+    target = torch.rand(50, generator=g, dtype=torch.float64) * cdf[:, -1]
+    near = (cdf - target.unsqueeze(1)).abs().min(1).values < 1e-4
+    target[near] = target[near] + 2e-4  # keep the float32 scan out of rounding ties
+    target = target.clamp_max(cdf[:, -1] * (1 - 1e-5))
+    want = torch.searchsorted(cdf, target.unsqueeze(1)).squeeze(1)
+    got = first_reaching(w, target.float())
+    assert got.tolist() == want.tolist()
+    assert (gaps.gather(1, got.unsqueeze(1)) > 0).all()  # the token reached has weight
+    past = cdf[:, -1].float() * 1.5
+    assert first_reaching(w, past).tolist() == [vocab] * 50
+    last = [max(i for i in range(vocab) if w[r, i] > 0) for r in range(50)]
+    assert first_reaching(w, past, last_positive=True).tolist() == last
 
 
 def exact_distribution(logits, temperature, top_k, top_p, min_p):
