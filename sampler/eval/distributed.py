@@ -2,7 +2,7 @@
 
 Each actor is a Ray actor process that owns one engine (one Sampler, loaded once through the CLI's
 own load_sampler: on its GPU, or its tensor_parallel GPUs; on CPU, its tensor_parallel cores). The
-driver computes the requests one process would make (loop.draws: per (job, task) the task's seed
+driver computes the requests one process would make (loop.pending: per (job, task) the task's seed
 and the sample indices the run directory lacks), cuts them into work items of whole requests,
 keeps every actor busy with one item at a time, and appends an item's rows to the run directory
 when the item comes back: the driver is the only writer, and no row of an item exists before the
@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ..errors import InvalidInput
 from ..params import GenerationStats, SamplingParams
-from .loop import Draw, draws, sample_row, timed, warm_up
+from .loop import Draw, pending, sample_row, timed, warm_up
 from .records import SampleSet
 
 INSTALL = "pip install -e '.[ray]'"
@@ -179,8 +179,7 @@ def generate(cluster: Cluster, load_sampler: Callable, model: str, path: str, pr
     missing). Raises if every actor died and no more may replace them (N replacements a draw):
     what came back is on disk, so rerunning resumes."""
     import ray
-    todo = [(d, d.missing(False)) for d in draws(model, problems, seed, jobs)]
-    todo = [(d, indices) for d, indices in todo if indices]
+    todo = pending(model, problems, seed, jobs)
     if not todo:
         return None
     total = sum(len(indices) for _, indices in todo)

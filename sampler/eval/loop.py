@@ -47,16 +47,19 @@ class Draw:
         return replace(self.params, n=len(indices), sample_indices=indices)
 
 
-def draws(model: str, problems: list[dict], seed: int, jobs: Sequence[tuple[SamplingParams, SampleSet]]) \
-        -> list[Draw]:
-    """One Draw per (job, problem), job by job, from what the run directory holds."""
+def pending(model: str, problems: list[dict], seed: int, jobs: Sequence[tuple[SamplingParams, SampleSet]],
+            until_pass: bool = False) -> list[tuple[Draw, list[int]]]:
+    """Each (job, problem) that lacks samples, job by job: its Draw, from what the run directory
+    holds, and the sample indices to draw first."""
     out = []
     for params, sample_set in jobs:
         drawn, results = _by_task(sample_set.samples.rows()), _by_task(sample_set.results.rows())
         for p in problems:
             task = p["task_id"]
-            out.append(Draw(p, replace(params, seed=task_seed(seed, model, task)), sample_set,
-                            set(drawn.get(task, {})), {i: r["passed"] for i, r in results.get(task, {}).items()}))
+            d = Draw(p, replace(params, seed=task_seed(seed, model, task)), sample_set,
+                     set(drawn.get(task, {})), {i: r["passed"] for i, r in results.get(task, {}).items()})
+            if indices := d.missing(until_pass):
+                out.append((d, indices))
     return out
 
 
@@ -80,8 +83,7 @@ def generate(load_sampler: Callable, model: str, problems: list[dict], seed: int
     Returns the engine's counters for this draw, and its wall seconds from before the model was
     loaded to the last sample (None if nothing was missing)."""
     until_pass = pool is not None
-    first = [(d, d.missing(until_pass)) for d in draws(model, problems, seed, jobs)]
-    first = [(d, indices) for d, indices in first if indices]
+    first = pending(model, problems, seed, jobs, until_pass)
     if not first:
         return None
     started = time.perf_counter()

@@ -5,7 +5,8 @@ and measured time, with unit tests (pass@k) and without (rank-score@k).
 With no arguments it runs the embedded default, the shipped toy ladder on the toy suite, sized by
 DEFAULT_N and DEFAULT_PROBLEMS to finish within 10 minutes on a 2-core CPU. Every argument is
 checked before anything is written. Re-running the same command resumes: finished samples and
-results are on disk and are neither drawn nor executed again.
+results are on disk and are neither drawn nor executed again. With --data-parallel N or
+--ray-address the draws run on Ray actors (distributed.py); all else, writes included, stays here.
 """
 from __future__ import annotations
 
