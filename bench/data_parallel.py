@@ -73,9 +73,10 @@ def main(argv=None) -> int:
             for name in (args.configs if r % 2 == 0 else args.configs[::-1]):
                 extra, env = CONFIGS[name]
                 runs[name].append(run(Path(d) / f"{name}-{r}", slice_args, extra, env))
-                print(f"{name:22s} run {r}: {runs[name][-1]['command_seconds']:7.1f} s command, "
-                      f"{runs[name][-1]['draw_seconds']:7.1f} s drawing, {runs[name][-1]['draw_tokens_per_s']:8,.0f} tok/s "
-                      f"(load average before {runs[name][-1]['load_average_before']})", flush=True)
+                last = runs[name][-1]
+                print(f"{name:22s} run {r}: {last['command_seconds']:7.1f} s command, {last['draw_seconds']:7.1f} s "
+                      f"drawing, {last['draw_tokens_per_s']:8,.0f} tok/s (load average before "
+                      f"{last['load_average_before']})", flush=True)
     drawn = [r.pop("_samples") for v in runs.values() for r in v]
     if any(samples != drawn[0] for samples in drawn):
         raise SystemExit("the configurations drew different samples")
@@ -91,8 +92,8 @@ def main(argv=None) -> int:
             r["command_speedup_vs_one_process"] = round(base["command_seconds"] / r["command_seconds"], 2)
     import ray
     import torch
-    result = dict(benchmark="data_parallel", command=" ".join(["python bench/data_parallel.py", *(argv or sys.argv[1:])]),
-                  machine=platform.node(), cpus=os.cpu_count(), eval_arguments=slice_args, repeats=args.repeats,
+    command = " ".join(["python bench/data_parallel.py", *(argv or sys.argv[1:])])
+    result = dict(benchmark="data_parallel", command=command, machine=platform.node(), cpus=os.cpu_count(), eval_arguments=slice_args, repeats=args.repeats,
                   threads={"one_process": threads({}), "one_process_1_thread": threads({"OMP_NUM_THREADS": "1"}),
                            "data_parallel_2": "1 per actor (Ray sets OMP_NUM_THREADS=1 for a num_cpus=1 actor)"},
                   versions={"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__},

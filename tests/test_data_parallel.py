@@ -33,7 +33,8 @@ def args(*argv):
 
 
 def lines(out, model, stem):
-    return [json.loads(line) for line in (out / run.model_dir(".", model).name / f"{stem}.jsonl").read_text().splitlines()]
+    path = out / run.model_dir(".", model).name / f"{stem}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def drawn(out):

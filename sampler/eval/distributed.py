@@ -32,17 +32,19 @@ from .loop import Draw, pending, sample_row, timed, warm_up
 from .records import SampleSet
 
 INSTALL = "pip install -e '.[ray]'"
-ITEM_BATCHES = 4     # a work item holds about this many full engine batches of samples (the batch
-ITEMS_PER_ACTOR = 4  # drains at an item's end), but every actor gets at least this many items, so
-                     # the last ones end close together and a dead actor loses little
+# A work item holds about ITEM_BATCHES full engine batches of samples (the batch drains at an item's
+# end), fewer where that would give an actor less than ITEMS_PER_ACTOR items (so that the last items
+# end close together, and a dead actor loses little).
+ITEM_BATCHES = 4
+ITEMS_PER_ACTOR = 4
 CONNECT_SECONDS = 10  # for the head node at --ray-address HOST:PORT to answer
 RELEASE_SECONDS = 60  # for the actors to close their Sampler (tensor-parallel workers) before they are killed
 
 Item = list[tuple[Draw, list[int]]]  # whole requests: a draw and the sample indices it lacks
 
 
-def check(data_parallel: int, ray_address: Optional[str], until_pass: bool, device: str) -> bool:
-    """Whether the run draws on Ray (--data-parallel > 1 or --ray-address given); InvalidInput for
+def requested(data_parallel: int, ray_address: Optional[str], until_pass: bool, device: str) -> bool:
+    """Whether the run asks to draw on Ray (--data-parallel > 1 or --ray-address given); InvalidInput for
     what cannot work, before anything is written."""
     if isinstance(data_parallel, bool) or not isinstance(data_parallel, int) or data_parallel < 1:
         raise InvalidInput(f"data_parallel={data_parallel!r} is invalid: must be an integer >= 1")
@@ -72,7 +74,8 @@ class Cluster:
     def item_size(self, total: int) -> int:
         """Samples per work item: ITEM_BATCHES engine batches, or less so that each of the N actors
         gets ITEMS_PER_ACTOR items."""
-        return max(1, min(ITEM_BATCHES * self.max_batch_size, math.ceil(total / (ITEMS_PER_ACTOR * self.data_parallel))))
+        share = math.ceil(total / (ITEMS_PER_ACTOR * self.data_parallel))
+        return max(1, min(ITEM_BATCHES * self.max_batch_size, share))
 
     def start(self):
         import ray

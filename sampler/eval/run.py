@@ -73,7 +73,7 @@ def plan(args: argparse.Namespace) -> Plan:
         raise InvalidInput(f"timeout={args.timeout!r} is invalid: must be > 0 seconds")
     if args.workers < 1:
         raise InvalidInput(f"workers={args.workers!r} is invalid: must be >= 1")
-    on_ray = distributed.check(args.data_parallel, args.ray_address, args.until_pass, args.device)
+    on_ray = distributed.requested(args.data_parallel, args.ray_address, args.until_pass, args.device)
     parse_dtype(args.dtype)
     check_device(args.device)
     models = [_model(name, bench, params.max_new_tokens, args.revision) for name in names]
