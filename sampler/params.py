@@ -90,6 +90,9 @@ class Completion:
         return self.logprob / max(len(self.token_ids), 1)
 
 
+_PER_ENGINE = ("peak_kv_bytes", "prefix_kv_bytes", "kv_blocks_total", "kv_blocks_peak")
+
+
 @dataclass
 class GenerationStats:
     """Counters since the Sampler was made (or `reset()`), for throughput and budget accounting."""
@@ -115,6 +118,14 @@ class GenerationStats:
     def reset(self) -> None:
         for name, value in GenerationStats(kv_blocks_total=self.kv_blocks_total).__dict__.items():
             setattr(self, name, value)
+
+    def add(self, other: "GenerationStats") -> None:
+        """Fold in the counters of another engine or session (data parallel): tokens, seconds, steps
+        and preemptions add up; pool sizes and peaks take the larger, since each engine has a pool
+        of its own (the largest one engine needed, not a sum over engines that peak apart)."""
+        for name, value in other.__dict__.items():
+            mine = getattr(self, name)
+            setattr(self, name, max(mine, value) if name in _PER_ENGINE else mine + value)
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)

@@ -49,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="isolation of each test run: Linux namespaces, or the process guard "
                              "alone (default: auto, namespaces where they work)")
     add_model_arguments(parser, model=False)
+    parser.add_argument("--data-parallel", type=int, default=1, metavar="N",
+                        help="draw with N engines at once, Ray actors of --tensor-parallel GPUs each (on "
+                             "CPU: cores); the samples do not depend on N (default: 1, this process; "
+                             "needs pip install -e '.[ray]')")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="draw on this Ray cluster (auto, HOST:PORT) instead of a local one started "
+                             "for --data-parallel")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ run would have.
 from __future__ import annotations
 
 import hashlib
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, as_completed, wait
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Optional, Sequence
@@ -26,7 +27,7 @@ def task_seed(seed: int, model: str, task_id: str) -> int:
 
 
 @dataclass
-class _Draw:
+class Draw:
     """One problem's samples of one job: what is on disk, what is in flight."""
     problem: dict
     params: SamplingParams  # all n samples, seeded for this (model, task)
@@ -46,6 +47,28 @@ class _Draw:
         return replace(self.params, n=len(indices), sample_indices=indices)
 
 
+def pending(model: str, problems: list[dict], seed: int, jobs: Sequence[tuple[SamplingParams, SampleSet]],
+            until_pass: bool = False) -> list[tuple[Draw, list[int]]]:
+    """Each (job, problem) that lacks samples, job by job: its Draw, from what the run directory
+    holds, and the sample indices to draw first."""
+    out = []
+    for params, sample_set in jobs:
+        drawn, results = _by_task(sample_set.samples.rows()), _by_task(sample_set.results.rows())
+        for p in problems:
+            task = p["task_id"]
+            d = Draw(p, replace(params, seed=task_seed(seed, model, task)), sample_set,
+                     set(drawn.get(task, {})), {i: r["passed"] for i, r in results.get(task, {}).items()})
+            if indices := d.missing(until_pass):
+                out.append((d, indices))
+    return out
+
+
+def warm_up(sampler, prompt: str) -> None:
+    """One-time costs (lazy initialisation, first forward) belong to no sample's measured seconds."""
+    sampler.generate([prompt], SamplingParams(n=1, temperature=0.0, max_new_tokens=2))
+    sampler.stats.reset()
+
+
 def generate(load_sampler: Callable, model: str, problems: list[dict], seed: int,
              jobs: Sequence[tuple[SamplingParams, SampleSet]], pool: Optional[ExecutionPool] = None) \
         -> Optional[dict]:
@@ -57,28 +80,20 @@ def generate(load_sampler: Callable, model: str, problems: list[dict], seed: int
     With `pool` (until-pass mode) a task's samples are released in waves (waves.py), each sample is
     tested as it finishes, the next wave is queued once the last one failed, and the task's request
     is cancelled in the engine once its first passing index is known.
-    Returns the engine's counters for this draw (None if nothing was missing)."""
+    Returns the engine's counters for this draw, and its wall seconds from before the model was
+    loaded to the last sample (None if nothing was missing)."""
     until_pass = pool is not None
-    draws = []
-    for params, sample_set in jobs:
-        drawn, results = _by_task(sample_set.samples.rows()), _by_task(sample_set.results.rows())
-        for p in problems:
-            task = p["task_id"]
-            draws.append(_Draw(p, replace(params, seed=task_seed(seed, model, task)), sample_set,
-                               set(drawn.get(task, {})), {i: r["passed"] for i, r in results.get(task, {}).items()}))
-    first = [(d, d.missing(until_pass)) for d in draws]
-    first = [(d, indices) for d, indices in first if indices]
+    first = pending(model, problems, seed, jobs, until_pass)
     if not first:
         return None
+    started = time.perf_counter()
     sampler = load_sampler()
-    # one-time costs (lazy initialisation, first forward) belong to no sample's measured seconds
-    sampler.generate([first[0][0].problem["prompt"]], SamplingParams(n=1, temperature=0.0, max_new_tokens=2))
-    sampler.stats.reset()
+    warm_up(sampler, first[0][0].problem["prompt"])
     stream = sampler.stream([d.problem["prompt"] for d, _ in first], [d.request(indices) for d, indices in first])
     owner = [d for d, _ in first]  # by prompt index in the stream
     for i, d in enumerate(owner):
         d.prompt = i
-    tests: dict[Future, list[tuple[_Draw, int]]] = {}  # duplicate programs share one future
+    tests: dict[Future, list[tuple[Draw, int]]] = {}  # duplicate programs share one future
 
     def tested(future: Future) -> None:
         for d, index in tests.pop(future):
@@ -93,14 +108,10 @@ def generate(load_sampler: Callable, model: str, problems: list[dict], seed: int
     total = sum(d.params.n - len(d.drawn) for d, _ in first)
     with tqdm(total=total, desc=f"{model} generate", unit="sample", disable=None) as bar:
         while True:
-            for i, c, seconds in _timed(stream, sampler.stats):
+            for i, c, seconds in timed(stream, sampler.stats):
                 d = owner[i]
                 d.drawn.add(c.index)
-                d.sample_set.samples.append({
-                    "task_id": d.problem["task_id"], "completion": c.text, "index": c.index,
-                    "prompt_tokens": len(stream.prompt_ids[i]), "num_tokens": len(c.token_ids),
-                    "logprob": c.logprob, "mean_logprob": c.mean_logprob,
-                    "finish_reason": c.finish_reason, "seconds": seconds})
+                d.sample_set.samples.append(sample_row(d.problem["task_id"], len(stream.prompt_ids[i]), c, seconds))
                 bar.update(1)
                 bar.set_postfix_str(f"{sampler.stats.tokens_per_second:,.0f} tok/s")
                 if until_pass:
@@ -111,7 +122,7 @@ def generate(load_sampler: Callable, model: str, problems: list[dict], seed: int
                 break
             for future in wait(tests, return_when=FIRST_COMPLETED).done:  # the engine is idle: wait
                 tested(future)
-    return sampler.stats.as_dict()
+    return {**sampler.stats.as_dict(), "wall_seconds": time.perf_counter() - started}
 
 
 def _by_task(rows: dict[tuple, dict]) -> dict[str, dict[int, dict]]:
@@ -121,7 +132,14 @@ def _by_task(rows: dict[tuple, dict]) -> dict[str, dict[int, dict]]:
     return by_task
 
 
-def _timed(stream, stats) -> Iterator[tuple[int, Completion, float]]:
+def sample_row(task_id: str, prompt_tokens: int, c: Completion, seconds: float) -> dict:
+    """The samples.jsonl row of one finished sample."""
+    return {"task_id": task_id, "completion": c.text, "index": c.index, "prompt_tokens": prompt_tokens,
+            "num_tokens": len(c.token_ids), "logprob": c.logprob, "mean_logprob": c.mean_logprob,
+            "finish_reason": c.finish_reason, "seconds": seconds}
+
+
+def timed(stream, stats) -> Iterator[tuple[int, Completion, float]]:
     """Each finished sample with its share of the engine seconds of the step that finished it
     (and of the steps since the previous finish)."""
     attributed = stats.seconds

@@ -10,7 +10,9 @@ the row in flight, and read back keyed so that a resumed run skips what is done.
     DIR/<model>/greedy.jsonl, greedy_results.jsonl   the same for the one greedy sample per task
     DIR/<model>/rank_<ranker>.jsonl    task_id, index, mean_logprob under another model
     DIR/<model>/engine.jsonl           the engine's counters of each session that drew samples
-                                       (KV blocks total and peak, preemptions, tokens, seconds)
+                                       (KV blocks total and peak, preemptions, tokens, seconds,
+                                       wall seconds; with data parallel summed over the actors,
+                                       peaks per engine, and data_parallel, engines_lost)
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ and measured time, with unit tests (pass@k) and without (rank-score@k).
 With no arguments it runs the embedded default, the shipped toy ladder on the toy suite, sized by
 DEFAULT_N and DEFAULT_PROBLEMS to finish within 10 minutes on a 2-core CPU. Every argument is
 checked before anything is written. Re-running the same command resumes: finished samples and
-results are on disk and are neither drawn nor executed again.
+results are on disk and are neither drawn nor executed again. With --data-parallel N or
+--ray-address the draws run on Ray actors (distributed.py); all else, writes included, stays here.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from ..errors import InvalidInput
 from ..jsonl import append_jsonl, write_atomic, write_jsonl_atomic
 from ..models import ModelConfig, check_device, load_hf_config, parse_dtype, resolve_model_path
 from ..params import SamplingParams
+from . import distributed
 from .budget import ModelShape
 from .execute import ExecutionPool, resolve_sandbox
 from .loop import execute, generate, score
@@ -54,6 +56,7 @@ class Plan:
     ranker: Optional[Model]
     settings: dict
     config: dict
+    on_ray: bool  # draw on Ray actors (distributed.py) instead of in this process
 
 
 def plan(args: argparse.Namespace) -> Plan:
@@ -70,6 +73,7 @@ def plan(args: argparse.Namespace) -> Plan:
         raise InvalidInput(f"timeout={args.timeout!r} is invalid: must be > 0 seconds")
     if args.workers < 1:
         raise InvalidInput(f"workers={args.workers!r} is invalid: must be >= 1")
+    on_ray = distributed.requested(args.data_parallel, args.ray_address, args.until_pass, args.device)
     parse_dtype(args.dtype)
     check_device(args.device)
     models = [_model(name, bench, params.max_new_tokens, args.revision) for name in names]
@@ -90,8 +94,9 @@ def plan(args: argparse.Namespace) -> Plan:
                                "re-run with those settings to resume it, or choose another --out")
     config = {"models": names, **{k: v for k, v in settings.items() if k != "problems_sha256"},
               "problems": len(bench.problems), "budget": args.budget, "ranker": args.ranker, "k": ks,
-              "until_pass": args.until_pass, "device": args.device, "dtype": args.dtype}
-    return Plan(out, bench, params, models, ranker, settings, config)
+              "until_pass": args.until_pass, "device": args.device, "dtype": args.dtype,
+              "data_parallel": args.data_parallel}
+    return Plan(out, bench, params, models, ranker, settings, config, on_ray)
 
 
 def _parse_ks(text: Optional[str], n: int) -> Optional[list[int]]:
@@ -125,12 +130,10 @@ def _model(name: str, bench: Benchmark, max_new_tokens: int, revision: Optional[
 
 
 def main(args: argparse.Namespace, load_sampler: Callable[[str], Sampler]) -> int:
-    """Runs the plan; `load_sampler(path)` loads one model of the ladder or the ranker."""
+    """Runs the plan; `load_sampler(path)` loads one model of the ladder or the ranker (with
+    --data-parallel / --ray-address, in each Ray actor: it must pickle)."""
     p = plan(args)
     problems = p.bench.problems
-    if not (p.out / "config.json").is_file():
-        write_atomic(p.out / "config.json", json.dumps(p.settings, indent=2) + "\n")
-    write_jsonl_atomic(p.out / "problems.jsonl", problems)
 
     def loader(model: Model):
         return cache(lambda: load_sampler(str(model.path)))
@@ -138,6 +141,11 @@ def main(args: argparse.Namespace, load_sampler: Callable[[str], Sampler]) -> in
     greedy_params = SamplingParams(n=1, temperature=0.0, max_new_tokens=p.params.max_new_tokens,
                                    stop=p.params.stop)
     with ExitStack() as stack:
+        cluster = stack.enter_context(distributed.connect(args.data_parallel, args.tensor_parallel, args.ray_address,
+                                                          args.device, args.max_batch_size)) if p.on_ray else None
+        if not (p.out / "config.json").is_file():
+            write_atomic(p.out / "config.json", json.dumps(p.settings, indent=2) + "\n")
+        write_jsonl_atomic(p.out / "problems.jsonl", problems)
         pool = stack.enter_context(ExecutionPool(p.out / "exec_cache.jsonl", args.workers, args.timeout,
                                                   sandbox=p.settings["sandbox"]))
         sets = {}
@@ -148,15 +156,20 @@ def main(args: argparse.Namespace, load_sampler: Callable[[str], Sampler]) -> in
             greedy, samples = sets[m.name] = SampleSet(directory, "greedy"), SampleSet(directory, "samples")
             stack.callback(greedy.close)
             stack.callback(samples.close)
-            load = loader(m)
-            if args.until_pass:  # which problems are solved already?
-                execute(problems, samples, pool, f"{m.name} execute")
-            stats = generate(load, m.name, problems, p.params.seed, [(greedy_params, greedy), (p.params, samples)],
-                             pool if args.until_pass else None)
+            jobs = [(greedy_params, greedy), (p.params, samples)]
+            if cluster is not None:
+                stats = distributed.generate(cluster, load_sampler, m.name, str(m.path), problems, p.params.seed, jobs)
+            else:
+                load = loader(m)
+                if args.until_pass:  # which problems are solved already?
+                    execute(problems, samples, pool, f"{m.name} execute")
+                stats = generate(load, m.name, problems, p.params.seed, jobs, pool if args.until_pass else None)
+                load.cache_clear()  # free the model before loading the next
             if stats is not None:
                 with open_for_append(directory / "engine.jsonl") as f:
                     append_jsonl(f, stats)
-            load.cache_clear()  # free the model before loading the next
+        if cluster is not None:
+            cluster.release()  # the engines' memory, before a ranker loads here
         for m in p.models:
             for s in sets[m.name]:
                 execute(problems, s, pool, f"{m.name} execute {s.samples.path.stem}")
