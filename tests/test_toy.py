@@ -220,3 +220,19 @@ def test_train_script_is_deterministic(tmp_path):
     assert model.config.vocab_size == 300
     log = json.loads((tmp_path / "a" / "toy-xs" / "training.json").read_text())
     assert log["summary"]["steps"] == 2 and len(log["log"]) == 2
+
+
+# ---------------------------------------------------------------- quality gates
+
+def test_quality_gates_name_each_failure():
+    from sampler.toy.quality import GATES, gates
+
+    def rows(greedy, smallest_sampled):
+        return {name: {"greedy": g, "pass@1": smallest_sampled if i == 0 else g}
+                for i, (name, g) in enumerate(zip(ladder.NAMES, greedy))}
+
+    assert all(gates(rows([0.2, 0.3, 0.45, 0.47], 0.2)).values())
+    assert gates(rows([0.2, 0.3, 0.3, 0.47], 0.2)) == {GATES[0]: False, GATES[1]: True, GATES[2]: True}
+    assert gates(rows([0.2, 0.3, 0.45, 0.47], 0.02)) == {GATES[0]: True, GATES[1]: False, GATES[2]: True}
+    assert gates(rows([0.1, 0.15, 0.2, 0.29], 0.1))[GATES[2]] is False
+    assert gates(rows([0.5, 0.6, 0.7, 0.9], 0.5))[GATES[2]] is False
