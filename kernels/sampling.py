@@ -78,11 +78,12 @@ def truncation_mask(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tens
     return keep
 
 
-def first_reaching(w: torch.Tensor, target: torch.Tensor, last_positive: bool = False,
+def first_reaching(w: torch.Tensor, target: torch.Tensor, of_total: bool = False,
                    chunk: int = 64) -> torch.Tensor:
     """Per row of w [B, V] (>= 0), the first index whose cumulative sum reaches target [B]: V if
-    none does, or with `last_positive` the last index of positive weight (float rounding can leave
-    the total just under a target drawn below it; the kernel does the same).
+    none does. With `of_total` (the inverse-CDF draw), target is a fraction of each row's total,
+    and the index always has positive weight: past the total (float rounding can draw u * total
+    just above the scanned sum) it is the last positive one, as in the kernel.
 
     A scan in two levels, chunk sums then one chunk's cumulative sum: torch's CPU cumsum along
     the vocabulary is sequential and cost 0.7 ms of a 16 ms decode step at 64 x 6144."""
@@ -90,12 +91,12 @@ def first_reaching(w: torch.Tensor, target: torch.Tensor, last_positive: bool = 
     pad = -V % chunk
     blocks = F.pad(w, (0, pad)).view(B, -1, chunk)
     ends = blocks.sum(dim=-1).cumsum(dim=-1)  # [B, chunks]: mass up to each chunk's end
-    if last_positive:
-        target = torch.minimum(target, ends[:, -1])
+    if of_total:
+        target = torch.minimum(target * ends[:, -1], ends[:, -1])
     j = torch.searchsorted(ends, target.unsqueeze(1)).clamp_max(ends.shape[1] - 1)  # first chunk reaching it
     start = torch.where(j > 0, ends.gather(1, (j - 1).clamp_min(0)), 0.0)
     inner = start + blocks.gather(1, j.unsqueeze(2).expand(-1, -1, chunk)).squeeze(1).cumsum(dim=-1)
-    if last_positive:  # the first index reaching min(target, chunk total) is positive
+    if of_total:  # the first index reaching min(target, chunk total) is positive
         i = torch.searchsorted(inner, torch.minimum(target.unsqueeze(1), inner[:, -1:]))
     else:
         i = torch.searchsorted(inner, target.unsqueeze(1))
@@ -134,8 +135,7 @@ def sample_ref(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Ten
             if truncate:
                 scaled = scaled.masked_fill(~truncation_mask(scaled, top_k, top_p, min_p), float("-inf"))
             probs = torch.softmax(scaled, dim=-1)
-        target = uniform(row_keys(seeds, sample_idx, steps)) * probs.sum(dim=-1)
-        tokens = first_reaching(probs, target, last_positive=True)
+        tokens = first_reaching(probs, uniform(row_keys(seeds, sample_idx, steps)), of_total=True)
         if bool(greedy.any()):
             tokens = torch.where(greedy, logits.argmax(dim=-1), tokens)
     return tokens, logp.gather(1, tokens.unsqueeze(1)).squeeze(1)

@@ -61,10 +61,11 @@ def test_first_reaching_equals_a_float64_scan(vocab):
     got = first_reaching(w, target.float())
     assert got.tolist() == want.tolist()
     assert (gaps.gather(1, got.unsqueeze(1)) > 0).all()  # the token reached has weight
+    assert first_reaching(w, (target / cdf[:, -1]).float(), of_total=True).tolist() == want.tolist()
     past = cdf[:, -1].float() * 1.5
     assert first_reaching(w, past).tolist() == [vocab] * 50
     last = [max(i for i in range(vocab) if w[r, i] > 0) for r in range(50)]
-    assert first_reaching(w, past, last_positive=True).tolist() == last
+    assert first_reaching(w, torch.full((50,), 1.5), of_total=True).tolist() == last
 
 
 def exact_distribution(logits, temperature, top_k, top_p, min_p):
