@@ -39,16 +39,17 @@ def run_ours(sampler, prompt_ids: list[int], n: int, new_tokens: int, top_p: flo
     engine.stats.reset()
     t0 = time.perf_counter()
     engine.add_request(prompt_ids, params)
-    steps, done = [], 0
+    steps, done = [], []
     while engine.has_unfinished():
         t = time.perf_counter()
-        done += len(engine.step())  # returns after the sampled tokens reached the host
+        done += engine.step()  # returns after the sampled tokens reached the host
         steps.append(time.perf_counter() - t)
     seconds = time.perf_counter() - t0
-    assert done == n
+    assert len(done) == n
     decode = steps[1:] or steps  # the first step prefills and fans out; later ones are pure decode
     return dict(seconds=seconds, tokens_per_s=n * new_tokens / seconds,
-                decode_step_ms=1e3 * statistics.median(decode), stats=engine.stats.as_dict())
+                decode_step_ms=1e3 * statistics.median(decode), stats=engine.stats.as_dict(),
+                samples=[c.token_ids for _, c in sorted(done, key=lambda done: done[1].index)])
 
 
 def run_hf(model, prompt_ids: list[int], n: int, new_tokens: int, top_p: float = 1.0) -> dict:

@@ -24,12 +24,14 @@ if "--dry-run" in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first `import triton`
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +66,7 @@ class Setup:
 
     def __init__(self, dry: bool):
         self.dry = dry
+        self.deadline = float("inf")  # perf_counter() past which the attention sweep stops early
         self.device = "cpu" if dry else "cuda"
         self.dtypes = [torch.float32, torch.float16] if dry else [torch.bfloat16, torch.float16]
         self.dtype = torch.float32 if dry else torch.bfloat16  # benchmarks and the end-to-end model
@@ -180,6 +183,8 @@ def attention_benchmark(setup: Setup) -> list[dict]:
     rows, flash = [], flash_attn_replicated() if setup.device == "cuda" else None
     for prefix in setup.attention_prefix:
         for n in setup.attention_n:
+            if time.perf_counter() > setup.deadline:
+                return rows
             a = attention_inputs(n, prefix, setup.attention_suffix, device=setup.device, dtype=setup.dtype,
                                  **setup.heads)
             ours = setup.timer(lambda: attention.shared_prefix_attention_triton(**a))
@@ -258,106 +263,165 @@ def decode_step_bytes(cfg: dict, dtype: torch.dtype, n: int, prompt: int, suffix
 
 
 def end_to_end(setup: Setup) -> dict:
+    """Each side is loaded, run at every n and freed in turn; one side failing leaves the others'
+    figures (and its traceback under `errors`)."""
     from sampler import Sampler
     from transformers import AutoModelForCausalLM
     bandwidth = copy_bandwidth(setup)
     previous = kernels.get_backend()
     kernels.set_backend("triton")  # on CUDA that is what "auto" picks; on CPU it runs the interpreter
-    rows = []
+    # the decode step replayed from CUDA graphs (the default on CUDA) and run eagerly
+    modes = [True, False] if setup.device == "cuda" else [False]
+    runs, hf, load_seconds, errors = {}, {}, {}, {}
     try:
         with tempfile.TemporaryDirectory() as d:
             params = make_checkpoint(setup, Path(d))
             prompt_ids = torch.randint(2, 512, (setup.prompt_tokens,),
                                        generator=torch.Generator().manual_seed(1)).tolist()
-            # the decode step replayed from CUDA graphs (the default on CUDA) and run eagerly
-            modes = [True, False] if setup.device == "cuda" else [False]
-            runs = {}
             for graphs in modes:
-                ours = Sampler.from_pretrained(d, device=setup.device, dtype=setup.dtype,
-                                               max_batch_size=max(setup.e2e_n), cuda_graphs=graphs)
-                runs[graphs] = {n: run_ours(ours, prompt_ids, n, setup.new_tokens, TOP_P) for n in setup.e2e_n}
-                del ours
-                if setup.device == "cuda":
-                    torch.cuda.empty_cache()
-            hf = AutoModelForCausalLM.from_pretrained(d, dtype=setup.dtype).to(setup.device).eval()
-            for n in setup.e2e_n:
-                mine, theirs = runs[modes[0]][n], run_hf(hf, prompt_ids, n, setup.new_tokens, TOP_P)
-                # bytes at the median decode step: each sample is about half way through its generation
-                step_bytes = decode_step_bytes(setup.model, setup.dtype, n, setup.prompt_tokens,
-                                               setup.new_tokens // 2)
-                row = dict(n=n, cuda_graphs=modes[0], ours_tokens_per_s=mine["tokens_per_s"],
-                           hf_tokens_per_s=theirs["tokens_per_s"], speedup_vs_hf=mine["tokens_per_s"] / theirs["tokens_per_s"],
-                           ours_seconds=mine["seconds"], hf_seconds=theirs["seconds"],
-                           decode_step_ms=mine["decode_step_ms"], decode_step_bytes=step_bytes,
-                           roofline_fraction=step_bytes / bandwidth / (mine["decode_step_ms"] / 1e3),
-                           ours_stats=mine["stats"])
-                if len(modes) > 1:
-                    eager = runs[False][n]
-                    row.update(eager_tokens_per_s=eager["tokens_per_s"], eager_decode_step_ms=eager["decode_step_ms"],
-                               eager_roofline_fraction=step_bytes / bandwidth / (eager["decode_step_ms"] / 1e3),
-                               graphs_over_eager=mine["tokens_per_s"] / eager["tokens_per_s"])
-                rows.append(row)
-            del hf
+                name = f"ours_cuda_graphs={graphs}"
+                try:
+                    t = time.perf_counter()
+                    ours = Sampler.from_pretrained(d, device=setup.device, dtype=setup.dtype,
+                                                   max_batch_size=max(setup.e2e_n), cuda_graphs=graphs)
+                    load_seconds[name] = time.perf_counter() - t  # with graphs: includes their capture
+                    runs[graphs] = {n: run_ours(ours, prompt_ids, n, setup.new_tokens, TOP_P) for n in setup.e2e_n}
+                except Exception:
+                    errors[name] = traceback.format_exc()
+                ours = None
+                release(setup)
+            try:
+                model = AutoModelForCausalLM.from_pretrained(d, dtype=setup.dtype).to(setup.device).eval()
+                hf = {n: run_hf(model, prompt_ids, n, setup.new_tokens, TOP_P) for n in setup.e2e_n}
+            except Exception:
+                errors["hf_generate"] = traceback.format_exc()
+            model = None
+            release(setup)
     finally:
         kernels.set_backend(previous)
+    rows = []
+    for n in setup.e2e_n:
+        # bytes at the median decode step: each sample is about half way through its generation
+        step_bytes = decode_step_bytes(setup.model, setup.dtype, n, setup.prompt_tokens, setup.new_tokens // 2)
+        row = dict(n=n, decode_step_bytes=step_bytes)
+        for graphs in modes:
+            if graphs in runs:
+                r, key = runs[graphs][n], "ours_" if graphs == modes[0] else "eager_"
+                row.update({f"{key}tokens_per_s": r["tokens_per_s"], f"{key}seconds": r["seconds"],
+                            f"{key}decode_step_ms": r["decode_step_ms"],
+                            f"{key}roofline_fraction": step_bytes / bandwidth / (r["decode_step_ms"] / 1e3),
+                            f"{key}stats": r["stats"]})
+        if n in hf:
+            row.update(hf_tokens_per_s=hf[n]["tokens_per_s"], hf_seconds=hf[n]["seconds"])
+            if "ours_tokens_per_s" in row:
+                row["speedup_vs_hf"] = row["ours_tokens_per_s"] / row["hf_tokens_per_s"]
+        if len(runs) == 2:
+            # same seeds: replaying the graphs must give the eager step's samples
+            pairs = list(zip(runs[True][n]["samples"], runs[False][n]["samples"]))
+            row.update(graphs_over_eager=row["ours_tokens_per_s"] / row["eager_tokens_per_s"],
+                       graphs_same_samples_as_eager=sum(a == b for a, b in pairs) / len(pairs))
+        rows.append(row)
     return dict(model=dict(setup.model, parameters=params), dtype=str(setup.dtype).removeprefix("torch."),
-                prompt_tokens=setup.prompt_tokens, new_tokens=setup.new_tokens,
-                sampling=dict(temperature=1.0, top_p=TOP_P), copy_bandwidth_bytes_per_s=bandwidth, results=rows)
+                prompt_tokens=setup.prompt_tokens, new_tokens=setup.new_tokens, cuda_graphs=modes[0],
+                sampling=dict(temperature=1.0, top_p=TOP_P), copy_bandwidth_bytes_per_s=bandwidth,
+                load_seconds=load_seconds, results=rows, errors=errors)
+
+
+def release(setup: Setup) -> None:
+    gc.collect()
+    if setup.device == "cuda":
+        torch.cuda.empty_cache()
 
 
 # -- report -----------------------------------------------------------------------------------------
 
 def table(result: dict) -> str:
+    """The figures as text; a part that failed or was skipped shows as one line."""
     env = result["environment"]
     lines = [f"gpu_check on {env['device']}: torch {env['torch']}, triton {env['triton']}, "
              f"transformers {env['transformers']}" + (" [dry run]" if env["dry_run"] else "")]
-    bad = [r for r in result["correctness"] if not r["ok"]]
-    lines.append(f"correctness: {len(result['correctness']) - len(bad)}/{len(result['correctness'])} ok"
-                 + "".join(f"\n  FAILED {r}" for r in bad))
-    lines.append("prefix attention    n  prefix   ours ms   SDPA-replicated ms   speedup")
-    for r in result["attention"]:
-        lines.append(f"{'':16}{r['n']:5d}  {r['prefix']:6d}  {r['ours_ms']:8.3f}  "
-                     f"{r['sdpa_replicated_ms']:19.3f}  {r['speedup_vs_sdpa']:7.1f}x")
-    lines.append("micro (n={})       op   ours ms   torch ms   speedup".format(result["micro"][0]["n"]))
-    for r in result["micro"]:
-        lines.append(f"  {r['op']:>22}  {r['ours_ms']:8.3f}  {r['torch_ref_ms']:9.3f}  {r['speedup']:7.1f}x")
-    e2e = result["end_to_end"]
-    lines.append(f"end to end (prompt {e2e['prompt_tokens']}, {e2e['new_tokens']} new, copy "
-                 f"{e2e['copy_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s)   n   ours tok/s   HF tok/s   speedup   "
-                 f"step ms   roofline   eager tok/s   eager roofline")
-    for r in e2e["results"]:
-        lines.append(f"{'':50}{r['n']:5d}  {r['ours_tokens_per_s']:11.0f}  {r['hf_tokens_per_s']:9.0f}  "
-                     f"{r['speedup_vs_hf']:7.2f}x  {r['decode_step_ms']:8.2f}  {100 * r['roofline_fraction']:7.1f}%"
-                     + (f"  {r['eager_tokens_per_s']:12.0f}  {100 * r['eager_roofline_fraction']:14.1f}%"
-                        if "eager_tokens_per_s" in r else ""))
+
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    for name in PARTS:
+        part = result.get(name)
+        if part is None or "error" in part:
+            lines.append(f"{name}: " + ("skipped (time limit)" if part is None else "FAILED, see its traceback"))
+            continue
+        if name == "correctness":
+            bad = [r for r in part["rows"] if not r["ok"]]
+            lines.append(f"correctness: {len(part['rows']) - len(bad)}/{len(part['rows'])} ok"
+                         + "".join(f"\n  FAILED {r}" for r in bad))
+        elif name == "attention":
+            lines.append("prefix attention    n  prefix   ours ms   SDPA-replicated ms   speedup")
+            for r in part["rows"]:
+                lines.append(f"{'':16}{r['n']:5d}  {r['prefix']:6d}  {r['ours_ms']:8.3f}  "
+                             f"{r['sdpa_replicated_ms']:19.3f}  {r['speedup_vs_sdpa']:7.1f}x")
+        elif name == "micro":
+            lines.append("micro                      op   ours ms   torch ms   speedup")
+            for r in part["rows"]:
+                lines.append(f"  {r['op']:>22}  {r['ours_ms']:8.3f}  {r['torch_ref_ms']:9.3f}  {r['speedup']:7.1f}x")
+        else:
+            lines.append(f"end to end (prompt {part['prompt_tokens']}, {part['new_tokens']} new, copy "
+                         f"{part['copy_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s, cuda_graphs={part['cuda_graphs']}"
+                         + "".join(f"; {k} FAILED" for k in part["errors"]) + ")")
+            lines.append("    n   ours tok/s   HF tok/s   speedup   step ms   roofline   eager tok/s   eager step ms"
+                         "   eager roofline   same samples")
+            for r in part["results"]:
+                roof, eager_roof = r.get("ours_roofline_fraction"), r.get("eager_roofline_fraction")
+                lines.append(f"{r['n']:5d}  {fmt(r.get('ours_tokens_per_s'), '11.0f')}  {fmt(r.get('hf_tokens_per_s'), '9.0f')}"
+                             f"  {fmt(r.get('speedup_vs_hf'), '7.2f')}x  {fmt(r.get('ours_decode_step_ms'), '8.2f')}"
+                             f"  {fmt(roof and 100 * roof, '8.1f')}%  {fmt(r.get('eager_tokens_per_s'), '12.0f')}"
+                             f"  {fmt(r.get('eager_decode_step_ms'), '14.2f')}  {fmt(eager_roof and 100 * eager_roof, '15.1f')}%"
+                             f"  {fmt(r.get('graphs_same_samples_as_eager'), '13.2f')}")
     return "\n".join(lines)
+
+
+PARTS = ["correctness", "end_to_end", "attention", "micro"]  # most needed first: a time limit cuts the tail
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="CPU, Triton interpreter, tiny shapes (< 1 minute)")
     ap.add_argument("--out", default=None, help="JSON path (default $OUT/gpu_check_<device>.json)")
+    ap.add_argument("--time-limit", type=float, default=420,
+                    help="seconds; parts that would start later are skipped (the JSON says which)")
     args = ap.parse_args(argv)
     setup = Setup(args.dry_run)
     if not setup.dry and not torch.cuda.is_available():
         print("gpu_check: CUDA is not available; use --dry-run on a CPU machine", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
+    setup.deadline = t0 + args.time_limit
     result = dict(command="python bench/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
                   environment=environment(setup))
-    for name, part in [("correctness", correctness), ("attention", attention_benchmark),
-                       ("micro", micro_benchmarks), ("end_to_end", end_to_end)]:
-        t = time.perf_counter()
-        result[name] = part(setup)
-        print(f"[{time.perf_counter() - t0:6.1f}s] {name} done in {time.perf_counter() - t:.1f}s", flush=True)
-    result["seconds"] = time.perf_counter() - t0
     slug = re.sub(r"[^a-z0-9]+", "-", result["environment"]["device"].lower()).strip("-")
     out = Path(args.out) if args.out else Path(os.environ.get("OUT", ".")) / f"gpu_check_{slug}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    functions = dict(correctness=correctness, end_to_end=end_to_end, attention=attention_benchmark,
+                     micro=micro_benchmarks)
+    for name in PARTS:
+        if time.perf_counter() > setup.deadline:
+            print(f"[{time.perf_counter() - t0:6.1f}s] {name} skipped: past --time-limit", flush=True)
+            continue
+        t = time.perf_counter()
+        try:
+            part = functions[name](setup)
+            result[name] = part if isinstance(part, dict) else dict(rows=part)
+        except Exception:
+            result[name] = dict(error=traceback.format_exc())
+            print(result[name]["error"], file=sys.stderr, flush=True)
+        result[name]["seconds"] = time.perf_counter() - t
+        print(f"[{time.perf_counter() - t0:6.1f}s] {name} " + ("FAILED" if "error" in result[name] else "done")
+              + f" in {time.perf_counter() - t:.1f}s", flush=True)
+        result["seconds"] = time.perf_counter() - t0
+        out.write_text(json.dumps(result, indent=2) + "\n")  # after every part: a killed run keeps the rest
     print(f"wrote {out}")
     print(table(result))
-    return 0 if all(r["ok"] for r in result["correctness"]) else 1
+    complete = all(name in result and "error" not in result[name] and not result[name].get("errors")
+                   for name in PARTS)
+    return 0 if complete and all(r["ok"] for r in result["correctness"]["rows"]) else 1
 
 
 if __name__ == "__main__":

@@ -17,9 +17,12 @@ def test_dry_run_writes_json_and_table(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["environment"]["dry_run"] and result["environment"]["triton_interpret"]
-    assert result["correctness"] and all(r["ok"] for r in result["correctness"])
-    assert {r["op"] for r in result["correctness"]} >= {"shared_prefix_attention", "rms_norm+residual",
+    assert result["correctness"]["rows"] and all(r["ok"] for r in result["correctness"]["rows"])
+    assert {r["op"] for r in result["correctness"]["rows"]} >= {"shared_prefix_attention", "rms_norm+residual",
                                                       "rope_write_kv", "sample"}
-    assert result["attention"] and all(r["ours_ms"] > 0 for r in result["attention"])
+    assert result["attention"]["rows"] and all(r["ours_ms"] > 0 for r in result["attention"]["rows"])
+    assert result["micro"]["rows"] and not result["end_to_end"]["errors"]
     assert [r["n"] for r in result["end_to_end"]["results"]] == [2]
-    assert run.stdout.strip().splitlines()[-1].strip().startswith("2 ")  # the table comes last
+    assert result["end_to_end"]["results"][0]["ours_tokens_per_s"] > 0
+    table = run.stdout[run.stdout.index("end to end"):].splitlines()
+    assert table[2].split()[:2] == ["2", f"{result['end_to_end']['results'][0]['ours_tokens_per_s']:.0f}"]
