@@ -125,7 +125,7 @@ class ModelRunner:
                                           self.min_p[rows], self.seed[rows], self.index[rows], steps)
         self.token[rows] = tokens
         self.step[rows] = steps + 1
-        self.step[self.scratch] = 1
+        self.step[self.scratch:self.scratch + 1].fill_(1)  # not `= 1`: a host-to-device copy, uncapturable
         self.out[0, :len(rows)] = tokens
         self.out[1, :len(rows)] = logprobs
 
