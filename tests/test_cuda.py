@@ -49,7 +49,8 @@ def test_graphs_under_preemption(tiny_llama, eager):
     cfg = ModelConfig.from_hf(load_hf_config(tiny_llama))
     s = Sampler.from_pretrained(str(tiny_llama), device="cuda", dtype=torch.float32, max_batch_size=32,
                                 cuda_graphs=True, kv_cache_memory=400 * kv_bytes_per_token(cfg, torch.float32))
-    assert_same(s.generate(PROMPTS, PARAMS), eager, atol=1e-5)
+    # readmitted samples' KV is recomputed by a teacher-forced pass: float32 rounding differs
+    assert_same(s.generate(PROMPTS, PARAMS), eager, atol=1e-4)
     assert s.stats.preemptions > 0
 
 
