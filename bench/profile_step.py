@@ -1,0 +1,149 @@
+"""Where one decode step's time goes: the step's wall time (replayed from CUDA graphs on CUDA), its
+linear layers alone at the same batch (the matmul floor, also replayed from a graph), and the
+kernels of an eager step as the torch profiler sees them, grouped by name, per step.
+
+    PYTHONPATH=. python bench/profile_step.py                  # CUDA: Qwen2.5-1.5B's shape, random weights
+    PYTHONPATH=. python bench/profile_step.py --dry-run        # CPU: a tiny shape, the same code paths
+
+Writes $OUT/profile_step_<device>.json (or --out) and prints one table per (n, top_p).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+if "--dry-run" in sys.argv:
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first `import triton`
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from gpu_check import Setup, make_checkpoint, release  # noqa: E402
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str, repeats: int) -> float:
+    """Median milliseconds of fn() over repeats, synchronised."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def matmul_floor_ms(model, n: int, device: str, repeats: int) -> float:
+    """The step's linear layers alone at batch n (one graph on CUDA, so no launch gaps)."""
+    weights = [w for block in model.layers for w in (block.self_attn.qkv_proj.weight, block.self_attn.o_proj.weight,
+                                                     block.mlp.gate_up_proj.weight, block.mlp.down_proj.weight)]
+    weights.append(model.embed_tokens.weight if model.lm_head is None else model.lm_head.weight)
+    inputs = {w.shape[1]: torch.randn(n, w.shape[1], device=device, dtype=w.dtype) for w in weights}
+
+    def step():
+        for w in weights:
+            F.linear(inputs[w.shape[1]], w)
+
+    if device == "cuda":
+        step()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+        return timed(graph.replay, device, repeats)
+    return timed(step, device, repeats)
+
+
+def kernel_table(runner, device: str, steps: int) -> list[dict]:
+    """Eager decode steps under the profiler: device time (CPU time on CPU) per step, by kernel."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    size, groups = runner.padded_size, runner.num_groups
+    runner._decode_step(size, groups)  # warm
+    sync(device)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            runner._decode_step(size, groups)
+        sync(device)
+    rows = []
+    for e in prof.key_averages():
+        us = (e.self_device_time_total if device == "cuda" else e.self_cpu_time_total) / steps
+        if us > 0 and (device != "cuda" or e.device_type.name == "CUDA"):
+            rows.append(dict(name=e.key[:90], us_per_step=us, calls_per_step=e.count / steps))
+    return sorted(rows, key=lambda r: -r["us_per_step"])
+
+
+def profile_n(sampler, prompt_ids, n: int, top_p: float, setup: Setup, repeats: int) -> dict:
+    from sampler import SamplingParams
+    engine, runner = sampler.engine, sampler.engine.runner
+    params = SamplingParams(n=n, temperature=1.0, top_p=top_p, max_new_tokens=repeats + 16,
+                            ignore_eos=True, seed=0)  # still running when the profiled eager steps follow
+    rid = engine.add_request(prompt_ids, params)
+    for _ in range(3):
+        engine.step()  # prefill, fan out, a couple of decode steps at batch n
+    step_ms = timed(engine.step, setup.device, repeats)  # host work, replay (or eager) and the sync
+    kernels = kernel_table(runner, setup.device, steps=3)
+    engine.abort_request(rid)
+    while engine.has_unfinished():
+        engine.step()
+    total = sum(r["us_per_step"] for r in kernels)
+    return dict(n=n, top_p=top_p, step_ms=step_ms, floor_ms=matmul_floor_ms(sampler.model, n, setup.device, repeats),
+                kernel_ms_per_step=total / 1e3, kernels=kernels[:25])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes")
+    ap.add_argument("--n", type=int, nargs="+", default=None)
+    ap.add_argument("--top-p", type=float, nargs="+", default=[1.0, 0.95])
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    setup = Setup(args.dry_run)
+    ns = args.n or setup.e2e_n
+    from sampler import Sampler
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        make_checkpoint(setup, Path(d))
+        prompt_ids = torch.randint(2, 512, (setup.prompt_tokens,), generator=torch.Generator().manual_seed(1)).tolist()
+        sampler = Sampler.from_pretrained(d, device=setup.device, dtype=setup.dtype, max_batch_size=max(ns))
+        with torch.inference_mode():
+            for top_p in args.top_p:
+                for n in ns:
+                    row = profile_n(sampler, prompt_ids, n, top_p, setup, args.repeats)
+                    rows.append(row)
+                    print(f"n={n} top_p={top_p}: step {row['step_ms']:.3f} ms, kernels {row['kernel_ms_per_step']:.3f} ms"
+                          f" (eager), matmul floor {row['floor_ms']:.3f} ms", flush=True)
+                    for k in row["kernels"][:12]:
+                        print(f"  {k['us_per_step']:9.1f} us  {k['calls_per_step']:6.1f}x  {k['name']}", flush=True)
+        del sampler
+        release(setup)
+    device = torch.cuda.get_device_name() if setup.device == "cuda" else "cpu"
+    slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")
+    out = Path(args.out) if args.out else Path(os.environ.get("OUT", ".")) / f"profile_step_{slug}.json"
+    out.write_text(json.dumps(dict(command="python bench/profile_step.py " + " ".join(argv or sys.argv[1:]),
+                                   device=device, torch=torch.__version__, model=setup.model,
+                                   dtype=str(setup.dtype), prompt_tokens=setup.prompt_tokens, results=rows),
+                              indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
