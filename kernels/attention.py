@@ -30,12 +30,11 @@ decode step can be captured in a CUDA graph.
 """
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
 
-from ._triton import tl, triton
+from ._triton import sm_count, tl, triton
 
 
 def _softmax_attend(s, v):
@@ -359,14 +358,7 @@ def _num_splits(programs: int, max_len: int, device: torch.device) -> int:
     """Split the keys when there are fewer programs than SMs; 1 elsewhere. Each split costs a
     float32 partial result per row and head, so the target is one program per SM, not more.
     max_len bounds the keys a program may get (a block table's capacity, known without a sync)."""
-    target = _sm_count(device)
+    target = sm_count(device)
     if programs >= target:
         return 1
     return max(1, min(triton.cdiv(target, programs), triton.cdiv(max_len, BLOCK_N), MAX_SPLITS))
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 1
-    return torch.cuda.get_device_properties(device).multi_processor_count

@@ -26,15 +26,16 @@ def columns(rows, n=1):
             torch.tensor(mp).repeat(n))
 
 
+@pytest.mark.parametrize("chunks", [None, 3], ids=["chunked-by-device", "3-chunks"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("vocab", [1, 7, 1000, 5000])
-def test_tokens_match_reference(vocab, dtype):
+def test_tokens_match_reference(vocab, dtype, chunks):
     g = torch.Generator().manual_seed(vocab)
     B = len(ROW_PARAMS)
     logits = (torch.randn(B, vocab, generator=g) * 3).to(dtype)
     args = (logits, *columns(ROW_PARAMS), torch.randint(-2**62, 2**62, (B,), generator=g), torch.arange(B),
             torch.randint(0, 1000, (B,), generator=g))
-    tokens, logprobs = sample_triton(*args)
+    tokens, logprobs = sample_triton(*args, chunks=chunks)
     want_tokens, want_logprobs = sample_ref(*args)
     assert tokens.dtype == torch.int64 and logprobs.dtype == torch.float32
     assert tokens.tolist() == want_tokens.tolist()
