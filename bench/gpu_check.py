@@ -43,7 +43,7 @@ import kernels  # noqa: E402
 from e2e import make_tokenizer, run_hf, run_ours  # noqa: E402
 from kernel_inputs import (QWEN_1_5B, attention_inputs, flash_attn_replicated, norm_inputs, replicated_kv, rope_inputs,  # noqa: E402
                            sampling_inputs, sdpa_replicated)
-from kernels import attention, norm, rope, sampling  # noqa: E402
+from kernels import activation, attention, norm, rope, sampling  # noqa: E402
 
 QWEN2_5_1_5B = dict(  # config.json of Qwen/Qwen2.5-1.5B, weights random
     model_type="qwen2", architectures=["Qwen2ForCausalLM"], vocab_size=151936, hidden_size=1536,
@@ -74,6 +74,7 @@ class Setup:
             {k: QWEN_1_5B[k] for k in ("heads", "kv_heads", "head_dim")}
         self.vocab = 1000 if dry else QWEN_1_5B["vocab"]
         self.hidden = 64 if dry else QWEN_1_5B["hidden"]
+        self.intermediate = 128 if dry else QWEN_1_5B["intermediate"]
         self.check_rows = 9 if dry else 257  # rows of the norm / rope correctness checks
         self.sample_rows = 16 if dry else 64  # rows of the sampling check, a multiple of its 8 settings
         self.attention_n = [2, 3] if dry else [16, 64, 256, 1024]
@@ -151,6 +152,9 @@ def correctness(setup: Setup) -> list[dict]:
         for res in (None, residual):
             got, want = norm.rms_norm_triton(x, weight, eps, res), norm.rms_norm_ref(x, weight, eps, res)
             record("rms_norm" + ("+residual" if res is not None else ""), dtype, list(zip(got, want)))
+        # SiLU-and-multiply of the gate/up halves
+        x = 4 * torch.randn(setup.check_rows, 2 * setup.intermediate, device=dev, dtype=dtype)
+        record("silu_and_mul", dtype, [(activation.silu_and_mul_triton(x), activation.silu_and_mul_ref(x))])
         # RoPE + KV write: compare q and the written cache
         args = rope_inputs(setup.check_rows, device=dev, dtype=dtype, cache_rows=300, **h)
         k_cache, v_cache = args[5].clone(), args[6].clone()
@@ -212,6 +216,8 @@ def micro_benchmarks(setup: Setup) -> list[dict]:
     n, dev, dt = setup.micro_n, setup.device, setup.dtype
     cases = [
         ("rms_norm+residual", norm, "rms_norm", norm_inputs(n, setup.hidden, device=dev, dtype=dt)),
+        ("silu_and_mul", activation, "silu_and_mul",
+         (torch.randn(n, 2 * setup.intermediate, device=dev, dtype=dt),)),
         ("rope_write_kv", rope, "rope_write_kv", rope_inputs(n, device=dev, dtype=dt, **setup.heads)),
         ("sample T=1", sampling, "sample", sampling_inputs(n, setup.vocab, device=dev, dtype=dt, top_p=1.0)),
         ("sample top_p=0.95", sampling, "sample", sampling_inputs(n, setup.vocab, device=dev, dtype=dt)),
@@ -318,14 +324,22 @@ def end_to_end(setup: Setup) -> dict:
                 row["speedup_vs_hf"] = row["ours_tokens_per_s"] / row["hf_tokens_per_s"]
         if len(runs) == 2:
             # same seeds: replaying the graphs must give the eager step's samples
+            # same seeds, same kernels and splits: replaying the graphs must give the eager step's
+            # samples; with random weights (near-flat distributions) one rounding difference parts
+            # two samples for good, so the share of tokens before they part shows how early
             pairs = list(zip(runs[True][n]["samples"], runs[False][n]["samples"]))
             row.update(graphs_over_eager=row["ours_tokens_per_s"] / row["eager_tokens_per_s"],
-                       graphs_same_samples_as_eager=sum(a == b for a, b in pairs) / len(pairs))
+                       graphs_same_samples_as_eager=sum(a == b for a, b in pairs) / len(pairs),
+                       graphs_same_tokens_before_parting=statistics.mean(common_prefix(a, b) / len(a) for a, b in pairs))
         rows.append(row)
     return dict(model=dict(setup.model, parameters=params), dtype=str(setup.dtype).removeprefix("torch."),
                 prompt_tokens=setup.prompt_tokens, new_tokens=setup.new_tokens, cuda_graphs=modes[0],
                 sampling=dict(temperature=1.0, top_p=TOP_P), copy_bandwidth_bytes_per_s=bandwidth,
                 load_seconds=load_seconds, results=rows, errors=errors)
+
+
+def common_prefix(a: list, b: list) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def release(setup: Setup) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-QWEN_1_5B = dict(heads=12, kv_heads=2, head_dim=128, hidden=1536, vocab=151936)
+QWEN_1_5B = dict(heads=12, kv_heads=2, head_dim=128, hidden=1536, intermediate=8960, vocab=151936)
 
 
 def attention_inputs(n: int, prefix: int, suffix: int, *, groups: int = 1, heads: int = 12, kv_heads: int = 2,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from .activation import silu_and_mul_ref
 from .attention import shared_prefix_attention_ref
 from .norm import rms_norm_ref
 from .rope import rope_write_kv_ref
@@ -52,6 +53,13 @@ def rms_norm(x, weight, eps, residual=None):
         from .norm import rms_norm_triton
         return rms_norm_triton(x, weight, eps, residual)
     return rms_norm_ref(x, weight, eps, residual)
+
+
+def silu_and_mul(x):
+    if _use_triton(x):
+        from .activation import silu_and_mul_triton
+        return silu_and_mul_triton(x)
+    return silu_and_mul_ref(x)
 
 
 def rope_write_kv(q, k, v, cos, sin, k_cache, v_cache, cache_rows):

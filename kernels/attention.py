@@ -322,7 +322,10 @@ def shared_prefix_attention_triton(q, prefix_k, prefix_v, row_ptr, prefix_tables
     block_m = min(64, max(16, triton.next_power_of_2(B * ratio)))
     # sum over groups of cdiv(rows * ratio, block_m) is below this bound, known without a sync
     prefix_tiles = triton.cdiv(B * ratio, block_m) + n_groups
-    ps = prefix_splits or _num_splits(prefix_tiles * hkv, prefix_tables.shape[1] * prefix_k.shape[2], q.device)
+    # splits from the tiles that hold rows, not the grid's bound: a CUDA graph's padded batch has
+    # one (empty) group per row, and eager and replayed steps must split alike to round alike
+    ps = prefix_splits or _num_splits(triton.cdiv(B * ratio, block_m) * hkv, prefix_tables.shape[1] * prefix_k.shape[2],
+                                      q.device)
     ss = suffix_splits or _num_splits(B * hkv, suffix_tables.shape[1] * suffix_k.shape[2], q.device)
     parts_out = torch.empty(ps + ss, B, H, D, dtype=torch.float32, device=q.device)
     parts_lse = torch.empty(ps + ss, B, H, dtype=torch.float32, device=q.device)

@@ -16,7 +16,7 @@ BF16 = "bf16"
 def variants():
     """(kernel, element type of each pointer argument, constexprs) per compiled variant; the other
     arguments are i32, except the float ones."""
-    from kernels import attention, norm, rope, sampling
+    from kernels import activation, attention, norm, rope, sampling
     att = dict(Q=BF16, K=BF16, V=BF16, OUT="fp32", LSE="fp32", ROW_PTR="i32", PREFIX_TABLES="i32", PREFIX_LENS="i32",
                SUFFIX_TABLES="i32", SUFFIX_LENS="i32", RESULT=BF16)
     fp32_att = {**att, "Q": "fp32", "K": "fp32", "V": "fp32", "RESULT": "fp32"}
@@ -35,6 +35,7 @@ def variants():
          dict(HAS_RESIDUAL=False, BLOCK=64)),
         (rope._rope_write_kv_kernel, dict(Q=BF16, K=BF16, V=BF16, COS="fp32", SIN="fp32", K_CACHE=BF16, V_CACHE=BF16,
                                           ROWS="i64", Q_OUT=BF16), dict(HALF=64, BLOCK_H=16, BLOCK_HALF=64)),
+        (activation._silu_and_mul_kernel, dict(X=BF16, OUT=BF16), dict(BLOCK=1024)),
         *sampling_variants(sampling),
     ]
 

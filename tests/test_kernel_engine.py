@@ -4,6 +4,7 @@ uniforms). Two prompts of different lengths make two prefix groups."""
 import pytest
 
 import kernels
+import kernels.activation
 import kernels.attention
 import kernels.norm
 import kernels.rope
@@ -33,12 +34,14 @@ def generate(sampler, backend, params):
 ], ids=["greedy", "sampled"])
 def test_triton_path_matches_torch_path(sampler, params, monkeypatch):
     calls = {}
-    for module, name in [(kernels.norm, "rms_norm_triton"), (kernels.rope, "rope_write_kv_triton"),
-                         (kernels.attention, "shared_prefix_attention_triton"), (kernels.sampling, "sample_triton")]:
+    ops = [(kernels.norm, "rms_norm_triton"), (kernels.rope, "rope_write_kv_triton"),
+           (kernels.attention, "shared_prefix_attention_triton"), (kernels.activation, "silu_and_mul_triton"),
+           (kernels.sampling, "sample_triton")]
+    for module, name in ops:
         def spy(*args, _fn=getattr(module, name), _name=name):
             calls[_name] = calls.get(_name, 0) + 1
             return _fn(*args)
         monkeypatch.setattr(module, name, spy)
     triton_ids = generate(sampler, "triton", params)
-    assert len(calls) == 4, calls  # every op ran on its kernel
+    assert len(calls) == len(ops), calls  # every op ran on its kernel
     assert triton_ids == generate(sampler, "torch", params)

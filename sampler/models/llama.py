@@ -189,6 +189,8 @@ class MLP(nn.Module):
     def forward(self, x):
         if not self.gated:
             return self.down_proj(self.act(self.up_proj(x)))
+        if self.act is F.silu:
+            return self.down_proj(kernels.silu_and_mul(self.gate_up_proj(x)))
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
         return self.down_proj(self.act(gate) * up)
 
