@@ -166,27 +166,12 @@ def _uniform(seed, sample_idx, step):
 
 
 @triton.jit
-def _key(s):
-    """Order key of float32 s: an int32 with the float's order (negative floats flip their
-    magnitude bits). The hot loops compare int32 keys; the search's interval arithmetic is int64."""
-    bits = s.to(tl.int32, bitcast=True)
-    return tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
-
-
-@triton.jit
 def _scaled_chunk(ROW, offs, V, temp):
-    """Scaled logits s = raw / T of tokens offs (-inf past V) and their order keys."""
+    """Scaled logits s = raw / T of tokens offs (-inf past V) and their order keys: int64 with the
+    float's order (negative floats flip their magnitude bits)."""
     s = tl.load(ROW + offs, mask=offs < V, other=float("-inf")).to(tl.float32) / temp
-    return s, _key(s)
-
-
-@triton.jit
-def _block_max(BMAX, row, blocks, start0, start, BLOCK_V: tl.constexpr):
-    """The largest scaled logit of the BLOCK_V-token block of this chunk that starts at `start`:
-    a block whose maximum is below every threshold or cut is skipped unread. Peaked distributions
-    (a real model's, unlike random weights) keep few tokens, so most blocks are skipped once the
-    search's interval has risen above them."""
-    return tl.load(BMAX + (row * tl.num_programs(1) + tl.program_id(1)) * blocks + (start - start0) // BLOCK_V)
+    bits = s.to(tl.int32, bitcast=True)
+    return s, tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).to(tl.int64)
 
 
 NB, PASSES = 16, 8  # the threshold search: 16 candidate thresholds per pass, 16^8 = 2^32 keys
@@ -255,9 +240,8 @@ def _search_interval(SEARCH, PART, row, C, p, which, key_min, target,
 
 
 @triton.jit
-def _stats_kernel(LOGITS, TEMPERATURE, STATS, ARGMAX, BMAX, stride_b, V, chunk, blocks, BLOCK_V: tl.constexpr):
-    """Per chunk: (max, sum of exp) of the raw logits and of the scaled ones, and the first argmax;
-    per block of BLOCK_V tokens, the largest scaled logit."""
+def _stats_kernel(LOGITS, TEMPERATURE, STATS, ARGMAX, stride_b, V, chunk, BLOCK_V: tl.constexpr):
+    """Per chunk: (max, sum of exp) of the raw logits and of the scaled ones, and the first argmax."""
     row = tl.program_id(0).to(tl.int64)
     C = tl.num_programs(1)
     ROW = LOGITS + row * stride_b
@@ -275,9 +259,7 @@ def _stats_kernel(LOGITS, TEMPERATURE, STATS, ARGMAX, BMAX, stride_b, V, chunk, 
         block_max, block_arg = tl.max(raw, 0, return_indices=True, return_indices_tie_break_left=True)
         argmax = tl.where(block_max > m_raw, start + block_arg, argmax)  # first max, like torch
         m_raw, z_raw = _online(m_raw, z_raw, raw)
-        s = raw / temp
-        m, z = _online(m, z, s)
-        tl.store(BMAX + (row * C + tl.program_id(1)) * blocks + (start - lo) // BLOCK_V, tl.max(s, 0))
+        m, z = _online(m, z, raw / temp)
     at = (row * C + tl.program_id(1)) * 4
     tl.store(STATS + at, m_raw)
     tl.store(STATS + at + 1, z_raw)
@@ -299,9 +281,9 @@ def _top_k_mass(KEYS, KMASS, row, C, z, use_k, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
-def _search_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, STATS, BMAX, SEARCH, PART, KEYS, KMASS, stride_b, V, chunk,
-                   blocks, p, TOP_P_SEARCH: tl.constexpr, BLOCK: tl.constexpr, BLOCK_V: tl.constexpr,
-                   BLOCK_C: tl.constexpr, NB: tl.constexpr, PASSES: tl.constexpr):
+def _search_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, STATS, SEARCH, PART, KEYS, KMASS, stride_b, V, chunk, p,
+                   TOP_P_SEARCH: tl.constexpr, BLOCK: tl.constexpr, BLOCK_C: tl.constexpr, NB: tl.constexpr,
+                   PASSES: tl.constexpr):
     """Pass p of top-k's threshold search (on counts) or top-p's (on mass, among the top-k):
     this chunk's shares of G at the NB thresholds that split the pass's interval."""
     row = tl.program_id(0).to(tl.int64)
@@ -324,28 +306,25 @@ def _search_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, STATS, BMAX, SEARCH, PART,
             key_min = tl.full([], -2147483648, tl.int64)
             lo, hi = _search_interval(SEARCH, PART, row, C, p, 0, key_min, top_k.to(tl.float32), BLOCK_C, NB, PASSES)
         j = tl.arange(0, NB)
-        t = (lo + (j * (hi - lo)) // NB).to(tl.int32)  # all thresholds lie in [lo, hi], within int32
+        t = lo + (j * (hi - lo)) // NB
         start0, end = _chunk_bounds(V, chunk)
         ROW = LOGITS + row * stride_b
         g = tl.zeros([BLOCK, NB], tl.float32)  # per lane; reduced once, after the loop
-        for block in range(start0, end, BLOCK_V):
-            # no key of the block exceeds a threshold when its largest is <= lo (lo >= key_min)
-            if _key(_block_max(BMAX, row, blocks, start0, block, BLOCK_V)) > lo:
-                for start in range(block, tl.minimum(block + BLOCK_V, end), BLOCK):
-                    offs = start + tl.arange(0, BLOCK)
-                    s, key = _scaled_chunk(ROW, offs, end, temperature)
-                    if TOP_P_SEARCH:
-                        w = tl.exp(s - m)
-                    else:
-                        w = tl.full([BLOCK], 1.0, tl.float32)
-                    w = tl.where((offs < end) & (key >= key_min.to(tl.int32)), w, 0.0)
-                    g += tl.where(key[:, None] > t[None, :], w[:, None], 0.0)
+        for start in range(start0, end, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            s, key = _scaled_chunk(ROW, offs, end, temperature)
+            if TOP_P_SEARCH:
+                w = tl.exp(s - m)
+            else:
+                w = tl.full([BLOCK], 1.0, tl.float32)
+            w = tl.where((offs < end) & (key >= key_min), w, 0.0)
+            g += tl.where(key[:, None] > t[None, :], w[:, None], 0.0)
         tl.store(PART + (p * C + tl.program_id(1)) * NB + j, tl.sum(g, 0))
 
 
 @triton.jit
-def _mass_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, STATS, BMAX, SEARCH, PART_K, PART_P, KEYS, KMASS, OUT,
-                 stride_b, V, chunk, blocks, FINAL: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr,
+def _mass_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, STATS, SEARCH, PART_K, PART_P, KEYS, KMASS, OUT,
+                 stride_b, V, chunk, FINAL: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr,
                  NB: tl.constexpr, PASSES: tl.constexpr):
     """Ends a search: the smallest kept key after top-k (KEYS[row, 0]), or, FINAL, after top-p too
     (KEYS[row, 1]); and this chunk's kept mass (sum of exp(s - max)) under it: top-p's base, or,
@@ -383,16 +362,14 @@ def _mass_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, STATS, BMAX, SEARCH, 
         ROW = LOGITS + row * stride_b
         total = tl.zeros([BLOCK_V], tl.float32)  # per lane; reduced once, after the loop
         for start in range(start0, end, BLOCK_V):
-            top = _block_max(BMAX, row, blocks, start0, start, BLOCK_V)
-            if (_key(top) >= key_min) & (top >= s_min):  # else the block keeps no token
-                s, key = _scaled_chunk(ROW, start + tl.arange(0, BLOCK_V), end, temperature)
-                total += tl.where((key >= key_min.to(tl.int32)) & (s >= s_min), tl.exp(s - m), 0.0)
+            s, key = _scaled_chunk(ROW, start + tl.arange(0, BLOCK_V), end, temperature)
+            total += tl.where((key >= key_min) & (s >= s_min), tl.exp(s - m), 0.0)
         tl.store(OUT + row * C + tl.program_id(1), tl.sum(total, 0))
 
 
 @triton.jit
-def _draw_kernel(LOGITS, TEMPERATURE, MIN_P, SEEDS, SAMPLE_IDX, STEPS, STATS, BMAX, KEYS, DMASS, FIRST, LAST,
-                 stride_b, V, chunk, blocks, BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr):
+def _draw_kernel(LOGITS, TEMPERATURE, MIN_P, SEEDS, SAMPLE_IDX, STEPS, STATS, KEYS, DMASS, FIRST, LAST,
+                 stride_b, V, chunk, BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr):
     """Inverse CDF over this chunk: the first kept token whose cumulative mass (vocabulary order,
     the chunks before it included) reaches u times the kept mass, and the chunk's last kept token."""
     row = tl.program_id(0).to(tl.int64)
@@ -413,16 +390,14 @@ def _draw_kernel(LOGITS, TEMPERATURE, MIN_P, SEEDS, SAMPLE_IDX, STEPS, STATS, BM
         first = tl.full([], V, tl.int32)
         last = tl.full([], -1, tl.int32)
         for start in range(start0, end, BLOCK_V):
-            top = _block_max(BMAX, row, blocks, start0, start, BLOCK_V)
-            if (_key(top) >= key_min) & (top >= s_min):  # else the block keeps no token (and adds no mass)
-                offs = start + tl.arange(0, BLOCK_V)
-                s, key = _scaled_chunk(ROW, offs, end, temperature)
-                kept = (offs < end) & (key >= key_min.to(tl.int32)) & (s >= s_min)
-                w = tl.where(kept, tl.exp(s - m), 0.0)
-                reached = kept & (running + tl.cumsum(w, 0) >= target)
-                first = tl.minimum(first, tl.min(tl.where(reached, offs, V), 0))
-                last = tl.maximum(last, tl.max(tl.where(kept, offs, -1), 0))
-                running += tl.sum(w, 0)
+            offs = start + tl.arange(0, BLOCK_V)
+            s, key = _scaled_chunk(ROW, offs, end, temperature)
+            kept = (offs < end) & (key >= key_min) & (s >= s_min)
+            w = tl.where(kept, tl.exp(s - m), 0.0)
+            reached = kept & (running + tl.cumsum(w, 0) >= target)
+            first = tl.minimum(first, tl.min(tl.where(reached, offs, V), 0))
+            last = tl.maximum(last, tl.max(tl.where(kept, offs, -1), 0))
+            running += tl.sum(w, 0)
         tl.store(FIRST + row * C + tl.program_id(1), first)
         tl.store(LAST + row * C + tl.program_id(1), last)
 
@@ -471,9 +446,7 @@ def sample_triton(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.
     chunk = chunk_size(B, V, device) if chunks is None else triton.cdiv(V, chunks)
     C = triton.cdiv(V, chunk)
     block_v = min(triton.next_power_of_2(chunk), 1024)
-    blocks = triton.cdiv(chunk, block_v)  # per chunk
     stats = torch.empty(B, C, 4, dtype=torch.float32, device=device)
-    bmax = torch.empty(B, C, blocks, dtype=torch.float32, device=device)
     argmax, first, last = (torch.empty(B, C, dtype=torch.int32, device=device) for _ in range(3))
     part_k, part_p = (torch.empty(B, PASSES, C, NB, dtype=torch.float32, device=device) for _ in range(2))
     kmass, dmass = (torch.empty(B, C, dtype=torch.float32, device=device) for _ in range(2))
@@ -482,16 +455,15 @@ def sample_triton(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.
     grid, stride = (B, C), logits.stride(0)
     tile = dict(BLOCK_C=triton.next_power_of_2(C), NB=NB, PASSES=PASSES, num_warps=4)
 
-    _stats_kernel[grid](logits, temperature, stats, argmax, bmax, stride, V, chunk, blocks, BLOCK_V=block_v, num_warps=4)
+    _stats_kernel[grid](logits, temperature, stats, argmax, stride, V, chunk, BLOCK_V=block_v, num_warps=4)
     for top_p_search, part, mass in ((False, part_k, kmass), (True, part_p, dmass)):
         for p in range(PASSES):
-            _search_kernel[grid](logits, temperature, top_k, top_p, stats, bmax, search, part, keys, kmass, stride, V,
-                                 chunk, blocks, p, TOP_P_SEARCH=top_p_search, BLOCK=min(block_v, 256), BLOCK_V=block_v,
-                                 **tile)
-        _mass_kernel[grid](logits, temperature, top_k, top_p, min_p, stats, bmax, search, part_k, part_p, keys, kmass,
-                           mass, stride, V, chunk, blocks, FINAL=top_p_search, BLOCK_V=block_v, **tile)
-    _draw_kernel[grid](logits, temperature, min_p, seeds, sample_idx, steps, stats, bmax, keys, dmass, first, last,
-                       stride, V, chunk, blocks, BLOCK_V=block_v, BLOCK_C=tile["BLOCK_C"], num_warps=4)
+            _search_kernel[grid](logits, temperature, top_k, top_p, stats, search, part, keys, kmass, stride, V, chunk,
+                                 p, TOP_P_SEARCH=top_p_search, BLOCK=min(block_v, 256), **tile)
+        _mass_kernel[grid](logits, temperature, top_k, top_p, min_p, stats, search, part_k, part_p, keys, kmass, mass,
+                           stride, V, chunk, FINAL=top_p_search, BLOCK_V=block_v, **tile)
+    _draw_kernel[grid](logits, temperature, min_p, seeds, sample_idx, steps, stats, keys, dmass, first, last, stride, V,
+                       chunk, BLOCK_V=block_v, BLOCK_C=tile["BLOCK_C"], num_warps=4)
     _finish_kernel[(B,)](logits, temperature, stats, argmax, first, last, tokens, logprobs, stride, V, C,
                          BLOCK_C=tile["BLOCK_C"], num_warps=1)
     return tokens, logprobs
