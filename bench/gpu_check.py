@@ -1,13 +1,16 @@
 """One-call GPU check: everything the kernels promise, measured in one process on a lent GPU.
+Parts, in this order (most needed first: --time-limit cuts the tail):
 
 1. correctness of every Triton kernel in bfloat16 and float16 against its torch reference;
-2. shared-prefix attention vs torch SDPA over KV replicated per sample (and flash-attn when it is
+2. end-to-end tokens/s of our engine (decode step replayed from CUDA graphs, and eager: the same
+   samples) vs transformers `generate(num_return_sequences=n)` on a random-weight model of
+   Qwen2.5-1.5B's shape, and the decode step's fraction of the memory roofline: minimum bytes a
+   step must move / measured copy bandwidth / measured step time;
+3. the README's main job on this device (`budget-sampler eval --device cuda`);
+4. shared-prefix attention vs torch SDPA over KV replicated per sample (and flash-attn when it is
    installed) at n in {16, 64, 256, 1024} samples and prefixes of {512, 2048, 8192} tokens;
-3. micro-benchmarks of RMSNorm, RoPE + KV write and sampling against their references;
-4. end-to-end tokens/s of our engine (decode step replayed from CUDA graphs, and eager) vs
-   transformers `generate(num_return_sequences=n)` on a random-weight model of Qwen2.5-1.5B's
-   shape, and the decode step's fraction of the memory roofline: minimum bytes a step must move /
-   measured copy bandwidth / measured step time.
+5. micro-benchmarks of RMSNorm, SiLU-and-multiply, RoPE + KV write and sampling against their
+   references.
 
 Writes JSON (device, versions, every figure) to $OUT/gpu_check_<device>.json (or --out) and prints a
 short table last. Runs from the checkout with no installs:
@@ -29,6 +32,7 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -182,7 +186,7 @@ def correctness(setup: Setup) -> list[dict]:
     return rows
 
 
-# -- 2. prefix attention vs replicated KV -----------------------------------------------------------
+# -- 4. prefix attention vs replicated KV -----------------------------------------------------------
 
 def attention_benchmark(setup: Setup) -> list[dict]:
     rows, flash = [], flash_attn_replicated() if setup.device == "cuda" else None
@@ -210,7 +214,7 @@ def attention_benchmark(setup: Setup) -> list[dict]:
     return rows
 
 
-# -- 3. micro-benchmarks ----------------------------------------------------------------------------
+# -- 5. micro-benchmarks ----------------------------------------------------------------------------
 
 def micro_benchmarks(setup: Setup) -> list[dict]:
     n, dev, dt = setup.micro_n, setup.device, setup.dtype
@@ -232,7 +236,7 @@ def micro_benchmarks(setup: Setup) -> list[dict]:
     return rows
 
 
-# -- 4. end to end and the memory roofline ----------------------------------------------------------
+# -- 2. end to end and the memory roofline ----------------------------------------------------------
 
 def copy_bandwidth(setup: Setup) -> float:
     """Bytes per second of a large device-to-device copy (read + write)."""
@@ -348,6 +352,24 @@ def release(setup: Setup) -> None:
         torch.cuda.empty_cache()
 
 
+# -- 3. the main job ------------------------------------------------------------------------------
+
+def main_job(setup: Setup) -> dict:
+    """The README's main job (the toy ladder's budget-matched evaluation, sandboxed tests included)
+    on this device, run as a user runs it: the CLI, in a subprocess."""
+    args = ["eval", "--device", setup.device] + (["--limit", "2", "--n", "2", "--models", "toy-xs,toy-s"]
+                                                 if setup.dry else [])
+    with tempfile.TemporaryDirectory() as d:
+        run = subprocess.run([sys.executable, "-m", "sampler.cli", *args, "--out", d], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        if run.returncode != 0:
+            raise RuntimeError(f"budget-sampler eval exited {run.returncode}:\n{run.stderr[-4000:]}")
+        report = json.loads(Path(d, "report.json").read_text())
+    keys = ("pass@k", "greedy_pass@1", "tokens_per_second", "seconds_per_sample", "mean_new_tokens", "kv_cache")
+    return dict(command="budget-sampler " + " ".join(args), config=report["config"], hardware=report["hardware"],
+                models={name: {k: m[k] for k in keys} for name, m in report["models"].items()})
+
+
 # -- report -----------------------------------------------------------------------------------------
 
 def table(result: dict) -> str:
@@ -377,6 +399,9 @@ def table(result: dict) -> str:
             lines.append("micro                      op   ours ms   torch ms   speedup")
             for r in part["rows"]:
                 lines.append(f"  {r['op']:>22}  {r['ours_ms']:8.3f}  {r['torch_ref_ms']:9.3f}  {r['speedup']:7.1f}x")
+        elif name == "main_job":
+            lines.append(f"main job ({part['command']}): {part['seconds']:.0f} s; pass@k at the largest k: "
+                         + ", ".join(f"{model} {list(m['pass@k'].values())[-1]:.3f}" for model, m in part["models"].items()))
         else:
             lines.append(f"end to end (prompt {part['prompt_tokens']}, {part['new_tokens']} new, copy "
                          f"{part['copy_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s, cuda_graphs={part['cuda_graphs']}"
@@ -393,7 +418,7 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-PARTS = ["correctness", "end_to_end", "attention", "micro"]  # most needed first: a time limit cuts the tail
+PARTS = ["correctness", "end_to_end", "main_job", "attention", "micro"]  # most needed first: a time limit cuts the tail
 
 
 def main(argv=None) -> int:
@@ -414,7 +439,7 @@ def main(argv=None) -> int:
     slug = re.sub(r"[^a-z0-9]+", "-", result["environment"]["device"].lower()).strip("-")
     out = Path(args.out) if args.out else Path(os.environ.get("OUT", ".")) / f"gpu_check_{slug}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    functions = dict(correctness=correctness, end_to_end=end_to_end, attention=attention_benchmark,
+    functions = dict(correctness=correctness, end_to_end=end_to_end, main_job=main_job, attention=attention_benchmark,
                      micro=micro_benchmarks)
     for name in PARTS:
         if time.perf_counter() > setup.deadline:

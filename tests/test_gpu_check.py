@@ -22,6 +22,7 @@ def test_dry_run_writes_json_and_table(tmp_path):
                                                       "rope_write_kv", "sample"}
     assert result["attention"]["rows"] and all(r["ours_ms"] > 0 for r in result["attention"]["rows"])
     assert result["micro"]["rows"] and not result["end_to_end"]["errors"]
+    assert set(result["main_job"]["models"]) == {"toy-xs", "toy-s"}
     assert [r["n"] for r in result["end_to_end"]["results"]] == [2]
     assert result["end_to_end"]["results"][0]["ours_tokens_per_s"] > 0
     table = run.stdout[run.stdout.index("end to end"):].splitlines()
