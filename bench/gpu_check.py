@@ -260,24 +260,12 @@ def make_checkpoint(setup: Setup, path: Path) -> int:
     return count
 
 
-def decode_step_bytes(cfg: dict, dtype: torch.dtype, n: int, prompt: int, suffix: int) -> int:
-    """Minimum bytes one decode step of n samples of one prompt moves: every weight that does matmul
-    work once (the embedding table only as the tied LM head; its looked-up rows are negligible),
-    the prompt's KV once, each sample's own KV, and the logits written once and read once."""
-    from transformers import Qwen2Config
-
-    from sampler.eval.budget import ModelShape
-    weights = ModelShape.from_config(Qwen2Config(**cfg)).matmul_parameters
-    kv = cfg["num_key_value_heads"] * (cfg["hidden_size"] // cfg["num_attention_heads"])
-    kv_elements = cfg["num_hidden_layers"] * 2 * kv * (prompt + n * suffix)
-    return (weights + kv_elements + 2 * n * cfg["vocab_size"]) * torch.finfo(dtype).bits // 8
-
-
 def end_to_end(setup: Setup) -> dict:
     """Each side is loaded, run at every n and freed in turn; one side failing leaves the others'
     figures (and its traceback under `errors`)."""
     from sampler import Sampler
-    from transformers import AutoModelForCausalLM
+    from sampler.plan import decode_step_bytes
+    from transformers import AutoModelForCausalLM, Qwen2Config
     bandwidth = copy_bandwidth(setup)
     previous = kernels.get_backend()
     kernels.set_backend("triton")  # on CUDA that is what "auto" picks; on CPU it runs the interpreter
@@ -313,7 +301,8 @@ def end_to_end(setup: Setup) -> dict:
     rows = []
     for n in setup.e2e_n:
         # bytes at the median decode step: each sample is about half way through its generation
-        step_bytes = decode_step_bytes(setup.model, setup.dtype, n, setup.prompt_tokens, setup.new_tokens // 2)
+        step_bytes = decode_step_bytes(Qwen2Config(**setup.model), setup.dtype, n, setup.prompt_tokens,
+                                       setup.new_tokens // 2)
         row = dict(n=n, decode_step_bytes=step_bytes)
         for graphs in modes:
             if graphs in runs:

@@ -3,7 +3,7 @@
 For a GPU's memory it works out the weights' bytes, the KV bytes per token, how many samples the
 KV cache holds at once with the old static layout (every slot reserves max_new_tokens) and with
 paged KV (a sample holds blocks for what it has generated), and the decode step's memory-roofline
-time: every step reads all weights once, the shared prompt KV once, and each sample's own KV.
+time (`decode_step_bytes` over the bandwidth; bench/gpu_check.py measures against the same bytes).
 """
 from __future__ import annotations
 
@@ -29,9 +29,21 @@ class Plan:
     static_bytes_needed: int    # what max_batch_size static slots would need
     paged_samples: int          # samples that fit at once holding mean_new_tokens each (block-rounded)
     batch: int                  # samples decoded together: min(n, max_batch_size, paged_samples)
-    step_bytes: int             # bytes one decode step reads at that batch
+    step_bytes: int             # bytes one decode step moves at that batch, each sample mean_new_tokens long
     step_seconds: float         # memory-roofline time of that step
     tokens_per_second: float    # batch / step_seconds
+
+
+def decode_step_bytes(hf_config, dtype: torch.dtype, batch: int, prompt_tokens: int, suffix_tokens: int,
+                      tensor_parallel: int = 1) -> int:
+    """Least bytes one decode step of `batch` samples of one prompt moves on one GPU: every weight
+    that does matmul work, once (the embedding table only as a tied LM head: the rows it looks up
+    are negligible), the prompt's KV once, each sample's own KV of `suffix_tokens`, and the logits
+    written once and read once (the LM head is replicated under tensor parallel)."""
+    cfg = ModelConfig.from_hf(hf_config)
+    weights = ModelShape.from_config(hf_config).matmul_parameters * dtype.itemsize // tensor_parallel
+    kv = kv_bytes_per_token(cfg, dtype) // tensor_parallel * (prompt_tokens + batch * suffix_tokens)
+    return weights + kv + 2 * batch * cfg.vocab_size * dtype.itemsize
 
 
 def plan(path, gpu_memory: int, dtype: torch.dtype, prompt_tokens: int, mean_new_tokens: int, max_new_tokens: int,
@@ -47,7 +59,7 @@ def plan(path, gpu_memory: int, dtype: torch.dtype, prompt_tokens: int, mean_new
     static_slots = left // (max_new_tokens * per_token)
     paged_samples = left // (cdiv(mean_new_tokens, block_size) * block_size * per_token)
     batch = min(n, max_batch_size, paged_samples)
-    step_bytes = weight_bytes + prompt_bytes + batch * mean_new_tokens * per_token
+    step_bytes = decode_step_bytes(hf_config, dtype, batch, prompt_tokens, mean_new_tokens, tensor_parallel)
     step_seconds = step_bytes / bandwidth
     return Plan(cfg.model_type, parameters, weight_bytes, per_token, budget, prompt_bytes, static_slots,
                 max_batch_size * max_new_tokens * per_token + prompt_bytes, paged_samples, batch, step_bytes,
@@ -68,7 +80,7 @@ def describe(p: Plan, gpu_memory: int, n: int, max_batch_size: int, max_new_toke
         + ("" if static_fits else f"; n={n} does not fit at once"),
         f"paged KV: {p.paged_samples:,} samples at once -> n={n} "
         + ("fits at once" if p.paged_samples >= n else f"runs {p.paged_samples:,} at a time"),
-        f"decode step at batch {p.batch}: reads {gb(p.step_bytes)}, {p.step_seconds * 1e3:,.2f} ms at the memory "
+        f"decode step at batch {p.batch}: moves {gb(p.step_bytes)}, {p.step_seconds * 1e3:,.2f} ms at the memory "
         f"roofline -> {p.tokens_per_second:,.0f} tokens/s",
     ])
 
