@@ -281,16 +281,21 @@ def _top_k_mass(KEYS, KMASS, row, C, z, use_k, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
+def _row(TEMPERATURE, TOP_K, V):
+    """This program's row, the row's chunk count, temperature and top-k, and whether top-k applies."""
+    row = tl.program_id(0).to(tl.int64)
+    temperature = tl.load(TEMPERATURE + row)
+    top_k = tl.load(TOP_K + row)
+    return row, tl.num_programs(1), temperature, top_k, (temperature > 0.0) & (top_k > 0) & (top_k < V)
+
+
+@triton.jit
 def _search_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, STATS, SEARCH, PART, KEYS, KMASS, stride_b, V, chunk, p,
                    TOP_P_SEARCH: tl.constexpr, BLOCK: tl.constexpr, BLOCK_C: tl.constexpr, NB: tl.constexpr,
                    PASSES: tl.constexpr):
     """Pass p of top-k's threshold search (on counts) or top-p's (on mass, among the top-k):
     this chunk's shares of G at the NB thresholds that split the pass's interval."""
-    row = tl.program_id(0).to(tl.int64)
-    C = tl.num_programs(1)
-    temperature = tl.load(TEMPERATURE + row)
-    top_k = tl.load(TOP_K + row)
-    use_k = (temperature > 0.0) & (top_k > 0) & (top_k < V)
+    row, C, temperature, top_k, use_k = _row(TEMPERATURE, TOP_K, V)
     if TOP_P_SEARCH:
         top_p = tl.load(TOP_P + row)
         use = (temperature > 0.0) & (top_p < 1.0)
@@ -329,11 +334,7 @@ def _mass_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, STATS, SEARCH, PART_K
     """Ends a search: the smallest kept key after top-k (KEYS[row, 0]), or, FINAL, after top-p too
     (KEYS[row, 1]); and this chunk's kept mass (sum of exp(s - max)) under it: top-p's base, or,
     FINAL, with min-p applied too, the draw's."""
-    row = tl.program_id(0).to(tl.int64)
-    C = tl.num_programs(1)
-    temperature = tl.load(TEMPERATURE + row)
-    top_k = tl.load(TOP_K + row)
-    use_k = (temperature > 0.0) & (top_k > 0) & (top_k < V)
+    row, C, temperature, top_k, use_k = _row(TEMPERATURE, TOP_K, V)
     if FINAL:
         use = temperature > 0.0
     else:
