@@ -52,8 +52,12 @@ def kv_cache_bytes(kv_cache_memory, device: torch.device) -> int:
 
 
 def free_memory(device: torch.device) -> int:
+    """Bytes a new allocation can still have: on CUDA the driver's free memory plus what torch's
+    caching allocator holds unused (a previous model's freed KV pool stays reserved there, so the
+    driver alone would leave the next model of a ladder a tenth of the GPU)."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + unused
     with open("/proc/meminfo") as f:
         fields = dict(line.split(":", 1) for line in f)
     return int(fields["MemAvailable"].split()[0]) * 1024

@@ -128,6 +128,16 @@ def test_bad_kv_cache_memory(tiny_llama, value, match):
         Sampler.from_pretrained(str(tiny_llama), kv_cache_memory=value)
 
 
+def test_cuda_fraction_counts_memory_the_allocator_holds_unused(monkeypatch):
+    """A freed model's KV pool stays reserved by torch's caching allocator: the next model of a
+    ladder must be able to budget it, not only what the driver reports free."""
+    from sampler.memory import kv_cache_bytes
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 * 2 ** 30, 80 * 2 ** 30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 60 * 2 ** 30)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 4 * 2 ** 30)
+    assert kv_cache_bytes(0.5, torch.device("cuda")) == (10 + 60 - 4) * 2 ** 30 // 2
+
+
 def test_fraction_and_default_budgets(tiny_llama):
     s = Sampler.from_pretrained(str(tiny_llama), max_batch_size=4, kv_cache_memory="0.5")
     most = 4 * (256 // BS + 1)  # never more than max_batch_size full contexts
