@@ -71,13 +71,19 @@ class FakeEngine:
 
 
 class FakeSampler:
+    events: list[tuple[str, str]] = []  # ("load" | "close", path), in order
+
     def __init__(self, path):
         self.engine = FakeEngine({p["prompt"]: f"    return {p['entry_point'][1:]}\n" for p in PROBLEMS})
         self.model_path = path
 
     @classmethod
     def from_pretrained(cls, path, **kwargs):
+        FakeSampler.events.append(("load", path))
         return cls(path)
+
+    def close(self):
+        FakeSampler.events.append(("close", self.model_path))
 
     @property
     def stats(self):
@@ -116,6 +122,7 @@ def fake(monkeypatch):
     monkeypatch.setattr(FakeEngine, "crash_after", None)
     monkeypatch.setattr(FakeEngine, "finished", 0)
     monkeypatch.setattr(FakeEngine, "drawn", [])
+    monkeypatch.setattr(FakeSampler, "events", [])
 
 
 def args(*argv):
@@ -278,6 +285,14 @@ def test_resuming_with_other_settings_is_refused(fake, models, bench, tmp_path):
     if sys.platform == "linux":  # auto ran it in namespaces: results from the process mode may differ
         with pytest.raises(InvalidInput, match=r"other settings \(sandbox='namespaces'\)"):
             eval_cli.main(args(*common, "--sandbox", "process"))
+
+
+def test_each_model_is_closed_before_the_next_loads(fake, models, bench, tmp_path):
+    """A ladder on one GPU: the next model's KV budget is a fraction of the memory then free."""
+    assert eval_cli.main(args("--models", ",".join(models), "--benchmark", bench, "--n", 2, "--max-new-tokens", 8,
+                              "--out", tmp_path / "out")) == 0
+    assert FakeSampler.events[:4] == [("load", models[0]), ("close", models[0]), ("load", models[1]),
+                                      ("close", models[1])]
 
 
 def test_real_engine_on_tiny_checkpoints(models, bench, tmp_path):

@@ -11,6 +11,7 @@ results are on disk and are neither drawn nor executed again. With --data-parall
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 from contextlib import ExitStack
@@ -164,7 +165,10 @@ def main(args: argparse.Namespace, load_sampler: Callable[[str], Sampler]) -> in
                 if args.until_pass:  # which problems are solved already?
                     execute(problems, samples, pool, f"{m.name} execute")
                 stats = generate(load, m.name, problems, p.params.seed, jobs, pool if args.until_pass else None)
-                load.cache_clear()  # free the model before loading the next
+                if load.cache_info().currsize:  # free the model (and its workers) before the next loads
+                    load().close()
+                    load.cache_clear()
+                    gc.collect()  # a reference cycle would keep its weights and KV pool allocated
             if stats is not None:
                 with open_for_append(directory / "engine.jsonl") as f:
                     append_jsonl(f, stats)
