@@ -18,56 +18,16 @@ if "--dry-run" in sys.argv:
 import argparse  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
-import statistics  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
+from e2e import matmul_floor_ms, timed_ms  # noqa: E402
 from gpu_check import Setup, make_checkpoint, release  # noqa: E402
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device: str, repeats: int) -> float:
-    """Median milliseconds of fn() over repeats, synchronised."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
-
-
-def matmul_floor_ms(model, n: int, device: str, repeats: int) -> float:
-    """The step's linear layers alone at batch n (one graph on CUDA, so no launch gaps)."""
-    weights = [w for block in model.layers for w in (block.self_attn.qkv_proj.weight, block.self_attn.o_proj.weight,
-                                                     block.mlp.gate_up_proj.weight, block.mlp.down_proj.weight)]
-    weights.append(model.embed_tokens.weight if model.lm_head is None else model.lm_head.weight)
-    inputs = {w.shape[1]: torch.randn(n, w.shape[1], device=device, dtype=w.dtype) for w in weights}
-
-    def step():
-        for w in weights:
-            F.linear(inputs[w.shape[1]], w)
-
-    if device == "cuda":
-        step()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            step()
-        return timed(graph.replay, device, repeats)
-    return timed(step, device, repeats)
 
 
 def kernel_table(runner, device: str, steps: int) -> list[dict]:
@@ -76,11 +36,13 @@ def kernel_table(runner, device: str, steps: int) -> list[dict]:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     size, groups = runner.padded_size, runner.num_groups
     runner._decode_step(size, groups)  # warm
-    sync(device)
+    if device == "cuda":
+        torch.cuda.synchronize()
     with profile(activities=activities) as prof:
         for _ in range(steps):
             runner._decode_step(size, groups)
-        sync(device)
+        if device == "cuda":
+            torch.cuda.synchronize()
     rows = []
     for e in prof.key_averages():
         us = (e.self_device_time_total if device == "cuda" else e.self_cpu_time_total) / steps
@@ -97,13 +59,13 @@ def profile_n(sampler, prompt_ids, n: int, top_p: float, setup: Setup, repeats: 
     rid = engine.add_request(prompt_ids, params)
     for _ in range(3):
         engine.step()  # prefill, fan out, a couple of decode steps at batch n
-    step_ms = timed(engine.step, setup.device, repeats)  # host work, replay (or eager) and the sync
+    step_ms = timed_ms(engine.step, repeats)  # host work, replay (or eager) and the sync
     kernels = kernel_table(runner, setup.device, steps=3)
     engine.abort_request(rid)
     while engine.has_unfinished():
         engine.step()
     total = sum(r["us_per_step"] for r in kernels)
-    return dict(n=n, top_p=top_p, step_ms=step_ms, floor_ms=matmul_floor_ms(sampler.model, n, setup.device, repeats),
+    return dict(n=n, top_p=top_p, step_ms=step_ms, floor_ms=matmul_floor_ms(sampler.model, n, repeats),
                 kernel_ms_per_step=total / 1e3, kernels=kernels[:25])
 
 

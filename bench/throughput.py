@@ -17,13 +17,11 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from e2e import make_tokenizer, run_hf, run_ours
+from e2e import make_tokenizer, matmul_floor_ms, run_hf, run_ours
 
 BASE = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=1024,
             bos_token_id=0, eos_token_id=1, tie_word_embeddings=False)
@@ -40,27 +38,6 @@ def make_model(path: Path, config: dict) -> int:
     model = AutoModelForCausalLM.from_config(LlamaConfig(**config), dtype=torch.float32)
     model.save_pretrained(path)
     return sum(p.numel() for p in model.parameters())
-
-
-def matmul_floor_ms(model, n: int, repeats: int = 20) -> float:
-    """Median time of one decode step's linear layers alone at batch n, on our model's weights."""
-    weights = [w for block in model.layers for w in (block.self_attn.qkv_proj.weight, block.self_attn.o_proj.weight,
-                                                     block.mlp.gate_up_proj.weight, block.mlp.down_proj.weight)]
-    weights.append(model.embed_tokens.weight if model.lm_head is None else model.lm_head.weight)
-    inputs = {w.shape[1]: torch.randn(n, w.shape[1]) for w in weights}
-
-    def step():
-        for w in weights:
-            F.linear(inputs[w.shape[1]], w)
-
-    with torch.inference_mode():
-        step()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
 
 
 def bench_shape(name: str, ns: list[int], args) -> dict:
