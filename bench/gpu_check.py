@@ -70,7 +70,7 @@ class Setup:
 
     def __init__(self, dry: bool):
         self.dry = dry
-        self.deadline = float("inf")  # perf_counter() past which the attention sweep stops early
+        self.deadline = float("inf")  # perf_counter() past which no part starts and the attention sweep stops
         self.device = "cpu" if dry else "cuda"
         self.dtypes = [torch.float32, torch.float16] if dry else [torch.bfloat16, torch.float16]
         self.dtype = torch.float32 if dry else torch.bfloat16  # benchmarks and the end-to-end model
@@ -316,7 +316,6 @@ def end_to_end(setup: Setup) -> dict:
             if "ours_tokens_per_s" in row:
                 row["speedup_vs_hf"] = row["ours_tokens_per_s"] / row["hf_tokens_per_s"]
         if len(runs) == 2:
-            # same seeds: replaying the graphs must give the eager step's samples
             # same seeds, same kernels and splits: replaying the graphs must give the eager step's
             # samples; with random weights (near-flat distributions) one rounding difference parts
             # two samples for good, so the share of tokens before they part shows how early
