@@ -24,7 +24,6 @@ except ImportError:
     triton, tl = _MissingTriton(), None
 
 
-
 @functools.lru_cache(maxsize=None)
 def sm_count(device: torch.device) -> int:
     """Streaming multiprocessors of a CUDA device; 1 elsewhere (the interpreter runs programs in turn)."""

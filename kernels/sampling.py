@@ -281,6 +281,14 @@ def _top_k_mass(KEYS, KMASS, row, C, z, use_k, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
+def _min_p_cut(MIN_P, row, m):
+    """The smallest scaled logit min-p keeps: max + log(min_p) (-inf without min-p); the kept mass
+    and the draw must cut at the same value."""
+    min_p = tl.load(MIN_P + row)
+    return tl.where(min_p > 0.0, m + tl.log(tl.maximum(min_p, 1e-30)), float("-inf"))
+
+
+@triton.jit
 def _row(TEMPERATURE, TOP_K, V):
     """This program's row, the row's chunk count, temperature and top-k, and whether top-k applies."""
     row = tl.program_id(0).to(tl.int64)
@@ -348,8 +356,7 @@ def _mass_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, STATS, SEARCH, PART_K
             if top_p < 1.0:
                 _, key_min = _search_interval(SEARCH, PART_P + row * (PASSES * C * NB), row, C, PASSES, 1, key_min,
                                               top_p * z_k, BLOCK_C, NB, PASSES)
-            min_p = tl.load(MIN_P + row)
-            s_min = tl.where(min_p > 0.0, m + tl.log(tl.maximum(min_p, 1e-30)), float("-inf"))
+            s_min = _min_p_cut(MIN_P, row, m)
         else:
             _, key_min = _search_interval(SEARCH, PART_K + row * (PASSES * C * NB), row, C, PASSES, 0,
                                           tl.full([], -2147483648, tl.int64), top_k.to(tl.float32), BLOCK_C, NB,
@@ -379,8 +386,7 @@ def _draw_kernel(LOGITS, TEMPERATURE, MIN_P, SEEDS, SAMPLE_IDX, STEPS, STATS, KE
     if temperature > 0.0:
         m, z = _merged(STATS, row, C, 1, BLOCK_C)
         key_min = tl.load(KEYS + row * 2 + 1)
-        min_p = tl.load(MIN_P + row)
-        s_min = tl.where(min_p > 0.0, m + tl.log(tl.maximum(min_p, 1e-30)), float("-inf"))
+        s_min = _min_p_cut(MIN_P, row, m)
         c = tl.arange(0, BLOCK_C)
         masses = tl.load(DMASS + row * C + c, mask=c < C, other=0.0)
         target = _uniform(tl.load(SEEDS + row).to(tl.int64), tl.load(SAMPLE_IDX + row).to(tl.int64),
