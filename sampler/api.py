@@ -184,12 +184,17 @@ def _check_prompts(prompts) -> Sequence[str]:
 
 
 def _eos_token_ids(path, hf_config, tokenizer) -> set[int]:
+    """The ids that end a sample: generation_config.json's, config.json's and the tokenizer's
+    eos_token_id together (each None, an id or a list), since vLLM stops on all of them: a chat
+    model's tokenizer names its turn end (<|im_end|>, <end_of_turn>) while generation_config.json
+    may list another."""
     from transformers import GenerationConfig
     try:
-        eos = GenerationConfig.from_pretrained(path).eos_token_id
-    except OSError:
-        eos = None
-    for candidate in (eos, getattr(hf_config, "eos_token_id", None), tokenizer.eos_token_id):
-        if candidate is not None:
-            return set(candidate) if isinstance(candidate, (list, tuple)) else {candidate}
-    return set()
+        generation = GenerationConfig.from_pretrained(path).eos_token_id
+    except OSError:  # no generation_config.json
+        generation = None
+    ids: set[int] = set()
+    for eos in (generation, getattr(hf_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if eos is not None:
+            ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
+    return ids

@@ -1,4 +1,6 @@
-"""Engine behaviour: seeds, refill, several prompts, stop strings, cancel, memory, bad input."""
+"""Engine behaviour: seeds, refill, several prompts, stop strings, EOS, cancel, memory, bad input."""
+import shutil
+
 import pytest
 import torch
 
@@ -143,3 +145,31 @@ def test_prompt_token_ids_outside_the_vocabulary(sampler):
         with pytest.raises(InvalidInput, match=f"token id {bad} is out of range"):
             sampler.engine.add_request([2, bad], SamplingParams())
     assert not sampler.engine.has_unfinished()
+
+
+def test_eos_is_the_union_of_generation_config_config_and_tokenizer(tiny_llama, sampler, tmp_path):
+    """As in vLLM: the tokenizer's own EOS (a chat model's <|im_end|>) ends a sample even where
+    generation_config.json lists other ids; ignore_eos still runs to max_new_tokens."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from sampler.api import _eos_token_ids
+
+    greedy = SamplingParams(n=1, temperature=0, max_new_tokens=12, ignore_eos=True)
+    ids = sampler.generate([PROMPT], greedy)[0][0].token_ids
+    k = next(k for k in range(1, len(ids)) if ids[k] not in ids[:k])  # a token's first appearance
+    generation = [t for t in range(2, 300) if t not in ids][:2]
+    assert 1 not in ids[:k + 1]  # config.json's (and the tokenizer's) EOS comes no earlier
+    path = tmp_path / "ckpt"
+    shutil.copytree(tiny_llama, path)
+    GenerationConfig(eos_token_id=generation).save_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(ids[k])
+    tokenizer.save_pretrained(path)
+
+    s = Sampler.from_pretrained(str(path), max_batch_size=2)
+    assert s.engine.eos_token_ids == _eos_token_ids(path, s.config, s.tokenizer) == {1, ids[k], *generation}
+    assert s.encode(PROMPT) == sampler.encode(PROMPT)  # the new eos token left the prompt alone
+    stopped = s.generate([PROMPT], SamplingParams(n=1, temperature=0, max_new_tokens=12))[0][0]
+    assert stopped.finish_reason == "eos" and stopped.token_ids == ids[:k + 1]
+    full = s.generate([PROMPT], greedy)[0][0]
+    assert full.finish_reason == "length" and full.token_ids == ids

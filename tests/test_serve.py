@@ -310,6 +310,27 @@ def test_one_log_line_per_request(fake, caplog):
     assert lines[2].startswith('"POST /v1/completions" 400')
 
 
+def test_chat_prompt_is_the_templates_token_ids_with_bos_once():
+    """Gemma's template writes {{ bos_token }} and its tokenizer adds BOS too: the engine must get
+    apply_chat_template(tokenize=True)'s ids, not the rendered text encoded again (two BOS)."""
+    from family_tokenizers import make_family_tokenizer
+
+    tokenizer = make_family_tokenizer("gemma")
+    sampler = FakeSampler()
+    sampler.tokenizer, sampler.config.vocab_size = tokenizer, len(tokenizer)
+    sampler.encode = lambda prompt: tokenizer(prompt).input_ids  # as Sampler.encode
+    messages = [{"role": "user", "content": "Write add(a, b)."}]
+    expected = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                             return_dict=False)
+    assert expected.count(tokenizer.bos_token_id) == 1
+    with serving(sampler) as url:
+        r = httpx.post(f"{url}/v1/chat/completions", timeout=WAIT_SECONDS,
+                       json={"messages": messages, "max_tokens": 2})
+    assert r.status_code == 200, r.text
+    assert [ids for ids, _ in sampler.engine.added] == [expected]
+    assert r.json()["usage"]["prompt_tokens"] == len(expected)
+
+
 # ---------------------------------------------------------------- real tiny checkpoint
 
 
@@ -410,3 +431,53 @@ def test_cli_defaults_to_loopback_and_checks_its_bounds(capsys):
     assert main(["serve", "--model", "m", "--port", "70000"]) == 2
     assert main(["serve", "--model", "m", "--max-n", "0"]) == 2
     assert "--max-n=0 is invalid" in capsys.readouterr().err
+
+
+def test_cli_chat_template_serves_a_model_without_one(tiny_llama, tmp_path, monkeypatch):
+    """serve --chat-template FILE: chat works on a checkpoint that ships no template."""
+    import uvicorn
+    from checkpoints import CHAT_TEMPLATE
+    from starlette.testclient import TestClient
+    from transformers import AutoTokenizer
+
+    from sampler.cli import main
+
+    (tmp_path / "chat.jinja").write_text(CHAT_TEMPLATE)
+    apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: apps.append(app))
+    assert main(["serve", "--model", str(tiny_llama), "--max-batch-size", "4",
+                 "--chat-template", str(tmp_path / "chat.jinja")]) == 0
+    messages = [{"role": "user", "content": "hi"}]
+    with TestClient(apps[0]) as client:
+        r = client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 3})
+    assert r.status_code == 200, r.text
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    assert not tokenizer.chat_template
+    expected = tokenizer.apply_chat_template(messages, chat_template=CHAT_TEMPLATE, tokenize=True,
+                                             add_generation_prompt=True, return_dict=False)
+    assert r.json()["usage"]["prompt_tokens"] == len(expected)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot be read: No such file or directory"),
+    ("dir", "cannot be read: Is a directory"),
+    (" \n", "is empty"),
+    (b"\xff\xfe{{ messages }}", "is not UTF-8 text"),
+    ("{% for m in messages %}{{ m['content'] }}", "is not a valid Jinja template: line 1"),
+])
+def test_cli_bad_chat_template_is_one_line_and_exit_2_before_the_model_loads(tmp_path, capsys,
+                                                                             content, message):
+    from sampler.cli import main
+
+    path = tmp_path / "chat.jinja"
+    if content == "dir":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    # the model does not exist either: the template's error comes first
+    assert main(["serve", "--model", str(tmp_path / "no-model"), "--chat-template", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"budget-sampler serve: error: --chat-template {str(path)!r} {message}")
+    assert err.count("\n") == 1

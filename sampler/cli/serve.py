@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "its prompt, instead of answering 400 (evalplus always asks for 768)")
     parser.add_argument("--served-model-name", default=None,
                         help="the model id clients send and /v1/models lists (default: --model)")
+    parser.add_argument("--chat-template", default=None, metavar="FILE",
+                        help="a Jinja chat template file that replaces the tokenizer's (for models "
+                             "that ship none)")
     parser.add_argument("--access-log", action="store_true",
                         help="log one line per HTTP request (off by default)")
 
@@ -35,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..server.app import build_app
+    from ..server.app import build_app, load_chat_template
 
     if not 0 <= args.port <= 65535:
         raise InvalidInput(f"--port={args.port} is invalid: must be in [0, 65535]")
@@ -43,10 +46,12 @@ def main(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise InvalidInput(f"--{name.replace('_', '-')}={getattr(args, name)} is invalid: "
                                "must be >= 1")
+    chat_template = None if args.chat_template is None else load_chat_template(args.chat_template)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     sampler = load_sampler(args)
     limits = Limits(max_n=args.max_n, max_tokens=args.max_tokens, clip_max_tokens=args.clip_max_tokens)
-    app = build_app(sampler, args.served_model_name or args.model, limits, access_log=args.access_log)
+    app = build_app(sampler, args.served_model_name or args.model, limits, access_log=args.access_log,
+                    chat_template=chat_template)
     if not _is_loopback(args.host):
         logger.warning("binding to %s: anyone who can reach it can use this server (no auth)",
                        args.host)

@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import AsyncIterator, Callable, Optional
 
 from fastapi import FastAPI, Request
@@ -23,9 +24,10 @@ from starlette.exceptions import HTTPException
 
 from ..errors import InvalidInput
 from .engine_loop import EngineLoop
-from .protocol import (Choice, GenerationRequest, Limits, PromptInfo, RequestError, chat_choice,
-                       chat_role_chunk_choice, chunk_body, completion_body, completion_choice,
-                       error_body, parse_chat_request, parse_completion_request, usage)
+from .protocol import (Choice, GenerationRequest, Limits, PromptInfo, RequestError, TokensPrompt,
+                       chat_choice, chat_role_chunk_choice, chunk_body, completion_body,
+                       completion_choice, error_body, parse_chat_request, parse_completion_request,
+                       usage)
 
 logger = logging.getLogger("sampler.server")
 
@@ -37,8 +39,10 @@ class ClientDisconnected(Exception):
     pass
 
 
-def build_app(sampler, model_id: str, limits: Limits = Limits(), access_log: bool = False) -> FastAPI:
-    """The ASGI app. The engine thread starts and stops with the app's lifespan."""
+def build_app(sampler, model_id: str, limits: Limits = Limits(), access_log: bool = False,
+              chat_template: Optional[str] = None) -> FastAPI:
+    """The ASGI app. The engine thread starts and stops with the app's lifespan. `chat_template`
+    (serve --chat-template) replaces the tokenizer's, or supplies one where it has none."""
     engine_loop = EngineLoop(sampler)
     tokenizer = sampler.tokenizer
 
@@ -73,11 +77,19 @@ def build_app(sampler, model_id: str, limits: Limits = Limits(), access_log: boo
             "id": model_id, "object": "model", "created": int(time.time()),
             "owned_by": "budget-sampler", "max_model_len": sampler.max_context}]}
 
-    def render_chat(messages: list[dict]) -> str:
-        if not getattr(tokenizer, "chat_template", None):
+    def render_chat(messages: list[dict]) -> TokensPrompt:
+        """The template's own token ids, as apply_chat_template(tokenize=True) gives them (and vLLM
+        uses): encoding the text again would add a second BOS where the template writes bos_token.
+        return_dict=False: transformers 5 returns a BatchEncoding by default, 4.x a list."""
+        if not (chat_template or getattr(tokenizer, "chat_template", None)):
             raise RequestError(f"model {model_id!r} has no chat template (tokenizer_config.json "
-                               "chat_template): use /v1/completions", param="messages")
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                               "chat_template): start the server with --chat-template FILE, or use "
+                               "/v1/completions", param="messages")
+        kwargs = dict(chat_template=chat_template, add_generation_prompt=True)
+        return TokensPrompt(
+            prompt_token_ids=tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False,
+                                                           **kwargs),
+            prompt=tokenizer.apply_chat_template(messages, tokenize=False, **kwargs))
 
     decode_token = lambda t: tokenizer.decode([t])  # noqa: E731
 
@@ -131,6 +143,30 @@ def build_app(sampler, model_id: str, limits: Limits = Limits(), access_log: boo
                            chat=True)
 
     return app
+
+
+def load_chat_template(path: str) -> str:
+    """`serve --chat-template`: the file's template, compiled as transformers compiles chat templates
+    (its own Jinja environment, whose tags a plain one lacks), so a bad file fails at startup
+    instead of on every chat request."""
+    from jinja2 import TemplateSyntaxError
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    try:
+        template = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise InvalidInput(f"--chat-template {path!r} cannot be read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"--chat-template {path!r} is not UTF-8 text: give a Jinja chat "
+                           "template file") from None
+    if not template.strip():
+        raise InvalidInput(f"--chat-template {path!r} is empty: give a Jinja chat template file")
+    try:
+        _compile_jinja_template(template)
+    except TemplateSyntaxError as e:
+        raise InvalidInput(f"--chat-template {path!r} is not a valid Jinja template: line "
+                           f"{e.lineno}: {e.message}") from None
+    return template
 
 
 class _Run:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from ..errors import InvalidInput
 from ..params import Completion, SamplingParams
-from .protocol import Choice, GenerationRequest, Prompt, PromptInfo, RequestError
+from .protocol import Choice, GenerationRequest, Prompt, PromptInfo, RequestError, TokensPrompt
 
 logger = logging.getLogger("sampler.server")
 
@@ -103,7 +103,8 @@ class EngineLoop:
             return
         _, key, prompt, request, loop, sink, tag, added = command
         try:
-            token_ids = self._sampler.encode(prompt) if isinstance(prompt, str) else list(prompt)
+            token_ids = (self._sampler.encode(prompt) if isinstance(prompt, str) else
+                         list(prompt.prompt_token_ids) if isinstance(prompt, TokensPrompt) else list(prompt))
             info = self._prompt_info(prompt, token_ids, request)
             params = self._fit(token_ids, request)
             rid = self._engine.add_request(token_ids, params)
@@ -120,7 +121,8 @@ class EngineLoop:
         if bad:
             raise RequestError(f"prompt token id {bad[0]} is out of range: the vocabulary has "
                                f"{self._vocab_size} tokens", param="prompt")
-        text = prompt if isinstance(prompt, str) else self._sampler.tokenizer.decode(token_ids)
+        text = (prompt if isinstance(prompt, str) else prompt.prompt if isinstance(prompt, TokensPrompt)
+                else self._sampler.tokenizer.decode(token_ids))
         info = PromptInfo(token_ids, text)
         if request.echo and request.logprobs is not None:
             [scored] = self._sampler.score_top(token_ids[:1], [token_ids[1:]], request.logprobs)

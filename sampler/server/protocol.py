@@ -16,7 +16,16 @@ from typing import Callable, Optional, Sequence, Union
 from ..errors import InvalidInput
 from ..params import Completion, SamplingParams
 
-Prompt = Union[str, list[int]]
+
+@dataclass(frozen=True)
+class TokensPrompt:
+    """A prompt already tokenized, with its text (vLLM's TokensPrompt): a rendered chat, whose
+    template writes any special tokens itself, so the engine gets exactly these ids."""
+    prompt_token_ids: list[int]
+    prompt: str
+
+
+Prompt = Union[str, list[int], TokensPrompt]
 TopLogprobs = list[tuple[int, float]]  # (token id, log-prob), most likely first
 
 MAX_STOP_STRINGS = 16
@@ -58,7 +67,7 @@ class Limits:
 @dataclass
 class GenerationRequest:
     """What either endpoint asks of the engine: one engine request (n samples) per prompt."""
-    prompts: list[Prompt]  # a token-id list is used as is; chat: the chat template's text
+    prompts: list[Prompt]  # a token-id list is used as is; chat: the rendered chat
     params: SamplingParams
     logprobs: Optional[int] = None  # None: no log-probs; k: the chosen token's and the k best
     echo: bool = False             # prepend the prompt (and its log-probs) to each choice
@@ -95,8 +104,8 @@ def parse_completion_request(body, model_id: str, limits: Limits) -> GenerationR
 
 
 def parse_chat_request(body, model_id: str, limits: Limits,
-                       render: Callable[[list[dict]], str]) -> GenerationRequest:
-    """`/v1/chat/completions`; `render` applies the model's chat template. Without
+                       render: Callable[[list[dict]], TokensPrompt]) -> GenerationRequest:
+    """`/v1/chat/completions`; `render` applies the chat template. Without
     max_completion_tokens or max_tokens, a reply may fill the context (vLLM's default)."""
     get = _fields(body, CHAT_FIELDS, model_id)
     name = "max_completion_tokens" if get("max_completion_tokens") is not None else "max_tokens"
