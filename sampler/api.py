@@ -103,10 +103,17 @@ class Sampler:
         return [sorted(c, key=lambda x: x.index) for c in out]
 
     def score(self, prompt: str, completions: Sequence[str]) -> list[list[float]]:
-        """Per-token log-probs of each completion after the prompt, teacher-forced.
-        Completions are tokenized on their own (no special tokens), as the sampler produced them."""
-        ids = [self.tokenizer(c, add_special_tokens=False).input_ids for c in completions]
-        return self.score_ids(self.encode(prompt), ids)
+        """Per-token log-probs of each completion after the prompt, teacher-forced, with the
+        completions tokenized in context (`encode_after`): how a ranker with another vocabulary
+        scores a sample's text. A sample's own log-probs are Completion.token_logprobs."""
+        return self.score_ids(self.encode(prompt), self.encode_after(prompt, completions))
+
+    def encode_after(self, prompt: str, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's ids after the prompt's, tokenized in context as lm-eval does: encode(prompt +
+        text) past the length of encode(prompt). Alone, a SentencePiece tokenizer would prepend
+        "▁" to the text, and no merge across the prompt's end would be seen."""
+        start = len(self.encode(prompt))
+        return [self.encode(prompt + text)[start:] if text else [] for text in texts]
 
     def score_ids(self, prompt_ids: list[int], completions: list[list[int]]) -> list[list[float]]:
         return [s.logprobs for s in self.score_top(prompt_ids, completions, 0)]

@@ -27,7 +27,7 @@ from .params import Completion, GenerationStats, SamplingParams
 from .runner import ModelRunner
 from .scoring import Scored, score
 from .sequence import Request, Sample
-from .stopping import StopChecker
+from .stopping import Detokenizer, IncrementalText
 
 
 def default_block_size(device: torch.device) -> int:
@@ -40,6 +40,7 @@ class Engine:
     def __init__(self, model, tokenizer, eos_token_ids: set[int], max_batch_size: int = 256,
                  kv_cache_memory=None, block_size: Optional[int] = None, cuda_graphs: Optional[bool] = None):
         self.model, self.tokenizer, self.eos_token_ids = model, tokenizer, eos_token_ids
+        self.detokenizer = Detokenizer(tokenizer)
         weight = model.embed_tokens.weight
         self.device = weight.device
         if block_size is None:
@@ -70,7 +71,7 @@ class Engine:
         self.validate(prompt_ids, params)
         seed = params.seed if params.seed is not None else random.getrandbits(63)
         rid, self._next_id = self._next_id, self._next_id + 1
-        self.requests[rid] = Request(rid, list(prompt_ids), params, seed)
+        self.requests[rid] = Request(rid, list(prompt_ids), params, seed, self.detokenizer.prompt(prompt_ids))
         return rid
 
     def validate(self, prompt_ids: list[int], params: SamplingParams) -> None:
@@ -170,8 +171,8 @@ class Engine:
             if req.prefix_blocks is None:
                 self._prefill(req)
             if sample is None:
-                stop = StopChecker(self.tokenizer, req.params.stop) if req.params.stop else None
-                sample = Sample(req, req.params.sample_index(req.next_sample), stop)
+                text = IncrementalText(self.detokenizer, req.prompt, req.params.stop) if req.params.stop else None
+                sample = Sample(req, req.params.sample_index(req.next_sample), text)
                 req.next_sample += 1
                 req.live += 1
                 fresh.append(sample)
@@ -233,7 +234,7 @@ class Engine:
             self.stats.generated_tokens += 1
             if token in self.eos_token_ids and not p.ignore_eos:
                 self._finish(s, "eos", finished)
-            elif s.stop is not None and s.stop.add(token):
+            elif s.text is not None and s.text.add(token):
                 self._finish(s, "stop", finished)
             elif len(s.token_ids) >= p.max_new_tokens:
                 self._finish(s, "length", finished)
@@ -246,8 +247,10 @@ class Engine:
         self._release_sample(s)
         req = s.request
         req.live -= 1
-        text = s.stop.text if reason == "stop" else self.tokenizer.decode(
-            s.token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        ids = s.token_ids[:-1] if reason == "eos" else s.token_ids  # EOS has no text
+        text, kept, stopped = self.detokenizer.settle(req.prompt, ids, req.params.stop, s.text)
+        if stopped:  # (kept < len(ids) only for a tokenizer the incremental text got wrong)
+            reason, s.token_ids, s.token_logprobs = "stop", s.token_ids[:kept], s.token_logprobs[:kept]
         finished.append((req.request_id, Completion(s.index, text, s.token_ids, float(sum(s.token_logprobs)),
                                                     reason, s.token_logprobs)))
         if req.done:

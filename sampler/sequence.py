@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from .params import SamplingParams
-from .stopping import StopChecker
+from .stopping import IncrementalText, PromptText
 
 
 @dataclass
@@ -16,6 +16,7 @@ class Request:
     prompt_ids: list[int]
     params: SamplingParams
     seed: int
+    prompt: PromptText            # the prompt's text and the window that primes its samples' text
     next_sample: int = 0          # samples started (params.sample_index maps it to an index)
     live: int = 0                 # samples started and not finished (running or preempted)
     running: int = 0              # samples holding a slot now
@@ -35,7 +36,7 @@ class Request:
 class Sample:
     request: Request
     index: int
-    stop: Optional[StopChecker]
+    text: Optional[IncrementalText]   # with stop strings: the text so far, to search them
     token_ids: list[int] = field(default_factory=list)
     token_logprobs: list[float] = field(default_factory=list)
     slot: Optional[int] = None        # while running

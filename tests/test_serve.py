@@ -23,6 +23,9 @@ class FakeTokenizer:
     def decode(self, ids, **kwargs):
         return "".join(chr(ord("a") + t % 26) for t in ids)
 
+    def get_vocab(self):  # no byte tokens to hold text back for
+        return {}
+
 
 class FakeEngine:
     """Each sample finishes after max_new_tokens steps, while `release` is set. Its text encodes
@@ -138,11 +141,13 @@ def test_completion_schema_and_what_reaches_the_engine(fake):
     assert [c["text"] for c in body["choices"]] == [f"[97, 98]|5|{i}" for i in range(3)]
     assert [c["finish_reason"] for c in body["choices"]] == ["length", "stop", "length"]  # eos -> stop
     logprobs = body["choices"][1]["logprobs"]
-    assert logprobs["tokens"] == ["f", "b", "a", "a"] and logprobs["token_logprobs"] == [-0.5] * 4
-    assert logprobs["text_offset"] == [0, 1, 2, 3]
-    # the chosen token and the logprobs=1 best (FakeSampler.score_top: token 0, "a"), as vLLM's
-    assert logprobs["top_logprobs"] == [{"a": -0.25, "f": -0.5}, {"a": -0.25, "b": -0.5},
-                                        {"a": -0.5}, {"a": -0.5}]
+    # the tokens' texts join to the choice's text; the fake's text is not what its tokens decode
+    # to ("fbaa"), so no prefix of it is known before the last token, which takes it all
+    assert logprobs["tokens"] == ["", "", "", "[97, 98]|5|1"] and logprobs["token_logprobs"] == [-0.5] * 4
+    assert logprobs["text_offset"] == [0, 0, 0, 0]
+    # the chosen token and the logprobs=1 best (FakeSampler.score_top: token 0, "a" in context), as vLLM's
+    assert logprobs["top_logprobs"] == [{"a": -0.25, "": -0.5}, {"a": -0.25, "": -0.5},
+                                        {"a": -0.25, "": -0.5}, {"a": -0.25, "[97, 98]|5|1": -0.5}]
     assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 12, "total_tokens": 14}
     # one engine request for the prompt, carrying all n samples
     [(prompt_ids, params)] = engine.added

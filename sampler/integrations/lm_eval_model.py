@@ -92,7 +92,9 @@ class BudgetSamplerLM(_LMBase):
             by_context.setdefault(stripped, []).append((position, context[len(stripped):] + continuation))
         tokenizer, window = self.sampler.tokenizer, self.sampler.max_context
         for context, items in by_context.items():
-            targets = [tokenizer(text, add_special_tokens=False).input_ids for _, text in items]
+            texts = [text for _, text in items]
+            targets = (self.sampler.encode_after(context, texts) if context else
+                       [tokenizer(text, add_special_tokens=False).input_ids for text in texts])
             longest = max(map(len, targets))
             if longest >= window:
                 raise InvalidInput(f"a continuation of {longest} tokens does not fit the model's "

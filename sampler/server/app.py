@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from ..errors import InvalidInput
+from ..stopping import Detokenizer
 from .engine_loop import EngineLoop
 from .protocol import (Choice, GenerationRequest, Limits, PromptInfo, RequestError, TokensPrompt,
                        chat_choice, chat_role_chunk_choice, chunk_body, completion_body,
@@ -91,7 +92,7 @@ def build_app(sampler, model_id: str, limits: Limits = Limits(), access_log: boo
                                                            **kwargs),
             prompt=tokenizer.apply_chat_template(messages, tokenize=False, **kwargs))
 
-    decode_token = lambda t: tokenizer.decode([t])  # noqa: E731
+    detokenizer = Detokenizer(tokenizer)  # log-prob token texts, outside the engine thread
 
     async def serve(request: Request, parse: Callable[[object], GenerationRequest], chat: bool):
         try:
@@ -110,8 +111,8 @@ def build_app(sampler, model_id: str, limits: Limits = Limits(), access_log: boo
         def choice(tag: int, c: Choice, delta: bool) -> dict:
             index = tag * parsed.params.n + c.completion.index  # OpenAI's numbering
             if chat:
-                return chat_choice(index, c, parsed, decode_token, delta)
-            return completion_choice(index, c, prompts[tag], parsed, decode_token)
+                return chat_choice(index, c, prompts[tag], parsed, detokenizer, delta)
+            return completion_choice(index, c, prompts[tag], parsed, detokenizer)
 
         meta = dict(request_id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
                     created=int(time.time()), model_id=model_id)

@@ -15,6 +15,7 @@ from typing import Callable, Optional, Sequence, Union
 
 from ..errors import InvalidInput
 from ..params import Completion, SamplingParams
+from ..stopping import PRIME_TOKENS, Detokenizer
 
 
 @dataclass(frozen=True)
@@ -145,21 +146,23 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
 
 
 def completion_choice(index: int, choice: Choice, prompt: PromptInfo, request: GenerationRequest,
-                      decode_token: Callable[[int], str]) -> dict:
+                      detokenizer: Detokenizer) -> dict:
     """A `text_completion` choice (or stream chunk choice: the same shape). With echo the prompt's
-    tokens come first and the first of them has no log-prob, as in vLLM."""
+    tokens come first and the first of them has no log-prob, as in vLLM. The tokens' texts join
+    to the choice's text, and text_offset is where each starts in it."""
     c = choice.completion
     text = prompt.text + c.text if request.echo else c.text
     logprobs = None
     if request.logprobs is not None:
-        ids, lps = list(c.token_ids), list(c.token_logprobs)
-        tops = choice.top or [[]] * len(ids)
+        ids, lps, tokens = list(c.token_ids), list(c.token_logprobs), _token_texts(detokenizer, prompt, c)
+        tops, context = choice.top or [[]] * len(ids), prompt.token_ids
         if request.echo:
-            ids = prompt.token_ids + ids
+            tokens = detokenizer.token_texts(detokenizer.prompt([]), prompt.token_ids, prompt.text) + tokens
+            ids, context = prompt.token_ids + ids, []
             lps = [None] + prompt.logprobs + lps
             tops = [None] + (prompt.top or [[]] * len(prompt.logprobs)) + tops
-        tokens = [decode_token(t) for t in ids]
-        top_logprobs = [None if lp is None else {**{decode_token(t): v for t, v in top},
+        alternative = _alternatives(detokenizer, context + ids)
+        top_logprobs = [None if lp is None else {**{alternative(len(context) + i, t): v for t, v in top},
                                                  tokens[i]: lp}
                         for i, (lp, top) in enumerate(zip(lps, tops))]
         logprobs = {"tokens": tokens, "token_logprobs": lps, "top_logprobs": top_logprobs,
@@ -168,19 +171,35 @@ def completion_choice(index: int, choice: Choice, prompt: PromptInfo, request: G
             "finish_reason": finish_reason(c)}
 
 
-def chat_choice(index: int, choice: Choice, request: GenerationRequest,
-                decode_token: Callable[[int], str], delta: bool) -> dict:
-    """A `chat.completion` choice, or (delta=True) the stream chunk that carries the whole sample."""
+def chat_choice(index: int, choice: Choice, prompt: PromptInfo, request: GenerationRequest,
+                detokenizer: Detokenizer, delta: bool) -> dict:
+    """A `chat.completion` choice, or (delta=True) the stream chunk that carries the whole sample.
+    The tokens' texts join to the content; `bytes` is each text's UTF-8."""
     c = choice.completion
     logprobs = None
     if request.logprobs is not None:
-        tops = choice.top or [[]] * len(c.token_ids)
-        logprobs = {"content": [dict(_chat_token(decode_token(t), lp),
-                                     top_logprobs=[_chat_token(decode_token(i), v) for i, v in top])
-                                for t, lp, top in zip(c.token_ids, c.token_logprobs, tops)]}
+        tops, ids = choice.top or [[]] * len(c.token_ids), prompt.token_ids + c.token_ids
+        alternative = _alternatives(detokenizer, ids)
+        logprobs = {"content": [
+            dict(_chat_token(token, lp), top_logprobs=[_chat_token(alternative(len(prompt.token_ids) + i, t), v)
+                                                       for t, v in top])
+            for i, (token, lp, top) in enumerate(zip(_token_texts(detokenizer, prompt, c),
+                                                     c.token_logprobs, tops))]}
     message = {"content": c.text} if delta else {"role": "assistant", "content": c.text}
     return {"index": index, "delta" if delta else "message": message, "logprobs": logprobs,
             "finish_reason": finish_reason(c)}
+
+
+def _token_texts(detokenizer: Detokenizer, prompt: PromptInfo, c: Completion) -> list[str]:
+    """Each generated token's share of the completion's text; a partial character goes to the
+    token that completes it, and a stop string's tokens keep only what precedes the stop."""
+    return detokenizer.token_texts(detokenizer.prompt(prompt.token_ids), list(c.token_ids), c.text)
+
+
+def _alternatives(detokenizer: Detokenizer, ids: list[int]) -> Callable[[int, int], str]:
+    """text(position, token id): what a top log-prob's token would have added at that position of
+    `ids`, decoded after the few tokens before it (alone, a SentencePiece token loses its space)."""
+    return lambda i, token_id: detokenizer.token_text(ids[max(0, i - PRIME_TOKENS):i], token_id)
 
 
 def chat_role_chunk_choice(index: int) -> dict:
