@@ -26,7 +26,7 @@ from typing import Optional
 logger = logging.getLogger("sampler")
 
 PRIME_TOKENS = 5    # prompt tokens that prime the window (vLLM's initial detokenization offset)
-WINDOW_TOKENS = 16  # a window longer than this moves its anchor up at the next commit
+WINDOW_TOKENS = 4   # a window longer than this moves its anchor up at the next commit (decodes grow with it)
 _BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # what HF's ByteFallback decoder turns into a byte
 
 
