@@ -50,9 +50,18 @@ CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}\
 def make_checkpoint(path: Path, model_type: str = "llama", seed: int = 0, chat_template: str = None,
                     **overrides) -> Path:
     """Random weights (scaled up so logits are far from uniform) + tokenizer, saved under `path`."""
+    config = make_config(model_type, **overrides)
+    save_random_model(path, config, seed)
+    tokenizer = make_tokenizer(config.vocab_size)
+    tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(path)
+    return Path(path)
+
+
+def save_random_model(path: Path, config, seed: int) -> None:
+    """A model of `config` with random weights scaled up so logits are far from uniform."""
     from transformers import AutoModelForCausalLM
     torch.manual_seed(seed)
-    config = make_config(model_type, **overrides)
     model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -63,7 +72,3 @@ def make_checkpoint(path: Path, model_type: str = "llama", seed: int = 0, chat_t
             else:
                 p.normal_(0, 0.2)
     model.save_pretrained(path)
-    tokenizer = make_tokenizer(config.vocab_size)
-    tokenizer.chat_template = chat_template
-    tokenizer.save_pretrained(path)
-    return Path(path)

@@ -19,7 +19,6 @@ import json
 import string
 from pathlib import Path
 
-import torch
 
 KINDS = ("llama", "gemma", "qwen2")
 
@@ -169,25 +168,15 @@ GENERATION_EOS = {"llama": "</s>", "gemma": "<eos>", "qwen2": "<|endoftext|>"}
 def make_family_checkpoint(path, kind: str, seed: int = 0, **overrides) -> Path:
     """Like checkpoints.make_checkpoint, with the ``kind`` tokenizer and its family's model_type,
     special token ids and generation_config.json; room for HumanEval prompts + 512 new tokens."""
-    from transformers import AutoModelForCausalLM, GenerationConfig
-    from checkpoints import make_config
+    from transformers import GenerationConfig
+    from checkpoints import make_config, save_random_model
     tok = make_family_tokenizer(kind)
     bos_id = tok.bos_token_id if kind != "qwen2" else tok.convert_tokens_to_ids("<|endoftext|>")
     settings = dict(vocab_size=len(tok), bos_token_id=bos_id, eos_token_id=tok.eos_token_id,
                     max_position_embeddings=2048)
     settings.update(overrides)
-    torch.manual_seed(seed)
     config = make_config(kind, **settings)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.uniform_(0.5, 1.5)
-            elif name.endswith("bias"):
-                p.normal_(0, 0.1)
-            else:
-                p.normal_(0, 0.2)
-    model.save_pretrained(path)
+    save_random_model(path, config, seed)
     eos = tok.convert_tokens_to_ids(GENERATION_EOS[kind])
     GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=eos).save_pretrained(path)
     tok.save_pretrained(path)
