@@ -159,7 +159,7 @@ class IncrementalText:
         self.committed += self.tail
         self.tail = ""
         self._commits = [self._commits[-1], len(self.window)]
-        if len(self.window) > WINDOW_TOKENS:  # anchor at the previous commit: no run spans it
+        if len(self.window) > WINDOW_TOKENS and self._commits[0]:  # anchor at the previous commit: no run spans it
             self.window = self.window[self._commits[0]:]
             self._commits = [0, len(self.window)]
             decoded = self.detokenizer.decode(self.window)
