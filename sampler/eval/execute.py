@@ -266,10 +266,10 @@ class ExecutionPool:
 
     def submit(self, problem: dict, completion: str) -> Future:
         """A future of run_program's result for this completion of this problem."""
-        program = check_program(problem, completion, self.timeout)
-        key = hashlib.sha256(json.dumps([problem["prompt"] + completion, problem["test"],
-                                         problem["entry_point"], self.timeout, self.memory_bytes,
-                                         self.sandbox])
+        program, timeout = check_program(problem, completion, self.timeout), run_timeout(problem, self.timeout)
+        # the exact program that runs (for APPS, with its judge) and its limits: a change to the
+        # judge or to check_program must not reuse a resumed run's old verdicts
+        key = hashlib.sha256(json.dumps([program, timeout, self.timeout, self.memory_bytes, self.sandbox])
                              .encode()).hexdigest()
         with self._lock:
             if key in self._done:
@@ -277,8 +277,7 @@ class ExecutionPool:
                 future.set_result(self._done[key])
                 return future
             if key not in self._running:
-                self._running[key] = self._threads.submit(self._run, key, program,
-                                                          run_timeout(problem, self.timeout))
+                self._running[key] = self._threads.submit(self._run, key, program, timeout)
             return self._running[key]
 
     def _run(self, key: str, program: str, timeout: float) -> dict:
