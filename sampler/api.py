@@ -19,6 +19,7 @@ class Sampler:
         self.engine = Engine(model, tokenizer, eos_token_ids, max_batch_size, kv_cache_memory=kv_cache_memory,
                              cuda_graphs=cuda_graphs)
         self._shutdown: Optional[Callable[[], None]] = None  # stops tensor-parallel workers
+        self._router = Router()  # shared by this Sampler's streams
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, device: str = "cpu", dtype=torch.float32,
@@ -81,7 +82,12 @@ class Sampler:
             -> "SampleStream":
         """params: one SamplingParams for all prompts, or one per prompt (as in vLLM)."""
         prompt_ids = [self.encode(p) for p in _check_prompts(prompts)]
-        return SampleStream(self.engine, prompt_ids, _params_per_prompt(params, len(prompt_ids)))
+        return self.stream_ids(prompt_ids, _params_per_prompt(params, len(prompt_ids)))
+
+    def stream_ids(self, prompt_ids: list[list[int]], params: list[SamplingParams]) -> "SampleStream":
+        """`stream` for prompts given as token ids, one SamplingParams each. Streams of one Sampler
+        may be iterated interleaved: each gets its own samples, whichever steps the engine."""
+        return SampleStream(self.engine, prompt_ids, params, self._router)
 
     def generate(self, prompts: Sequence[str], params: SamplingParams | Sequence[SamplingParams],
                  progress: bool = False) -> list[list[Completion]]:
@@ -128,12 +134,33 @@ class Sampler:
         return self.engine.score(prompt_ids, completions, top_k)
 
 
+class Router:
+    """Steps an engine for the streams that share it and hands each finished sample to the stream
+    whose request it is (the engine reports the samples of every request in each step)."""
+
+    def __init__(self):
+        self.inboxes: dict[int, list[tuple[int, Completion]]] = {}  # request id -> its stream's inbox
+
+    def step(self, engine: Engine) -> None:
+        finished = engine.step()
+        for rid, completion in finished:
+            inbox = self.inboxes.get(rid)
+            if inbox is not None:  # None: cancelled, or no stream's
+                inbox.append((rid, completion))
+        for rid in {rid for rid, _ in finished}:
+            if not engine.is_active(rid):  # its last sample is delivered
+                self.inboxes.pop(rid, None)
+
+
 class SampleStream:
     """Iterator of (prompt_index, Completion) as samples finish; `cancel(i)` drops prompt i's rest,
     `add(ids, params)` queues one more prompt while it runs."""
 
-    def __init__(self, engine: Engine, prompt_ids: list[list[int]], params: list[SamplingParams]):
+    def __init__(self, engine: Engine, prompt_ids: list[list[int]], params: list[SamplingParams],
+                 router: Optional[Router] = None):
         self.engine, self.prompt_ids = engine, []
+        self.router = router if router is not None else Router()
+        self.inbox: list[tuple[int, Completion]] = []
         for ids, p in zip(prompt_ids, params):  # validate every prompt before starting any
             engine.validate(ids, p)
         self.request_ids: list[int] = []
@@ -147,11 +174,14 @@ class SampleStream:
         self.index_of[rid] = len(self.request_ids)
         self.request_ids.append(rid)
         self.prompt_ids.append(prompt_ids)
+        self.router.inboxes[rid] = self.inbox
         return self.index_of[rid]
 
     def cancel(self, prompt_index: int) -> None:
-        self.engine.abort_request(self.request_ids[prompt_index])
-        self.index_of.pop(self.request_ids[prompt_index], None)
+        rid = self.request_ids[prompt_index]
+        self.engine.abort_request(rid)
+        self.index_of.pop(rid, None)
+        self.router.inboxes.pop(rid, None)
 
     def close(self) -> None:
         for i in list(self.index_of.values()):
@@ -159,8 +189,11 @@ class SampleStream:
 
     def steps(self) -> Iterator[list[tuple[int, Completion]]]:
         """The samples each engine step finished (for callers that account time per step)."""
-        while any(self.engine.is_active(rid) for rid in self.index_of):
-            finished = [(self.index_of[rid], c) for rid, c in self.engine.step() if rid in self.index_of]
+        while self.inbox or any(self.engine.is_active(rid) for rid in self.index_of):
+            if not self.inbox:
+                self.router.step(self.engine)
+            finished = [(self.index_of[rid], c) for rid, c in self.inbox if rid in self.index_of]
+            self.inbox.clear()
             if finished:
                 yield finished
 

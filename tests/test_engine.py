@@ -173,3 +173,19 @@ def test_eos_is_the_union_of_generation_config_config_and_tokenizer(tiny_llama, 
     assert stopped.finish_reason == "eos" and stopped.token_ids == ids[:k + 1]
     full = s.generate([PROMPT], greedy)[0][0]
     assert full.finish_reason == "length" and full.token_ids == ids
+
+
+def test_two_live_streams_each_get_all_their_samples(sampler):
+    """Streams of one Sampler iterated interleaved: whichever steps the engine, each sample goes
+    to its own stream (each used to drop the samples of the other's requests)."""
+    params = SamplingParams(n=5, temperature=1.0, max_new_tokens=6, seed=3)
+    alone = [c.text for c in sampler.generate(["def f(x):", "class A:"], params)[1]]
+    a, b = sampler.stream(["def f(x):"], params), sampler.stream(["class A:"], params)
+    got_a, got_b, it_a = [], [], iter(a)
+    for _ in range(2):  # a steps the engine first, finishing some of b's samples too
+        got_a.append(next(it_a))
+    got_b = list(b)
+    got_a += list(it_a)
+    assert sorted(c.index for _, c in got_a) == sorted(c.index for _, c in got_b) == list(range(5))
+    assert [c.text for _, c in sorted(got_b, key=lambda x: x[1].index)] == alone
+    assert not sampler.engine.has_unfinished() and not sampler._router.inboxes

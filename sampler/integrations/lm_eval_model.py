@@ -167,9 +167,8 @@ class BudgetSamplerLM(_LMBase):
     def _greedy(self, prompt_ids: list[int], length: int) -> list[int]:
         if length == 0:
             return []
-        from .. import SampleStream
         params = SamplingParams(temperature=0.0, max_new_tokens=length, ignore_eos=True)
-        (_, completion), = list(SampleStream(self.sampler.engine, [prompt_ids], [params]))
+        (_, completion), = list(self.sampler.stream_ids([prompt_ids], [params]))
         return completion.token_ids
 
 
