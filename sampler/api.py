@@ -5,7 +5,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
-from .engine import Engine
+from .engine import Engine, EngineClient
 from .errors import InvalidInput
 from .models import check_device, load_hf_config, load_model, parse_dtype, resolve_model_path
 from .params import Completion, GenerationStats, SamplingParams
@@ -13,12 +13,13 @@ from .scoring import Scored
 
 
 class Sampler:
-    def __init__(self, model, tokenizer, hf_config, model_path, eos_token_ids: set[int],
-                 max_batch_size: int = 256, kv_cache_memory=None, cuda_graphs: Optional[bool] = None):
-        self.model, self.tokenizer, self.config, self.model_path = model, tokenizer, hf_config, model_path
-        self.engine = Engine(model, tokenizer, eos_token_ids, max_batch_size, kv_cache_memory=kv_cache_memory,
-                             cuda_graphs=cuda_graphs)
-        self._shutdown: Optional[Callable[[], None]] = None  # stops tensor-parallel workers
+    """Generate / stream / score over an engine (an Engine, or rank 0's stand-in for the engines of
+    all tensor-parallel ranks); `shutdown` stops those ranks."""
+
+    def __init__(self, engine: EngineClient, tokenizer, hf_config, model_path,
+                 shutdown: Optional[Callable[[], None]] = None):
+        self.engine, self.tokenizer, self.config, self.model_path = engine, tokenizer, hf_config, model_path
+        self._shutdown = shutdown
         self._router = Router()  # shared by this Sampler's streams
 
     @classmethod
@@ -34,21 +35,15 @@ class Sampler:
         path = resolve_model_path(name_or_path, revision)
         dtype = parse_dtype(dtype)
         check_device(device)
+        hf_config = load_hf_config(path)
         if tensor_parallel != 1:
             from .parallel.launch import start
-            return start(path, device, dtype, tensor_parallel, max_batch_size, kv_cache_memory, cuda_graphs)
-        hf_config = load_hf_config(path)
-        return cls.from_model(path, hf_config, load_model(path, hf_config, device, dtype), max_batch_size,
-                              kv_cache_memory, cuda_graphs)
-
-    @classmethod
-    def from_model(cls, path, hf_config, model, max_batch_size: int = 256, kv_cache_memory=None,
-                   cuda_graphs: Optional[bool] = None) -> "Sampler":
-        """A Sampler around a loaded model (or one rank's part of it), with its checkpoint's tokenizer."""
-        from transformers import AutoTokenizer
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        return cls(model, tokenizer, hf_config, path, _eos_token_ids(path, hf_config, tokenizer), max_batch_size,
-                   kv_cache_memory, cuda_graphs)
+            engine, shutdown = start(path, device, dtype, tensor_parallel, max_batch_size, kv_cache_memory,
+                                     cuda_graphs)
+        else:
+            model, shutdown = load_model(path, hf_config, device, dtype), None
+            engine = Engine.from_checkpoint(path, hf_config, model, max_batch_size, kv_cache_memory, cuda_graphs)
+        return cls(engine, engine.tokenizer, hf_config, path, shutdown)
 
     def close(self) -> None:
         """Stop the tensor-parallel worker processes, if any (also done at exit); idempotent."""
@@ -64,7 +59,12 @@ class Sampler:
     @property
     def max_context(self) -> int:
         """Prompt + generated tokens the model attends over exactly."""
-        return self.model.cfg.max_context
+        return self.engine.max_context
+
+    @property
+    def model(self):
+        """The model (with tensor parallel: rank 0's part of it)."""
+        return self.engine.model
 
     @property
     def stats(self) -> GenerationStats:
@@ -221,20 +221,3 @@ def _check_prompts(prompts) -> Sequence[str]:
     if not prompts:
         raise InvalidInput("the prompt list is empty")
     return prompts
-
-
-def _eos_token_ids(path, hf_config, tokenizer) -> set[int]:
-    """The ids that end a sample: generation_config.json's, config.json's and the tokenizer's
-    eos_token_id together (each None, an id or a list), since vLLM stops on all of them: a chat
-    model's tokenizer names its turn end (<|im_end|>, <end_of_turn>) while generation_config.json
-    may list another."""
-    from transformers import GenerationConfig
-    try:
-        generation = GenerationConfig.from_pretrained(path).eos_token_id
-    except OSError:  # no generation_config.json
-        generation = None
-    ids: set[int] = set()
-    for eos in (generation, getattr(hf_config, "eos_token_id", None), tokenizer.eos_token_id):
-        if eos is not None:
-            ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
-    return ids

@@ -16,13 +16,14 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from typing import Optional
+from typing import Optional, Protocol
 
 import torch
 
 from .cache import BlockPool, PrefillBatch, cdiv
 from .errors import InvalidInput
 from .memory import kv_bytes_per_token, num_kv_blocks
+from .models.loader import eos_token_ids, load_tokenizer
 from .params import Completion, GenerationStats, SamplingParams
 from .runner import ModelRunner
 from .scoring import Scored, score
@@ -36,7 +37,34 @@ def default_block_size(device: torch.device) -> int:
     return 8 if device.type == "cpu" else 16
 
 
+class EngineClient(Protocol):
+    """What the Sampler, its streams and the server's engine thread use of an engine: an Engine,
+    or rank 0's ReplicatedEngine, which replays each call that changes state on the other ranks."""
+    model: torch.nn.Module  # with tensor parallel, rank 0's part
+    tokenizer: object
+    stats: GenerationStats
+
+    @property
+    def max_context(self) -> int: ...
+    def validate(self, prompt_ids: list[int], params: SamplingParams) -> None: ...
+    def add_request(self, prompt_ids: list[int], params: SamplingParams) -> int: ...
+    def abort_request(self, request_id: int) -> None: ...
+    def is_active(self, request_id: int) -> bool: ...
+    def has_unfinished(self) -> bool: ...
+    def step(self) -> list[tuple[int, Completion]]: ...
+    def score(self, prompt_ids: list[int], completions: list[list[int]], top_k: int = 0) -> list[Scored]: ...
+
+
 class Engine:
+    @classmethod
+    def from_checkpoint(cls, path, hf_config, model, max_batch_size: int = 256, kv_cache_memory=None,
+                        cuda_graphs: Optional[bool] = None) -> "Engine":
+        """An Engine around a loaded model (or one rank's part of it), with its checkpoint's
+        tokenizer and EOS ids."""
+        tokenizer = load_tokenizer(path)
+        return cls(model, tokenizer, eos_token_ids(path, hf_config, tokenizer), max_batch_size, kv_cache_memory,
+                   cuda_graphs=cuda_graphs)
+
     def __init__(self, model, tokenizer, eos_token_ids: set[int], max_batch_size: int = 256,
                  kv_cache_memory=None, block_size: Optional[int] = None, cuda_graphs: Optional[bool] = None):
         self.model, self.tokenizer, self.eos_token_ids = model, tokenizer, eos_token_ids
@@ -82,7 +110,7 @@ class Engine:
         bad = next((t for t in prompt_ids if not 0 <= t < vocab), None)
         if bad is not None:
             raise InvalidInput(f"prompt token id {bad} is out of range: the vocabulary has {vocab} tokens")
-        limit = self.model.cfg.max_context
+        limit = self.max_context
         if len(prompt_ids) + params.max_new_tokens > limit:
             raise InvalidInput(f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({params.max_new_tokens}) "
                                f"exceeds the model's context of {limit} tokens")
@@ -104,6 +132,10 @@ class Engine:
         self.waiting = deque(s for s in self.waiting if s.request is not req)
         req.live, req.next_sample = 0, req.params.n
         self._release(req)
+
+    @property
+    def max_context(self) -> int:
+        return self.model.cfg.max_context
 
     def has_unfinished(self) -> bool:
         return bool(self.requests)

@@ -152,7 +152,7 @@ def test_eos_is_the_union_of_generation_config_config_and_tokenizer(tiny_llama, 
     generation_config.json lists other ids; ignore_eos still runs to max_new_tokens."""
     from transformers import AutoTokenizer, GenerationConfig
 
-    from sampler.api import _eos_token_ids
+    from sampler.models.loader import eos_token_ids
 
     greedy = SamplingParams(n=1, temperature=0, max_new_tokens=12, ignore_eos=True)
     ids = sampler.generate([PROMPT], greedy)[0][0].token_ids
@@ -167,7 +167,7 @@ def test_eos_is_the_union_of_generation_config_config_and_tokenizer(tiny_llama, 
     tokenizer.save_pretrained(path)
 
     s = Sampler.from_pretrained(str(path), max_batch_size=2)
-    assert s.engine.eos_token_ids == _eos_token_ids(path, s.config, s.tokenizer) == {1, ids[k], *generation}
+    assert s.engine.eos_token_ids == eos_token_ids(path, s.config, s.tokenizer) == {1, ids[k], *generation}
     assert s.encode(PROMPT) == sampler.encode(PROMPT)  # the new eos token left the prompt alone
     stopped = s.generate([PROMPT], SamplingParams(n=1, temperature=0, max_new_tokens=12))[0][0]
     assert stopped.finish_reason == "eos" and stopped.token_ids == ids[:k + 1]

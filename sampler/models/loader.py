@@ -5,7 +5,7 @@ and copied into its place in the model, already allocated on the target device, 
 holds the model (on CPU) plus one tensor, never a second copy of the checkpoint. Hugging Face's
 separate q/k/v and gate/up projections land in their row ranges of our fused matrices. With tensor
 parallel, each rank builds its part of the model and reads only its part of each tensor (see
-sampler/parallel/sharding.py).
+sampler/models/sharding.py).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..errors import InvalidInput
-from ..parallel.sharding import Shard, all_reduce_row_parallel
+from .sharding import Shard, all_reduce_row_parallel
 from .llama import ModelConfig, Transformer, check_model_type, rope_inv_freq
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -79,6 +79,28 @@ def load_hf_config(path: Path):
         raise InvalidInput(f"{path / 'config.json'} is not a readable model config: {e}") from None
     check_model_type(model_type)
     return AutoConfig.from_pretrained(path)
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(path)
+
+
+def eos_token_ids(path: Path, hf_config, tokenizer) -> set[int]:
+    """The ids that end a sample: generation_config.json's, config.json's and the tokenizer's
+    eos_token_id together (each None, an id or a list), since vLLM stops on all of them: a chat
+    model's tokenizer names its turn end (<|im_end|>, <end_of_turn>) while generation_config.json
+    may list another."""
+    from transformers import GenerationConfig
+    try:
+        generation = GenerationConfig.from_pretrained(path).eos_token_id
+    except OSError:  # no generation_config.json
+        generation = None
+    ids: set[int] = set()
+    for eos in (generation, getattr(hf_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if eos is not None:
+            ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
+    return ids
 
 
 def _weight_files(path: Path) -> list[Path]:

@@ -1,6 +1,6 @@
 """Start the tensor-parallel ranks and stop them: spawn N - 1 worker processes on this node (or join
 the ones torchrun started), give every rank its part of the model and an Engine, and hand rank 0's
-Sampler to the caller.
+ReplicatedEngine and a shutdown to the caller (which builds the Sampler).
 """
 from __future__ import annotations
 
@@ -8,20 +8,19 @@ import os
 import socket
 import weakref
 from datetime import timedelta
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ..api import Sampler
-from ..engine import default_block_size
+from ..engine import Engine, default_block_size
 from ..errors import InvalidInput
 from ..memory import kv_bytes_per_token, num_kv_blocks
 from ..models import load_hf_config, load_model
 from ..models.llama import ModelConfig
-from .replica import ReplicatedEngine, follow
-from .sharding import Shard, check_divisible
+from .replica import ReplicatedEngine, follow, send
+from ..models.sharding import Shard, check_divisible
 
 # ranks >= 1 wait for rank 0's next call on the control group as long as the Sampler is open
 IDLE_TIMEOUT = timedelta(days=365)
@@ -29,9 +28,10 @@ JOIN_SECONDS = 60
 
 
 def start(path, device: str, dtype: torch.dtype, world_size: int, max_batch_size: int, kv_cache_memory,
-          cuda_graphs: Optional[bool]) -> Sampler:
-    """Rank 0's Sampler over `world_size` ranks. Under torchrun (RANK / WORLD_SIZE set) every process
-    calls this; ranks >= 1 serve rank 0 here and exit the process when it closes."""
+          cuda_graphs: Optional[bool]) -> tuple[ReplicatedEngine, Callable[[], None]]:
+    """Rank 0's engine over `world_size` ranks, and what stops the others (also run when the engine
+    is collected, or at exit). Under torchrun (RANK / WORLD_SIZE set) every process calls this;
+    ranks >= 1 serve rank 0 here and exit the process when it closes."""
     check_divisible(ModelConfig.from_hf(load_hf_config(path)), world_size)
     if device not in ("cpu", "cuda"):
         raise InvalidInput(f"device {device!r} with tensor_parallel={world_size}: give 'cpu' or 'cuda' "
@@ -47,10 +47,10 @@ def start(path, device: str, dtype: torch.dtype, world_size: int, max_batch_size
             raise InvalidInput(f"tensor_parallel={world_size} but torchrun started "
                                f"{os.environ['WORLD_SIZE']} processes: they must be equal")
         rank = int(os.environ["RANK"])
-        sampler = run_rank(rank, int(os.environ.get("LOCAL_RANK", rank)), "env://", options)
+        engine = run_rank(rank, int(os.environ.get("LOCAL_RANK", rank)), "env://", options)
         if rank:
             raise SystemExit(0)
-        return _owning(sampler, [])
+        return engine, _owning(engine, [])
     init_method = f"tcp://127.0.0.1:{_free_port()}"
     context = mp.get_context("spawn")
     workers = [context.Process(target=run_rank, args=(rank, rank, init_method, options), daemon=True,
@@ -58,15 +58,15 @@ def start(path, device: str, dtype: torch.dtype, world_size: int, max_batch_size
     for w in workers:
         w.start()
     try:
-        sampler = run_rank(0, 0, init_method, options)
+        engine = run_rank(0, 0, init_method, options)
     except BaseException:
         _stop(workers)
         raise
-    return _owning(sampler, workers)
+    return engine, _owning(engine, workers)
 
 
-def run_rank(rank: int, local_rank: int, init_method: str, options) -> Optional[Sampler]:
-    """Join the group and load this rank's Sampler: rank 0 returns it, the others follow rank 0's
+def run_rank(rank: int, local_rank: int, init_method: str, options) -> Optional[ReplicatedEngine]:
+    """Join the group and load this rank's Engine: rank 0 returns its ReplicatedEngine, the others follow rank 0's
     calls until it closes. A rank that fails to load makes every rank raise its error (rank 0 to
     the caller) instead of waiting on it."""
     path, device, dtype, world_size, max_batch_size, kv_cache_memory, cuda_graphs = options
@@ -95,24 +95,23 @@ def run_rank(rank: int, local_rank: int, init_method: str, options) -> Optional[
             raise failed[0]
         return None
     kv_bytes = min(statuses) * kv_bytes_per_token(model.cfg, dtype) * block_size
-    sampler = Sampler.from_model(path, hf_config, model, max_batch_size, kv_bytes, cuda_graphs)
+    engine = Engine.from_checkpoint(path, hf_config, model, max_batch_size, kv_bytes, cuda_graphs)
     if rank == 0:
-        sampler.engine = ReplicatedEngine(sampler.engine, control)
-        return sampler
-    follow(sampler.engine, control)
+        return ReplicatedEngine(engine, control)
+    follow(engine, control)
     dist.destroy_process_group()
     return None
 
 
-def _owning(sampler: Sampler, workers: list) -> Sampler:
-    """Stop the other ranks on close(), when the Sampler is collected, or at exit (whichever first)."""
-    sampler._shutdown = weakref.finalize(sampler, _shutdown, sampler.engine, workers)
-    return sampler
+def _owning(engine: ReplicatedEngine, workers: list) -> Callable[[], None]:
+    """Stop the other ranks on close(), when the engine is collected, or at exit (whichever first);
+    the finalizer must not hold the engine, only its group."""
+    return weakref.finalize(engine, _shutdown, engine.group, workers)
 
 
-def _shutdown(engine: ReplicatedEngine, workers: list) -> None:
+def _shutdown(group, workers: list) -> None:
     try:
-        engine.close()
+        send(None, group)  # the other ranks leave `follow`
     finally:
         _stop(workers)
         dist.destroy_process_group()

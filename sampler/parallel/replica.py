@@ -13,6 +13,8 @@ from dataclasses import replace
 
 import torch.distributed as dist
 
+from ..engine import Engine
+
 
 def send(call, group) -> None:
     dist.broadcast_object_list([call], src=0, group=group)
@@ -25,13 +27,26 @@ def receive(group):
 
 
 class ReplicatedEngine:
-    """Rank 0's engine: every state-changing call is replayed on the other ranks."""
+    """Rank 0's engine (an EngineClient): every state-changing call is replayed on the other ranks.
+    Each method is explicit, so a new engine method cannot silently run on rank 0 only."""
 
-    def __init__(self, engine, group):
+    def __init__(self, engine: Engine, group):
         self.engine, self.group = engine, group
+        self.model, self.tokenizer, self.stats = engine.model, engine.tokenizer, engine.stats  # rank 0's
 
-    def __getattr__(self, name):
-        return getattr(self.engine, name)
+    @property
+    def max_context(self) -> int:
+        return self.engine.max_context
+
+    # reads: rank 0 answers alone
+    def validate(self, prompt_ids: list[int], params) -> None:
+        self.engine.validate(prompt_ids, params)
+
+    def is_active(self, request_id: int) -> bool:
+        return self.engine.is_active(request_id)
+
+    def has_unfinished(self) -> bool:
+        return self.engine.has_unfinished()
 
     def add_request(self, prompt_ids: list[int], params) -> int:
         rid = self.engine.add_request(prompt_ids, params)
@@ -50,10 +65,6 @@ class ReplicatedEngine:
     def score(self, prompt_ids: list[int], completions: list[list[int]], top_k: int = 0):
         send(("score", (prompt_ids, completions, top_k)), self.group)
         return self.engine.score(prompt_ids, completions, top_k)
-
-    def close(self) -> None:
-        """Tell the other ranks to leave `follow`."""
-        send(None, self.group)
 
 
 def follow(engine, group) -> None:
