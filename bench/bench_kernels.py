@@ -8,10 +8,17 @@ Qwen2.5-1.5B's heads and vocabulary. Run:
 """
 import pytest
 import torch
+from kernel_inputs import (
+    QWEN_1_5B,
+    attention_inputs,
+    flash_attn_replicated,
+    norm_inputs,
+    replicated_kv,
+    rope_inputs,
+    sampling_inputs,
+    sdpa_replicated,
+)
 
-from kernel_inputs import (QWEN_1_5B, attention_inputs, flash_attn_replicated, norm_inputs, replicated_kv,
-                           rope_inputs, sampling_inputs,
-                           sdpa_replicated)
 from kernels import attention, norm, rope, sampling
 
 CUDA = torch.cuda.is_available()

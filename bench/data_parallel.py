@@ -93,7 +93,8 @@ def main(argv=None) -> int:
     import ray
     import torch
     command = " ".join(["python bench/data_parallel.py", *(argv or sys.argv[1:])])
-    result = dict(benchmark="data_parallel", command=command, machine=platform.node(), cpus=os.cpu_count(), eval_arguments=slice_args, repeats=args.repeats,
+    result = dict(benchmark="data_parallel", command=command, machine=platform.node(), cpus=os.cpu_count(),
+                  eval_arguments=slice_args, repeats=args.repeats,
                   threads={"one_process": threads({}), "one_process_1_thread": threads({"OMP_NUM_THREADS": "1"}),
                            "data_parallel_2": "1 per actor (Ray sets OMP_NUM_THREADS=1 for a num_cpus=1 actor)"},
                   versions={"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__},

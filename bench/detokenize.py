@@ -38,7 +38,8 @@ else:
 work = []
 for p in read_problems().values():
     prompt_ids = tok(p["prompt"]).input_ids
-    work.append((prompt_ids, tok(p["prompt"] + p["canonical_solution"] + "\\ndef check(candidate):\\n").input_ids[len(prompt_ids):]))
+    ids = tok(p["prompt"] + p["canonical_solution"] + "\\ndef check(candidate):\\n").input_ids
+    work.append((prompt_ids, ids[len(prompt_ids):]))
 def new(prompt_ids, ids):  # this change: sampler/stopping.py's Detokenizer
     prompt = detok.prompt(prompt_ids)
     text = stopping.IncrementalText(detok, prompt, STOP)

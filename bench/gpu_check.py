@@ -42,11 +42,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # our `kernels`, not a same-named installed package
 
 import torch  # noqa: E402
+from e2e import make_tokenizer, run_hf, run_ours  # noqa: E402
+from kernel_inputs import (  # noqa: E402
+    QWEN_1_5B,
+    attention_inputs,
+    flash_attn_replicated,
+    norm_inputs,
+    replicated_kv,
+    rope_inputs,
+    sampling_inputs,
+    sdpa_replicated,
+)
 
 import kernels  # noqa: E402
-from e2e import make_tokenizer, run_hf, run_ours  # noqa: E402
-from kernel_inputs import (QWEN_1_5B, attention_inputs, flash_attn_replicated, norm_inputs, replicated_kv, rope_inputs,  # noqa: E402
-                           sampling_inputs, sdpa_replicated)
 from kernels import activation, attention, norm, rope, sampling  # noqa: E402
 
 QWEN2_5_1_5B = dict(  # config.json of Qwen/Qwen2.5-1.5B, weights random
@@ -208,7 +216,7 @@ def attention_benchmark(setup: Setup) -> list[dict]:
                 row["flash_attn_replicated_ms"] = setup.timer(lambda: flash(q, k, v, a["scale"]))
                 row["speedup_vs_flash_attn"] = row["flash_attn_replicated_ms"] / ours
             rows.append(row)
-            del q, k, v, a
+            q = k = v = a = None  # free them before emptying the cache
             if setup.device == "cuda":
                 torch.cuda.empty_cache()
     return rows
@@ -263,9 +271,10 @@ def make_checkpoint(setup: Setup, path: Path) -> int:
 def end_to_end(setup: Setup) -> dict:
     """Each side is loaded, run at every n and freed in turn; one side failing leaves the others'
     figures (and its traceback under `errors`)."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
     from sampler import Sampler
     from sampler.plan import decode_step_bytes
-    from transformers import AutoModelForCausalLM, Qwen2Config
     bandwidth = copy_bandwidth(setup)
     previous = kernels.get_backend()
     kernels.set_backend("triton")  # on CUDA that is what "auto" picks; on CPU it runs the interpreter
@@ -322,7 +331,8 @@ def end_to_end(setup: Setup) -> dict:
             pairs = list(zip(runs[True][n]["samples"], runs[False][n]["samples"]))
             row.update(graphs_over_eager=row["ours_tokens_per_s"] / row["eager_tokens_per_s"],
                        graphs_same_samples_as_eager=sum(a == b for a, b in pairs) / len(pairs),
-                       graphs_same_tokens_before_parting=statistics.mean(common_prefix(a, b) / len(a) for a, b in pairs))
+                       graphs_same_tokens_before_parting=statistics.mean(common_prefix(a, b) / len(a)
+                                                                         for a, b in pairs))
         rows.append(row)
     return dict(model=dict(setup.model, parameters=params), dtype=str(setup.dtype).removeprefix("torch."),
                 prompt_tokens=setup.prompt_tokens, new_tokens=setup.new_tokens, cuda_graphs=modes[0],
@@ -389,7 +399,8 @@ def table(result: dict) -> str:
                 lines.append(f"  {r['op']:>22}  {r['ours_ms']:8.3f}  {r['torch_ref_ms']:9.3f}  {r['speedup']:7.1f}x")
         elif name == "main_job":
             lines.append(f"main job ({part['command']}): {part['seconds']:.0f} s; pass@k at the largest k: "
-                         + ", ".join(f"{model} {list(m['pass@k'].values())[-1]:.3f}" for model, m in part["models"].items()))
+                         + ", ".join(f"{model} {list(m['pass@k'].values())[-1]:.3f}"
+                                     for model, m in part["models"].items()))
         else:
             lines.append(f"end to end (prompt {part['prompt_tokens']}, {part['new_tokens']} new, copy "
                          f"{part['copy_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s, cuda_graphs={part['cuda_graphs']}"
@@ -398,10 +409,12 @@ def table(result: dict) -> str:
                          "   eager roofline   same samples")
             for r in part["results"]:
                 roof, eager_roof = r.get("ours_roofline_fraction"), r.get("eager_roofline_fraction")
-                lines.append(f"{r['n']:5d}  {fmt(r.get('ours_tokens_per_s'), '11.0f')}  {fmt(r.get('hf_tokens_per_s'), '9.0f')}"
+                lines.append(f"{r['n']:5d}  {fmt(r.get('ours_tokens_per_s'), '11.0f')}"
+                             f"  {fmt(r.get('hf_tokens_per_s'), '9.0f')}"
                              f"  {fmt(r.get('speedup_vs_hf'), '7.2f')}x  {fmt(r.get('ours_decode_step_ms'), '8.2f')}"
                              f"  {fmt(roof and 100 * roof, '8.1f')}%  {fmt(r.get('eager_tokens_per_s'), '12.0f')}"
-                             f"  {fmt(r.get('eager_decode_step_ms'), '14.2f')}  {fmt(eager_roof and 100 * eager_roof, '15.1f')}%"
+                             f"  {fmt(r.get('eager_decode_step_ms'), '14.2f')}"
+                             f"  {fmt(eager_roof and 100 * eager_roof, '15.1f')}%"
                              f"  {fmt(r.get('graphs_same_samples_as_eager'), '13.2f')}")
     return "\n".join(lines)
 

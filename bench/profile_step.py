@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import torch  # noqa: E402
-
 from e2e import matmul_floor_ms, timed_ms  # noqa: E402
 from gpu_check import Setup, make_checkpoint, release  # noqa: E402
 
@@ -90,7 +89,8 @@ def main(argv=None) -> int:
                 for n in ns:
                     row = profile_n(sampler, prompt_ids, n, top_p, setup, args.repeats)
                     rows.append(row)
-                    print(f"n={n} top_p={top_p}: step {row['step_ms']:.3f} ms, kernels {row['kernel_ms_per_step']:.3f} ms"
+                    print(f"n={n} top_p={top_p}: step {row['step_ms']:.3f} ms, "
+                          f"kernels {row['kernel_ms_per_step']:.3f} ms"
                           f" (eager), matmul floor {row['floor_ms']:.3f} ms", flush=True)
                     for k in row["kernels"][:12]:
                         print(f"  {k['us_per_step']:9.1f} us  {k['calls_per_step']:6.1f}x  {k['name']}", flush=True)

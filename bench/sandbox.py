@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from sampler.eval.execute import ExecutionPool, check_program
+from sampler.eval.execute import ExecutionPool
 from sampler.eval.run import DEFAULT_PROBLEMS
 from sampler.eval.tasks import load_benchmark
 

@@ -20,7 +20,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from e2e import make_tokenizer, matmul_floor_ms, run_hf, run_ours
 
 BASE = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=1024,
@@ -41,8 +40,9 @@ def make_model(path: Path, config: dict) -> int:
 
 
 def bench_shape(name: str, ns: list[int], args) -> dict:
-    from sampler import Sampler
     from transformers import AutoModelForCausalLM
+
+    from sampler import Sampler
     shape = SHAPES[name]
     torch.manual_seed(1)
     prompt_ids = torch.randint(2, shape["config"]["vocab_size"], (args.prompt_tokens,)).tolist()
@@ -60,13 +60,15 @@ def bench_shape(name: str, ns: list[int], args) -> dict:
             med = lambda runs, key: statistics.median(r[key] for r in runs)  # noqa: E731
             row = dict(n=n, ours_tokens_per_s=round(med(ours, "tokens_per_s"), 1),
                        hf_tokens_per_s=round(med(hf, "tokens_per_s"), 1),
-                       ratio=round(statistics.median(o["tokens_per_s"] / h["tokens_per_s"] for o, h in zip(ours, hf)), 2),
+                       ratio=round(statistics.median(o["tokens_per_s"] / h["tokens_per_s"]
+                                                     for o, h in zip(ours, hf)), 2),
                        ours_decode_step_ms=round(med(ours, "decode_step_ms"), 2), matmul_floor_ms=round(floor, 2),
                        step_over_floor=round(med(ours, "decode_step_ms") / floor, 2),
                        ours_runs_tokens_per_s=[round(r["tokens_per_s"]) for r in ours],
                        hf_runs_tokens_per_s=[round(r["tokens_per_s"]) for r in hf])
             rows.append(row)
-            print(f"{name} n={n:4d}  ours {row['ours_tokens_per_s']:8,.0f} tok/s  HF {row['hf_tokens_per_s']:7,.0f} tok/s"
+            print(f"{name} n={n:4d}  ours {row['ours_tokens_per_s']:8,.0f} tok/s  "
+                  f"HF {row['hf_tokens_per_s']:7,.0f} tok/s"
                   f"  ratio {row['ratio']:5.2f}x  step {row['ours_decode_step_ms']:6.2f} ms = "
                   f"{row['step_over_floor']:.2f}x matmul floor ({row['matmul_floor_ms']:.2f} ms)", flush=True)
     return dict(model=dict(shape["config"], parameters=params), top_p=shape["top_p"], results=rows)

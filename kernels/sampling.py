@@ -70,7 +70,8 @@ def truncation_mask(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tens
     if use_top_k or bool((top_p < 1).any()):
         srt = _sorted_descending(scaled)
         if use_top_k:
-            in_top_k = torch.arange(V, device=scaled.device).unsqueeze(0) < torch.where(top_k > 0, top_k, V).unsqueeze(1)
+            k = torch.where(top_k > 0, top_k, V)
+            in_top_k = torch.arange(V, device=scaled.device).unsqueeze(0) < k.unsqueeze(1)
             srt_k = srt.masked_fill(~in_top_k, float("-inf"))
         probs = torch.softmax(srt_k if use_top_k else srt, dim=-1)
         # token i survives while the mass strictly above it is below top_p: up to and including

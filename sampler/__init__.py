@@ -6,7 +6,7 @@ if not getattr(_kernels, "__budget_sampler__", False):
         f"`kernels` resolves to {getattr(_kernels, '__file__', _kernels)!r}, not budget-sampler's kernels "
         "package (Hugging Face distributes an unrelated `kernels`); uninstall it or fix sys.path")
 
-from .api import SampleStream, Sampler  # noqa: E402
+from .api import Sampler, SampleStream  # noqa: E402
 from .errors import InvalidInput  # noqa: E402
 from .params import Completion, GenerationStats, SamplingParams  # noqa: E402
 

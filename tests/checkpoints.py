@@ -27,8 +27,7 @@ def make_tokenizer(vocab_size: int = 300):
 
 
 def make_config(model_type: str = "llama", vocab_size: int = 300, **overrides):
-    from transformers import (GemmaConfig, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config,
-                              Starcoder2Config)
+    from transformers import GemmaConfig, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config, Starcoder2Config
     base = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                 bos_token_id=0, eos_token_id=1, pad_token_id=None)

@@ -19,7 +19,6 @@ import json
 import string
 from pathlib import Path
 
-
 KINDS = ("llama", "gemma", "qwen2")
 
 # Text HumanEval lacks: CJK, accents, emoji, in comments and strings, repeated so that BPE learns
@@ -29,7 +28,8 @@ UNICODE_TEXT = [
     "# 日本語のコメント：この関数はリストを並べ替えます\nprint(\"こんにちは、世界！\")\n",
     "s = \"naïve café résumé déjà vu — über straße façade\"  # accentué, señor, élève\n",
     "emoji = \"🙂🚀✨🎉👍\"  # 表情符号 😀 ✓ → ≤ ≥ ➞\n",
-    "def 检查(文本):\n    \"\"\"检查文本是否为回文。日本語のテキストも可能です。\"\"\"\n    return 文本 == 文本[::-1]\n",
+    "def 检查(文本):\n    \"\"\"检查文本是否为回文。日本語のテキストも可能です。\"\"\"\n"
+    "    return 文本 == 文本[::-1]\n",
 ] * 20
 
 QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
@@ -127,8 +127,7 @@ def _build_gemma():
 def _build_qwen2():
     """Qwen2 / Qwen2.5-Coder (also the kind of Llama 3, StarCoder2): NFC + regex Split + ByteLevel,
     no BOS. The vocab is small enough that some tokens hold part of a UTF-8 character."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from tokenizers import processors, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -169,6 +168,7 @@ def make_family_checkpoint(path, kind: str, seed: int = 0, **overrides) -> Path:
     """Like checkpoints.make_checkpoint, with the ``kind`` tokenizer and its family's model_type,
     special token ids and generation_config.json; room for HumanEval prompts + 512 new tokens."""
     from transformers import GenerationConfig
+
     from checkpoints import make_config, save_random_model
     tok = make_family_tokenizer(kind)
     bos_id = tok.bos_token_id if kind != "qwen2" else tok.convert_tokens_to_ids("<|endoftext|>")

@@ -1,8 +1,15 @@
 """FLOPs per sample from a config, and how many samples a budget buys."""
 import pytest
 import torch
-from transformers import (AutoModelForCausalLM, GemmaConfig, LlamaConfig, MistralConfig, Qwen2Config,
-                          Qwen3Config, Starcoder2Config)
+from transformers import (
+    AutoModelForCausalLM,
+    GemmaConfig,
+    LlamaConfig,
+    MistralConfig,
+    Qwen2Config,
+    Qwen3Config,
+    Starcoder2Config,
+)
 
 from sampler.errors import InvalidInput
 from sampler.eval.budget import PAPER_TOKENS, CostModel, ModelShape, budget_grid, flops_per_sample

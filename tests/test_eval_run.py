@@ -9,7 +9,6 @@ import json
 import sys
 
 import pytest
-from checkpoints import make_checkpoint
 
 from sampler.api import SampleStream
 from sampler.cli import common
@@ -17,6 +16,8 @@ from sampler.cli import eval as eval_cli
 from sampler.errors import InvalidInput
 from sampler.eval import execute, run
 from sampler.params import Completion, GenerationStats
+
+from checkpoints import make_checkpoint
 
 PROBLEMS = [{"task_id": f"T/{j}", "prompt": f"def f{j}(x):\n", "entry_point": f"f{j}",
              "test": f"def check(candidate):\n    assert candidate(0) == {j}\n"} for j in range(4)]

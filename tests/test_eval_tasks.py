@@ -48,7 +48,8 @@ def test_bad_jsonl_is_one_clear_error(tmp_path, rows, message):
 
 
 def test_unknown_benchmark_and_bad_limit():
-    with pytest.raises(InvalidInput, match=r"'nope' is unknown: choose toy, humaneval, mbpp, apps, .*mbpp:PATH or apps\[-LEVEL\]:PATH"):
+    with pytest.raises(InvalidInput, match=r"'nope' is unknown: choose toy, humaneval, mbpp, apps, "
+                                           r".*mbpp:PATH or apps\[-LEVEL\]:PATH"):
         load_benchmark("nope")
     with pytest.raises(InvalidInput, match="missing.jsonl: no such file"):
         load_benchmark("missing.jsonl")

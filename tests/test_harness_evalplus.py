@@ -8,10 +8,10 @@ import os
 import subprocess
 import sys
 
-from serving import serving
-
 from sampler import Sampler
 from sampler.server.protocol import Limits
+
+from serving import serving
 
 PROBLEMS = [
     {"task_id": "HumanEval/0", "prompt": "def add(a, b):\n    \"\"\"Return a + b.\"\"\"\n",

@@ -6,10 +6,11 @@ import json
 import pytest
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
-from serving import serving
 
 from sampler import Sampler
 from sampler.integrations.lm_eval_model import BudgetSamplerLM
+
+from serving import serving
 
 DOCS = [{"prompt": "def add(a, b):\n    return", "choices": [" a + b", " a - b"], "label": 0},
         {"prompt": "for i in range(10):\n   ", "choices": [" print(i)", " pass"], "label": 0}]

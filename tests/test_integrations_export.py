@@ -4,8 +4,8 @@ import json
 import pytest
 
 from sampler import Sampler, SamplingParams
-from sampler.eval.tasks import STOP
 from sampler.cli import main
+from sampler.eval.tasks import STOP
 
 PROBLEMS = [
     {"task_id": "T/0", "prompt": "def add(a, b):\n", "entry_point": "add",

@@ -4,8 +4,12 @@ import json
 import pytest
 
 from sampler import InvalidInput
-from sampler.integrations.sample_files import (read_generations_json, read_samples_jsonl,
-                                               write_generations_json, write_samples_jsonl)
+from sampler.integrations.sample_files import (
+    read_generations_json,
+    read_samples_jsonl,
+    write_generations_json,
+    write_samples_jsonl,
+)
 
 PROBLEMS = [
     {"task_id": "Toy/0", "prompt": "def add(a, b):\n", "entry_point": "add",

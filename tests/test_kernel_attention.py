@@ -55,7 +55,9 @@ def make_inputs(groups, prefix_lens, hkv, ratio, head_dim, longest_suffix, block
 def sequence(cache, table, n):
     """Tokens 0..n-1 of a paged sequence, [n, Hkv, D], read one token at a time."""
     bs = cache.shape[2]
-    return torch.stack([cache[:, int(table[t // bs]), t % bs] for t in range(n)]) if n else cache[:, 0, :0].transpose(0, 1)
+    if not n:
+        return cache[:, 0, :0].transpose(0, 1)
+    return torch.stack([cache[:, int(table[t // bs]), t % bs] for t in range(n)])
 
 
 def concatenated_attention(a):

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from checkpoints import make_checkpoint
 
 from sampler import Sampler, SamplingParams
 from sampler.errors import InvalidInput
+
+from checkpoints import make_checkpoint
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: connection refused at once

@@ -5,10 +5,11 @@ summation order only); greedy generation token-for-token equal.
 """
 import pytest
 import torch
-from checkpoints import make_checkpoint
 from transformers import AutoModelForCausalLM
 
 from sampler import Sampler, SamplingParams
+
+from checkpoints import make_checkpoint
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 64}

@@ -10,11 +10,12 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from serving import WAIT_SECONDS, serving, wait_until
 
 from sampler import Completion, InvalidInput, Sampler
 from sampler.scoring import Scored
 from sampler.server.protocol import Limits
+
+from serving import WAIT_SECONDS, serving, wait_until
 
 # ---------------------------------------------------------------- fake engine
 
@@ -441,11 +442,12 @@ def test_cli_defaults_to_loopback_and_checks_its_bounds(capsys):
 def test_cli_chat_template_serves_a_model_without_one(tiny_llama, tmp_path, monkeypatch):
     """serve --chat-template FILE: chat works on a checkpoint that ships no template."""
     import uvicorn
-    from checkpoints import CHAT_TEMPLATE
     from starlette.testclient import TestClient
     from transformers import AutoTokenizer
 
     from sampler.cli import main
+
+    from checkpoints import CHAT_TEMPLATE
 
     (tmp_path / "chat.jinja").write_text(CHAT_TEMPLATE)
     apps = []

@@ -6,10 +6,11 @@ import time
 import httpx
 import openai
 import pytest
-from serving import WAIT_SECONDS, serving, wait_until
 
 from sampler import Sampler
 from sampler.server.protocol import Limits
+
+from serving import WAIT_SECONDS, serving, wait_until
 
 PROMPT = "def add(a, b):\n    return"
 

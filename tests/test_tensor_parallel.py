@@ -14,11 +14,12 @@ import sys
 import pytest
 import torch
 import torch.distributed as dist
-from checkpoints import make_checkpoint
 
 from kernels.sampling import row_keys, truncation_mask, uniform
 from sampler import Sampler, SamplingParams
 from sampler.errors import InvalidInput
+
+from checkpoints import make_checkpoint
 
 CASES = {
     "llama-gqa": ("llama", {}),

@@ -10,14 +10,14 @@ import random
 
 import httpx
 import pytest
+
+from sampler import Sampler, SamplingParams, cli
+from sampler.cli import common
+from sampler.eval.tasks import STOP
+
 from family_tokenizers import KINDS, make_family_checkpoint
 from scripted import logprob_of, script
 from serving import serving
-
-from sampler import Sampler, SamplingParams
-from sampler import cli
-from sampler.cli import common
-from sampler.eval.tasks import STOP
 
 PROMPTS_PER_KIND, SEQUENCES_PER_PROMPT, MAX_LEN = 12, 40, 40
 MAX_NEW = 400  # room for the longest canonical solution and what follows it

@@ -57,7 +57,7 @@ def test_canonical_solutions_pass_their_tests():
 def test_wrong_solution_fails():
     p = tasks.load_problems(count=1)[0]
     with pytest.raises(AssertionError):
-        _run_check(p, f"    return None\n")
+        _run_check(p, "    return None\n")
 
 
 def test_splits_share_no_composition():

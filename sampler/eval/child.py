@@ -81,8 +81,8 @@ def guard(root: str) -> None:
             if hasattr(module, name):
                 setattr(module, name, confine(f"{module.__name__}.{name}", getattr(module, name), positions))
         module.open = confine_open(f"{module.__name__}.open", module.open)
-    import io
     import _io
+    import io
     builtins.open = io.open = _io.open = confine_file_open(builtins.open)
     import _posixsubprocess  # what subprocess and multiprocessing start processes with
     _posixsubprocess.fork_exec = refuse("_posixsubprocess.fork_exec")

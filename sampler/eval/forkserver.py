@@ -21,6 +21,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import child  # noqa: E402
 import jail  # noqa: E402
+
 del sys.path[0], sys.modules["child"], sys.modules["jail"]  # a program may not import them
 
 

@@ -4,9 +4,10 @@ plain PyTorch.
 Reads top to bottom like gpt-fast: a config taken from the Hugging Face config, the rotary table,
 then Transformer -> Block -> attention / MLP / norm. The families differ only in a few switches of
 the config: the norm (RMSNorm, Gemma's (1 + w) RMSNorm, LayerNorm with bias), the MLP (gated or
-not, its activation), biases, Qwen3's per-head q/k RMSNorm and Gemma's scaled embedding. The model knows nothing about how the KV cache is laid
-out: each forward gets a batch view (see sampler/cache.py) that says where to write K/V and how to
-attend. The per-op math goes through `kernels` (Triton on CUDA, torch references on CPU).
+not, its activation), biases, Qwen3's per-head q/k RMSNorm and Gemma's scaled embedding. The model
+knows nothing about how the KV cache is laid out: each forward gets a batch view (see
+sampler/cache.py) that says where to write K/V and how to attend. The per-op math goes through
+`kernels` (Triton on CUDA, torch references on CPU).
 """
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ from typing import Optional, Sequence
 import torch
 
 from ..errors import InvalidInput
-from .sharding import Shard, all_reduce_row_parallel
 from .llama import ModelConfig, Transformer, check_model_type, rope_inv_freq
+from .sharding import Shard, all_reduce_row_parallel
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # What a hub download fetches: the config, the tokenizer, the generation config and the weights.

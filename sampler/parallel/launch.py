@@ -19,8 +19,8 @@ from ..errors import InvalidInput
 from ..memory import kv_bytes_per_token, num_kv_blocks
 from ..models import load_hf_config, load_model
 from ..models.llama import ModelConfig
-from .replica import ReplicatedEngine, follow, send
 from ..models.sharding import Shard, check_divisible
+from .replica import ReplicatedEngine, follow, send
 
 # ranks >= 1 wait for rank 0's next call on the control group as long as the Sampler is open
 IDLE_TIMEOUT = timedelta(days=365)

@@ -25,10 +25,23 @@ from starlette.exceptions import HTTPException
 from ..errors import InvalidInput
 from ..stopping import Detokenizer
 from .engine_loop import EngineLoop
-from .protocol import (Choice, GenerationRequest, Limits, PromptInfo, RequestError, TokensPrompt,
-                       chat_choice, chat_role_chunk_choice, chunk_body, completion_body,
-                       completion_choice, error_body, parse_chat_request, parse_completion_request,
-                       usage)
+from .protocol import (
+    Choice,
+    GenerationRequest,
+    Limits,
+    PromptInfo,
+    RequestError,
+    TokensPrompt,
+    chat_choice,
+    chat_role_chunk_choice,
+    chunk_body,
+    completion_body,
+    completion_choice,
+    error_body,
+    parse_chat_request,
+    parse_completion_request,
+    usage,
+)
 
 logger = logging.getLogger("sampler.server")
 

@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     models = json.loads((Path(args.out) / "report.json").read_text())["models"]
     rows = {name: {"greedy": models[name]["greedy_pass@1"], "pass@1": models[name]["pass@k"]["1"],
                    f"pass@{N}": models[name]["pass@k"][str(N)]} for name in NAMES}
-    print(f"\n| name | greedy pass@1 | T={TEMPERATURE} pass@1 | T={TEMPERATURE} pass@{N} |\n| --- | ---: | ---: | ---: |")
+    print(f"\n| name | greedy pass@1 | T={TEMPERATURE} pass@1 | T={TEMPERATURE} pass@{N} |\n"
+          "| --- | ---: | ---: | ---: |")
     for name, r in rows.items():
         print(f"| {name} | {r['greedy']:.3f} | {r['pass@1']:.3f} | {r[f'pass@{N}']:.3f} |")
     results = gates(rows)
