@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from .cache import cdiv
-from .eval.budget import ModelShape
 from .memory import CUDA_DEFAULT_FRACTION, kv_bytes_per_token
 from .models import ModelConfig, load_hf_config
+from .models.shape import ModelShape
 
 
 @dataclass

@@ -113,3 +113,11 @@ def test_families_that_do_not_fit_name_the_supported_ones(tmp_path, model_type, 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
     with pytest.raises(InvalidInput, match=message):
         Sampler.from_pretrained(str(tmp_path))
+
+
+def test_a_toy_name_without_weights_is_one_clear_error(monkeypatch, tmp_path):
+    """Whoever resolves the name (from_pretrained, eval, plan) gets an InvalidInput: exit 2, one line."""
+    from sampler.models import resolve_model_path
+    monkeypatch.setenv("BUDGET_SAMPLER_TOY_WEIGHTS", str(tmp_path))
+    with pytest.raises(InvalidInput, match="model 'toy-s': toy model 'toy-s' has no checkpoint at .*retrain"):
+        resolve_model_path("toy-s")

@@ -22,7 +22,8 @@ from typing import Optional
 import numpy as np
 
 from ..jsonl import read_jsonl, read_jsonl_tolerant, write_atomic
-from .budget import CostModel, ModelShape, budget_grid
+from ..models.shape import ModelShape
+from .budget import CostModel, budget_grid
 from .intervals import Bootstrap
 from .metrics import pass_at_k, rank_score_at_k
 from .records import Log, SampleSet, model_dir

@@ -24,9 +24,9 @@ from ..api import Sampler
 from ..errors import InvalidInput
 from ..jsonl import append_jsonl, write_atomic, write_jsonl_atomic
 from ..models import ModelConfig, check_device, load_hf_config, parse_dtype, resolve_model_path
+from ..models.shape import ModelShape
 from ..params import SamplingParams
 from . import distributed
-from .budget import ModelShape
 from .execute import ExecutionPool, resolve_sandbox
 from .loop import execute, generate, score
 from .records import SampleSet, model_dir, open_for_append
@@ -116,10 +116,7 @@ def _parse_ks(text: Optional[str], n: int) -> Optional[list[int]]:
 def _model(name: str, bench: Benchmark, max_new_tokens: int, revision: Optional[str]) -> Model:
     """Resolve (download) a model and check that its config is supported and the prompts fit its context."""
     from transformers import AutoTokenizer
-    try:
-        path = resolve_model_path(name, revision)
-    except FileNotFoundError as e:
-        raise InvalidInput(f"model {name!r}: {e}") from None
+    path = resolve_model_path(name, revision)
     config = load_hf_config(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     longest = max(len(tokenizer(p["prompt"]).input_ids) for p in bench.problems)

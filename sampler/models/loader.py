@@ -36,7 +36,10 @@ def resolve_model_path(name_or_path: str, revision: Optional[str] = None, files:
             raise InvalidInput(f"{path} is not a Hugging Face checkpoint: no config.json in it")
         return path
     from ..toy.ladder import resolve as resolve_toy
-    toy = resolve_toy(str(name_or_path))
+    try:
+        toy = resolve_toy(str(name_or_path))
+    except FileNotFoundError as e:  # a toy name whose weights are missing
+        raise InvalidInput(f"model {name_or_path!r}: {e}") from None
     if toy is not None:
         return toy
     if str(name_or_path).count("/") == 1 and not str(name_or_path).startswith((".", "/")):

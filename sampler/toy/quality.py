@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -39,9 +40,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.weights:
         os.environ["BUDGET_SAMPLER_TOY_WEIGHTS"] = str(Path(args.weights).resolve())
-    from ..cli import main as cli
-    code = cli(["eval", "--limit", str(PROBLEMS), "--n", str(N), "--temperature", str(TEMPERATURE),
-                "--top-p", "1.0", "--k", f"1,{N}", "--budget", "flops", "--out", args.out])
+    # the CLI as a user runs it, in a process of its own: the toy package stays below the CLI
+    code = subprocess.run([sys.executable, "-m", "sampler.cli", "eval", "--limit", str(PROBLEMS), "--n", str(N),
+                           "--temperature", str(TEMPERATURE), "--top-p", "1.0", "--k", f"1,{N}", "--budget",
+                           "flops", "--out", args.out]).returncode
     if code:
         return code
     models = json.loads((Path(args.out) / "report.json").read_text())["models"]

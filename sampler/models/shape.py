@@ -1,0 +1,59 @@
+"""A decoder's shape as FLOP counts need it (parameters, layers, attention width), from its config
+alone, and the FLOPs of its prefill and decode: facts about the model, used by eval's budgets and by
+`plan`'s sizing."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .llama import ModelConfig, Transformer
+
+# Hassid et al. measured FLOPs per sample with calflops at sequence length 128.
+PAPER_TOKENS = 128
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The numbers of a decoder that FLOP counts need; JSON-able so a report can be rebuilt from disk."""
+    parameters: int         # unique trainable parameters (a tied embedding counted once)
+    matmul_parameters: int  # parameters that do matmul work: all but the input embedding
+    num_layers: int
+    attention_width: int    # query heads x head dim: the width of Q.K^T and of attention x V
+
+    @classmethod
+    def from_config(cls, config) -> "ModelShape":
+        """From a transformers config of a supported family, counting our decoder's parameters on the
+        meta device (no memory, no weights)."""
+        c = ModelConfig.from_hf(config)
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in Transformer(c).parameters())
+        embedding = c.vocab_size * c.hidden_size
+        # the output projection multiplies even when it shares its matrix with the input embedding
+        return cls(parameters=parameters,
+                   matmul_parameters=parameters - (0 if c.tie_word_embeddings else embedding),
+                   num_layers=c.num_layers, attention_width=c.num_heads * c.head_dim)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def paper_flops(self) -> float:
+        """2 x matmul parameters x 128 tokens: the paper's constant cost of one sample."""
+        return 2.0 * self.matmul_parameters * PAPER_TOKENS
+
+    def prefill_flops(self, prompt_tokens: int) -> float:
+        """The prompt's forward pass: 2 x matmul parameters per token plus causal attention, where
+        the token at position t does Q.K^T and attention x V over t keys: 4 x width x t per layer."""
+        p = prompt_tokens
+        return 2.0 * self.matmul_parameters * p + 2.0 * self.num_layers * self.attention_width * p * (p + 1)
+
+    def decode_flops(self, prompt_tokens: int, new_tokens: int) -> float:
+        """Generating new tokens after the prompt: token j sees a context of prompt_tokens + j."""
+        p, m = prompt_tokens, new_tokens
+        return (2.0 * self.matmul_parameters * m
+                + 4.0 * self.num_layers * self.attention_width * (m * p + m * (m + 1) / 2))
+
+    def sample_flops(self, prompt_tokens: int, new_tokens: int, samples_per_prompt: int = 1) -> float:
+        """What the engine spends on one sample: its decode plus its share of the prompt's prefill,
+        which prefix sharing does once for all samples of a prompt (samples_per_prompt=1: no sharing)."""
+        return self.prefill_flops(prompt_tokens) / samples_per_prompt + self.decode_flops(prompt_tokens, new_tokens)
