@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Optional
 
 from ..api import Sampler
+from ..eval.execute import SANDBOXES, TIMEOUT
 
 
 def add_model_arguments(p: argparse.ArgumentParser, model: bool = True) -> None:
@@ -24,6 +26,17 @@ def add_model_arguments(p: argparse.ArgumentParser, model: bool = True) -> None:
                         "or over torchrun's N processes (default: 1)")
     p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
                    help="run the decode step eagerly on CUDA instead of replaying CUDA graphs")
+
+
+def add_sandbox_arguments(p: argparse.ArgumentParser) -> None:
+    """How eval and evaluate run each sample's tests."""
+    p.add_argument("--timeout", type=float, default=TIMEOUT,
+                   help=f"wall-clock seconds per test run, for APPS per test case (default: {TIMEOUT:g})")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="test runs in parallel (default: CPU count)")
+    p.add_argument("--sandbox", choices=SANDBOXES, default="auto",
+                   help="isolation of each test run: Linux namespaces, or the process guard alone "
+                        "(default: auto, namespaces where they work)")
 
 
 def load_sampler(args: argparse.Namespace, model: Optional[str] = None):

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from ..eval import run
-from ..eval.execute import SANDBOXES, TIMEOUT
 from ..eval.report import BUDGETS
 from ..eval.run import DEFAULT_N, DEFAULT_OUT, DEFAULT_PROBLEMS
 from ..eval.tasks import BENCHMARKS
-from .common import add_model_arguments, load_sampler
+from .common import add_model_arguments, add_sandbox_arguments, load_sampler
 
 HELP = "budget-matched evaluation of a model ladder"
 
@@ -41,13 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until-pass", action="store_true",
                         help="execute samples as they finish and cancel a problem's remaining "
                              "samples once one passes; report the cost to the first pass")
-    parser.add_argument("--timeout", type=float, default=TIMEOUT,
-                        help=f"wall-clock seconds per test run, for APPS per test case (default: {TIMEOUT:g})")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="test runs in parallel (default: CPU count)")
-    parser.add_argument("--sandbox", choices=SANDBOXES, default="auto",
-                        help="isolation of each test run: Linux namespaces, or the process guard "
-                             "alone (default: auto, namespaces where they work)")
+    add_sandbox_arguments(parser)
     add_model_arguments(parser, model=False)
     parser.add_argument("--data-parallel", type=int, default=1, metavar="N",
                         help="draw with N engines at once, Ray actors of --tensor-parallel GPUs each (on "

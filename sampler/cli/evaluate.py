@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ..errors import InvalidInput
-from ..eval.execute import SANDBOXES, TIMEOUT, ExecutionPool, resolve_sandbox
-from ..eval.metrics import pass_at_k
+from ..eval.execute import ExecutionPool, check_pool_arguments, resolve_sandbox
+from ..eval.metrics import parse_ks, pass_at_k
 from ..eval.tasks import BENCHMARKS, load_benchmark
 from ..jsonl import iter_jsonl, write_atomic, write_jsonl_atomic
+from .common import add_sandbox_arguments
 
 HELP = "run a samples file (task_id, completion per line) through the sandbox and report pass@k"
 DEFAULT_OUT = "runs/evaluate"
@@ -34,12 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", default="1,10,100", help="comma-separated k for pass@k (default: 1,10,100)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"directory for results.jsonl and report.json "
                                                       f"(default: {DEFAULT_OUT})")
-    p.add_argument("--timeout", type=float, default=TIMEOUT,
-                   help=f"wall-clock seconds per test run, for APPS per test case (default: {TIMEOUT:g})")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="test runs in parallel (default: CPU count)")
-    p.add_argument("--sandbox", choices=SANDBOXES, default="auto",
-                   help="isolation of each test run (default: auto, namespaces where they work)")
+    add_sandbox_arguments(p)
 
 
 def read_samples(path: str, known: set[str]) -> list[dict]:
@@ -57,22 +52,9 @@ def read_samples(path: str, known: set[str]) -> list[dict]:
     return samples
 
 
-def parse_ks(text: str) -> list[int]:
-    try:
-        ks = sorted({int(k) for k in text.split(",")})
-    except ValueError:
-        raise InvalidInput(f"--k {text!r} is invalid: give comma-separated integers") from None
-    if ks[0] < 1:
-        raise InvalidInput(f"--k {text!r} is invalid: every k must be >= 1")
-    return ks
-
-
 def main(args: argparse.Namespace) -> int:
     ks = parse_ks(args.k)
-    if not args.timeout > 0:
-        raise InvalidInput(f"timeout={args.timeout!r} is invalid: must be > 0 seconds")
-    if args.workers < 1:
-        raise InvalidInput(f"workers={args.workers!r} is invalid: must be >= 1")
+    check_pool_arguments(args.timeout, args.workers)
     bench = load_benchmark(args.benchmark)
     problems = {p["task_id"]: p for p in bench.problems}
     samples = read_samples(args.samples, set(problems))

@@ -70,6 +70,14 @@ def check_program(problem: dict, completion: str, timeout: float = TIMEOUT) -> s
             + f"check({problem['entry_point']})\n")
 
 
+def check_pool_arguments(timeout: float, workers: int) -> None:
+    """--timeout and --workers of eval and evaluate, checked before anything runs or is written."""
+    if not timeout > 0:
+        raise InvalidInput(f"timeout={timeout!r} is invalid: must be > 0 seconds")
+    if workers < 1:
+        raise InvalidInput(f"workers={workers!r} is invalid: must be >= 1")
+
+
 def run_timeout(problem: dict, timeout: float) -> float:
     """A run's wall-clock limit: `timeout`, or for APPS, whose one run holds all of a sample's test
     cases (each limited to `timeout` inside), the per-problem cap."""

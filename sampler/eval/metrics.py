@@ -4,9 +4,24 @@ Pure arithmetic on pass/fail flags and ranking scores; running programs and mode
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from ..errors import InvalidInput
+
+
+def parse_ks(text: str, n: Optional[int] = None) -> list[int]:
+    """--k: comma-separated k for pass@k, sorted, each >= 1 (and <= n, the samples per problem,
+    where that is known before the samples are)."""
+    try:
+        ks = sorted({int(k) for k in text.split(",")})
+    except ValueError:
+        raise InvalidInput(f"--k {text!r} is invalid: give comma-separated integers") from None
+    for k in ks:
+        if k < 1 or (n is not None and k > n):
+            allowed = ("every k must be >= 1" if n is None else
+                       f"must be between 1 and n={n} (the samples drawn per problem)")
+            raise InvalidInput(f"k={k} is invalid: {allowed}")
+    return ks
 
 
 def _check_k(n: int, k: int) -> None:

@@ -27,8 +27,9 @@ from ..models import ModelConfig, check_device, load_hf_config, parse_dtype, res
 from ..models.shape import ModelShape
 from ..params import SamplingParams
 from . import distributed
-from .execute import ExecutionPool, resolve_sandbox
+from .execute import ExecutionPool, check_pool_arguments, resolve_sandbox
 from .loop import execute, generate, score
+from .metrics import parse_ks
 from .records import SampleSet, model_dir, open_for_append
 from .report import build_report, ranks_log, write_report
 from .tasks import Benchmark, load_benchmark
@@ -69,11 +70,8 @@ def plan(args: argparse.Namespace) -> Plan:
     max_new_tokens = bench.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens
     params = SamplingParams(n=args.n, temperature=args.temperature, top_p=args.top_p,
                             max_new_tokens=max_new_tokens, stop=bench.stop, seed=args.seed)
-    ks = _parse_ks(args.k, params.n)
-    if not args.timeout > 0:
-        raise InvalidInput(f"timeout={args.timeout!r} is invalid: must be > 0 seconds")
-    if args.workers < 1:
-        raise InvalidInput(f"workers={args.workers!r} is invalid: must be >= 1")
+    ks = None if args.k is None else parse_ks(args.k, params.n)
+    check_pool_arguments(args.timeout, args.workers)
     on_ray = distributed.requested(args.data_parallel, args.ray_address, args.until_pass, args.device)
     parse_dtype(args.dtype)
     check_device(args.device)
@@ -98,19 +96,6 @@ def plan(args: argparse.Namespace) -> Plan:
               "until_pass": args.until_pass, "device": args.device, "dtype": args.dtype,
               "data_parallel": args.data_parallel}
     return Plan(out, bench, params, models, ranker, settings, config, on_ray)
-
-
-def _parse_ks(text: Optional[str], n: int) -> Optional[list[int]]:
-    if text is None:
-        return None
-    try:
-        ks = sorted({int(k) for k in text.split(",")})
-    except ValueError:
-        raise InvalidInput(f"--k {text!r} is invalid: give comma-separated integers") from None
-    for k in ks:
-        if not 1 <= k <= n:
-            raise InvalidInput(f"k={k} is invalid: must be between 1 and n={n} (the samples drawn per problem)")
-    return ks
 
 
 def _model(name: str, bench: Benchmark, max_new_tokens: int, revision: Optional[str]) -> Model:
