@@ -6,7 +6,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 
 from .engine import Engine, EngineClient
-from .errors import InvalidInput
+from .errors import InvalidInput, check_context
 from .models import check_device, load_hf_config, load_model, parse_dtype, resolve_model_path
 from .params import Completion, GenerationStats, SamplingParams
 from .scoring import Scored
@@ -126,11 +126,8 @@ class Sampler:
 
     def score_top(self, prompt_ids: list[int], completions: list[list[int]], top_k: int) -> list[Scored]:
         """score_ids, plus the top_k most likely tokens at each position (for top_logprobs)."""
-        limit = self.max_context
-        longest = max((len(c) for c in completions), default=0)
-        if len(prompt_ids) + longest > limit:
-            raise InvalidInput(f"prompt + completion ({len(prompt_ids) + longest} tokens) exceeds the "
-                               f"model's context of {limit} tokens")
+        check_context(len(prompt_ids), max((len(c) for c in completions), default=0), self.max_context,
+                      "the longest completion")
         return self.engine.score(prompt_ids, completions, top_k)
 
 

@@ -21,7 +21,7 @@ from typing import Optional, Protocol
 import torch
 
 from .cache import BlockPool, PrefillBatch, cdiv
-from .errors import InvalidInput
+from .errors import InvalidInput, check_context
 from .memory import kv_bytes_per_token, num_kv_blocks
 from .models.loader import eos_token_ids, load_tokenizer
 from .params import Completion, GenerationStats, SamplingParams
@@ -110,10 +110,7 @@ class Engine:
         bad = next((t for t in prompt_ids if not 0 <= t < vocab), None)
         if bad is not None:
             raise InvalidInput(f"prompt token id {bad} is out of range: the vocabulary has {vocab} tokens")
-        limit = self.max_context
-        if len(prompt_ids) + params.max_new_tokens > limit:
-            raise InvalidInput(f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({params.max_new_tokens}) "
-                               f"exceeds the model's context of {limit} tokens")
+        check_context(len(prompt_ids), params.max_new_tokens, self.max_context)
         bs = self.pool.block_size
         need = cdiv(len(prompt_ids), bs) + cdiv(params.max_new_tokens, bs)
         if need > self.pool.capacity:

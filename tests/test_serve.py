@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from sampler import Completion, InvalidInput, Sampler
+from sampler.errors import check_context
 from sampler.scoring import Scored
 from sampler.server.protocol import Limits
 
@@ -47,8 +48,7 @@ class FakeEngine:
         self._next_id = 0
 
     def add_request(self, prompt_ids, params):
-        if len(prompt_ids) + params.max_new_tokens > 64:
-            raise InvalidInput("prompt + max_new_tokens exceeds the model's context of 64 tokens")
+        check_context(len(prompt_ids), params.max_new_tokens, 64)  # the real engine's check
         rid, self._next_id = self._next_id, self._next_id + 1
         self.requests[rid] = [list(prompt_ids), params, 0]
         self.added.append((list(prompt_ids), params))

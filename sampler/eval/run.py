@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..api import Sampler
-from ..errors import InvalidInput
+from ..errors import ContextOverflow, InvalidInput, check_context
 from ..jsonl import append_jsonl, write_atomic, write_jsonl_atomic
 from ..models import ModelConfig, check_device, load_hf_config, parse_dtype, resolve_model_path
 from ..models.shape import ModelShape
@@ -105,10 +105,11 @@ def _model(name: str, bench: Benchmark, max_new_tokens: int, revision: Optional[
     config = load_hf_config(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     longest = max(len(tokenizer(p["prompt"]).input_ids) for p in bench.problems)
-    context = ModelConfig.from_hf(config).max_context
-    if longest + max_new_tokens > context:
-        raise InvalidInput(f"model {name!r}: the longest prompt ({longest} tokens) + max_new_tokens "
-                           f"({max_new_tokens}) exceeds its context of {context} tokens")
+    try:
+        check_context(longest, max_new_tokens, ModelConfig.from_hf(config).max_context)
+    except ContextOverflow as e:
+        raise InvalidInput(f"model {name!r}: the longest prompt ({e.prompt_tokens} tokens) + max_new_tokens "
+                           f"({e.new_tokens}) exceeds its context of {e.max_context} tokens") from None
     return Model(name, path, ModelShape.from_config(config))
 
 

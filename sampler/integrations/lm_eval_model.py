@@ -18,7 +18,7 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from ..errors import InvalidInput
+from ..errors import ContextOverflow, InvalidInput, check_context
 from ..params import SamplingParams
 
 try:
@@ -146,12 +146,13 @@ class BudgetSamplerLM(_LMBase):
     def _check_fits(self, context: str, max_gen_toks: int) -> None:
         """An overflow names lm-eval's flag to lower (task code defaults such as 1024 do not fit
         small models)."""
-        window, used = self.sampler.max_context, len(self.sampler.encode(context))
-        if used + max_gen_toks > window:
-            fix = (f"lower it with lm-eval's --gen_kwargs max_gen_toks={window - used}"
-                   if used < window else "the context alone fills it")
-            raise InvalidInput(f"a context of {used} tokens + max_gen_toks ({max_gen_toks}) exceeds "
-                               f"the model's context of {window} tokens: {fix}")
+        try:
+            check_context(len(self.sampler.encode(context)), max_gen_toks, self.sampler.max_context)
+        except ContextOverflow as e:
+            fix = (f"lower it with lm-eval's --gen_kwargs max_gen_toks={e.room}" if e.room > 0
+                   else "the context alone fills it")
+            raise InvalidInput(f"a context of {e.prompt_tokens} tokens + max_gen_toks ({e.new_tokens}) exceeds "
+                               f"the model's context of {e.max_context} tokens: {fix}") from None
 
     def _context_ids(self, context: str) -> list[int]:
         return self.sampler.encode(context) if context else [self._prefix_token_id()]

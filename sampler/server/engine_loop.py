@@ -16,7 +16,7 @@ import queue
 import threading
 from dataclasses import dataclass, replace
 
-from ..errors import InvalidInput
+from ..errors import ContextOverflow, InvalidInput
 from ..params import Completion, SamplingParams
 from .protocol import Choice, GenerationRequest, Prompt, PromptInfo, RequestError, TokensPrompt
 
@@ -106,8 +106,7 @@ class EngineLoop:
             token_ids = (self._sampler.encode(prompt) if isinstance(prompt, str) else
                          list(prompt.prompt_token_ids) if isinstance(prompt, TokensPrompt) else list(prompt))
             info = self._prompt_info(prompt, token_ids, request)
-            params = self._fit(token_ids, request)
-            rid = self._engine.add_request(token_ids, params)
+            rid, params = self._add(token_ids, request)
         except Exception as e:  # InvalidInput is the client's to fix; anything else answers 500
             if not isinstance(e, InvalidInput):
                 logger.exception("adding a request failed")
@@ -129,23 +128,25 @@ class EngineLoop:
             info.logprobs, info.top = scored.logprobs, scored.top
         return info
 
-    def _fit(self, token_ids: list[int], request: GenerationRequest) -> SamplingParams:
-        """The params, with max_tokens lowered to what the context leaves when the request allows
-        it; otherwise an overflow names the field (and lm-eval's flag) to lower."""
-        params, context, field = request.params, self._sampler.max_context, request.max_tokens_field
-        room = context - len(token_ids)
-        if room < 1:
-            raise RequestError(f"the prompt has {len(token_ids)} tokens and the model's context is "
-                               f"{context}: shorten it (lm-eval: --model_args max_length={context})",
-                               param="prompt")
-        if params.max_new_tokens <= room:
-            return params
-        if request.clip_max_tokens:
-            return replace(params, max_new_tokens=room)
-        raise RequestError(f"prompt ({len(token_ids)} tokens) + {field} ({params.max_new_tokens}) "
-                           f"exceeds the model's context of {context} tokens: lower {field} to at "
-                           f"most {room} (lm-eval: --gen_kwargs max_gen_toks={room}), or start the "
-                           "server with --clip-max-tokens", param=field)
+    def _add(self, token_ids: list[int], request: GenerationRequest) -> tuple[int, SamplingParams]:
+        """The engine request and its params. When the engine finds that the prompt + max_tokens
+        overflow the context, max_tokens is lowered to what the context leaves if the request
+        allows it; otherwise the error names the field (and lm-eval's flag) to lower."""
+        params, field = request.params, request.max_tokens_field
+        try:
+            return self._engine.add_request(token_ids, params), params
+        except ContextOverflow as e:
+            if e.room < 1:
+                raise RequestError(f"the prompt has {e.prompt_tokens} tokens and the model's context is "
+                                   f"{e.max_context}: shorten it (lm-eval: --model_args max_length="
+                                   f"{e.max_context})", param="prompt") from None
+            if not request.clip_max_tokens:
+                raise RequestError(f"prompt ({e.prompt_tokens} tokens) + {field} ({e.new_tokens}) exceeds the "
+                                   f"model's context of {e.max_context} tokens: lower {field} to at most "
+                                   f"{e.room} (lm-eval: --gen_kwargs max_gen_toks={e.room}), or start the "
+                                   "server with --clip-max-tokens", param=field) from None
+            params = replace(params, max_new_tokens=e.room)
+        return self._engine.add_request(token_ids, params), params
 
     def _step(self) -> None:
         try:
