@@ -1,21 +1,18 @@
 """The generation loop: schedule -> run -> postprocess, once per step.
 
-schedule: give every running sample the KV block its next token needs, preempting the most recently
-started samples when the pool is short (vLLM's recompute policy: their blocks are freed, their
-tokens kept, and they wait at the head of the queue); then admit waiting samples while slots and
-blocks allow (prefilling a prompt on its first sample, drawing a new sample's first token straight
-from its prompt's logits, rebuilding a readmitted sample's KV from its tokens). run: the model
-runner's decode step for all running samples. postprocess: append tokens, stop on EOS / stop
-strings / length, free the finished samples' slots and blocks.
+schedule (sampler/scheduler.py): grow running samples into the KV blocks their next tokens need,
+preempting when the pool is short, and admit waiting samples into free slots. run: prefill the
+prompts admitted for the first time, rebuild readmitted samples' KV, draw new samples' first tokens
+from their prompts' logits, then the model runner's decode step for all running samples.
+postprocess: append tokens, stop on EOS / stop strings / length, and hand back the finished ones.
 
-One Engine owns the model, the KV pool and the slots; it is not thread-safe (one thread drives it,
-as in nano-vllm: add_request / abort_request / step).
+One Engine owns the model, the KV pool and the requests; it is not thread-safe (one thread drives
+it, as in nano-vllm: add_request / abort_request / step).
 """
 from __future__ import annotations
 
 import random
 import time
-from collections import deque
 from typing import Optional, Protocol
 
 import torch
@@ -25,7 +22,8 @@ from .errors import InvalidInput, check_context
 from .memory import kv_bytes_per_token, num_kv_blocks
 from .models.loader import eos_token_ids, load_tokenizer
 from .params import Completion, GenerationStats, SamplingParams
-from .runner import ModelRunner
+from .runner import BatchGroup, ModelRunner
+from .scheduler import Admission, Scheduler
 from .scoring import Scored, score
 from .sequence import Request, Sample
 from .stopping import Detokenizer, IncrementalText
@@ -83,15 +81,11 @@ class Engine:
         blocks = num_kv_blocks(model.cfg, weight.dtype, self.device, kv_cache_memory, block_size, max_batch_size)
         self.pool = BlockPool(model.cfg, blocks, block_size, self.device, weight.dtype)
         self.runner = ModelRunner(model, self.pool, max_batch_size, cuda_graphs)
-        self.free_slots = list(range(max_batch_size - 1, -1, -1))
-        self.running: list[Sample] = []  # in admission order
-        self.waiting: deque[Sample] = deque()  # preempted samples, readmitted before new ones
         self.requests: dict[int, Request] = {}  # insertion order = admission order
+        self.scheduler = Scheduler(self.pool, max_batch_size, self.requests)
         self.stats = GenerationStats(kv_blocks_total=self.pool.capacity)
         self._batch: list[Sample] = []  # the running samples in the runner's row order
-        self._batch_changed = False
-        self._next_id = self._started = 0
-        self._prefix_blocks = 0  # blocks held by prompts' prefixes (for stats.prefix_kv_bytes)
+        self._next_id = 0
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -122,11 +116,7 @@ class Engine:
         req = self.requests.get(request_id)
         if req is None:
             return
-        for s in self.running:
-            if s.request is req:
-                self._release_sample(s)
-        self.running = [s for s in self.running if s.slot is not None]
-        self.waiting = deque(s for s in self.waiting if s.request is not req)
+        self.scheduler.abort(req)
         req.live, req.next_sample = 0, req.params.n
         self._release(req)
 
@@ -148,94 +138,47 @@ class Engine:
 
     @torch.inference_mode()
     def step(self) -> list[tuple[int, Completion]]:
-        """Schedule (grow, preempt, admit), then one decode step for every running sample."""
+        """Schedule (grow, preempt, admit), then one decode step for every running sample; returns
+        the samples that finished, with their request ids."""
         finished: list[tuple[int, Completion]] = []
         t0, prefill0 = time.perf_counter(), self.stats.prefill_seconds
-        self._grow()
-        while self._admit(finished):
-            pass
-        if self.running:
-            if self._batch_changed:
+        updates, preempted = self.scheduler.grow()
+        self.stats.preemptions += preempted
+        self.runner.set_blocks(updates)
+        self._track_memory()
+        while (admitted := self.scheduler.admit(self._new_sample)) is not None:
+            finished += self._start(admitted)
+        if self.scheduler.running:
+            if self.scheduler.changed:
                 self._set_batch()
             tokens, logprobs = self.runner.decode()
             self.stats.decode_steps += 1
-            self._postprocess(self._batch, tokens, logprobs, finished)
+            finished += self._postprocess(self._batch, tokens, logprobs)
         self.stats.decode_seconds += time.perf_counter() - t0 - (self.stats.prefill_seconds - prefill0)
         return finished
 
-    def _grow(self) -> None:
-        """Every running sample gets a block for the KV its next decode step writes (at suffix
-        position len(token_ids) - 1); short of blocks, idle prompts' prefixes go first, then the most
-        recently started samples are preempted."""
-        bs = self.pool.block_size
-        need = [s for s in self.running if len(s.blocks) * bs < len(s.token_ids)]
-        while len(need) > self.pool.num_free:
-            if not self._reclaim_prefix():
-                victim = self.running[-1]
-                self._preempt(victim)
-                need = [s for s in need if s is not victim]
-        updates = []
-        for s in need:
-            s.blocks += self.pool.allocate(1)
-            updates.append((s.slot, len(s.blocks) - 1, s.blocks[-1]))
-        self.runner.set_blocks(updates)
-        self._track_memory()
+    def _new_sample(self, req: Request) -> Sample:
+        text = IncrementalText(self.detokenizer, req.prompt, req.params.stop) if req.params.stop else None
+        return Sample(req, req.params.sample_index(req.next_sample), text)
 
-    def _admit(self, finished) -> bool:
-        """Start waiting samples in order (preempted first, then new ones) while a slot and their
-        blocks are free; returns whether any started."""
-        fresh, readmitted = [], []
-        bs = self.pool.block_size
-        while self.free_slots:
-            req, sample = self._next_waiting()
-            if req is None:
-                break
-            own = max(1, cdiv(len(sample.token_ids) if sample else 0, bs))  # its suffix blocks
-            need = own + (0 if req.prefix_blocks is not None else cdiv(len(req.prompt_ids), bs))
-            if need > self.pool.num_free:
-                # nothing running will free blocks: take them from idle prompts' prefixes
-                if self.running or fresh or readmitted or not self._reclaim_prefix(keep=req):
-                    break
-                continue
-            if req.prefix_blocks is None:
-                self._prefill(req)
-            if sample is None:
-                text = IncrementalText(self.detokenizer, req.prompt, req.params.stop) if req.params.stop else None
-                sample = Sample(req, req.params.sample_index(req.next_sample), text)
-                req.next_sample += 1
-                req.live += 1
-                fresh.append(sample)
-            else:
-                self.waiting.popleft()
-                readmitted.append(sample)
-            sample.blocks = self.pool.allocate(own)
-            sample.slot, sample.started = self.free_slots.pop(), self._started
-            self._started += 1
-            req.running += 1
-            self.running.append(sample)
-            self._batch_changed = True
-        if not fresh and not readmitted:
-            return False
+    def _start(self, admitted: Admission) -> list[tuple[int, Completion]]:
+        """Prefill the admitted prompts, write the samples' slots, rebuild the readmitted ones' KV and
+        draw the new ones' first tokens from their prompts' logits."""
+        for req in admitted.prefill:
+            self._prefill(req)
         self._track_memory()
-        self.runner.write_slots(fresh + readmitted)
-        self.runner.recompute(readmitted)
-        if fresh:
-            logits = torch.stack([s.request.last_logits for s in fresh])
-            tokens, logprobs = self.runner.sample_first(fresh, logits)
-            self._postprocess(fresh, tokens, logprobs, finished)
-        return True
-
-    def _next_waiting(self) -> tuple[Optional[Request], Optional[Sample]]:
-        """The next sample to admit: (its request, the preempted sample or None for a new one)."""
-        if self.waiting:
-            return self.waiting[0].request, self.waiting[0]
-        return next(((req, None) for req in self.requests.values() if req.pending), (None, None))
+        self.runner.write_slots(admitted.fresh + admitted.readmitted)
+        self.runner.recompute(admitted.readmitted)
+        if not admitted.fresh:
+            return []
+        logits = torch.stack([s.request.last_logits for s in admitted.fresh])
+        tokens, logprobs = self.runner.sample_first(admitted.fresh, logits)
+        return self._postprocess(admitted.fresh, tokens, logprobs)
 
     def _prefill(self, req: Request) -> None:
+        """The prompt's KV into its prefix blocks, once for all its samples, and its next-token logits."""
         t0 = time.perf_counter()
         n = len(req.prompt_ids)
-        req.prefix_blocks = self.pool.allocate(cdiv(n, self.pool.block_size))
-        self._prefix_blocks += len(req.prefix_blocks)
         ids = torch.tensor(req.prompt_ids, device=self.device)
         hidden = self.model(ids, torch.arange(n, device=self.device), PrefillBatch(self.pool, req.prefix_blocks, n))
         req.last_logits = self.model.logits(hidden[-1:])[0]
@@ -244,85 +187,58 @@ class Engine:
 
     def _set_batch(self) -> None:
         # request ids grow in admission order, so they sort the rows by prompt group
-        self._batch = sorted(self.running, key=lambda s: (s.request.request_id, s.slot))
-        groups: list[tuple[list[int], list[int], int]] = []
+        self._batch = sorted(self.scheduler.running, key=lambda s: (s.request.request_id, s.slot))
+        groups: list[BatchGroup] = []
         last = None
         for s in self._batch:
             if s.request is not last:
-                groups.append(([], s.request.prefix_blocks, len(s.request.prompt_ids)))
+                groups.append(BatchGroup([], s.request.prefix_blocks, len(s.request.prompt_ids)))
                 last = s.request
-            groups[-1][0].append(s.slot)
+            groups[-1].slots.append(s.slot)
         self.runner.set_batch(groups)
-        self._batch_changed = False
+        self.scheduler.changed = False
 
-    def _postprocess(self, samples: list[Sample], tokens: list[int], logprobs: list[float], finished) -> None:
+    def _postprocess(self, samples: list[Sample], tokens: list[int], logprobs: list[float]) \
+            -> list[tuple[int, Completion]]:
+        """Append each sample's token; finish it on EOS, a stop string or its length."""
+        finished = []
         for s, token, logprob in zip(samples, tokens, logprobs):
             p = s.request.params
             s.token_ids.append(token)
             s.token_logprobs.append(logprob)
             self.stats.generated_tokens += 1
             if token in self.eos_token_ids and not p.ignore_eos:
-                self._finish(s, "eos", finished)
+                finished.append(self._finish(s, "eos"))
             elif s.text is not None and s.text.add(token):
-                self._finish(s, "stop", finished)
+                finished.append(self._finish(s, "stop"))
             elif len(s.token_ids) >= p.max_new_tokens:
-                self._finish(s, "length", finished)
-        if self._batch_changed:
-            self.running = [s for s in self.running if s.slot is not None]
+                finished.append(self._finish(s, "length"))
+        if self.scheduler.changed:
+            self.scheduler.compact()
+        return finished
 
-    # -- memory -----------------------------------------------------------------------------------
-
-    def _finish(self, s: Sample, reason: str, finished) -> None:
-        self._release_sample(s)
+    def _finish(self, s: Sample, reason: str) -> tuple[int, Completion]:
+        self.scheduler.release(s)
         req = s.request
         req.live -= 1
         ids = s.token_ids[:-1] if reason == "eos" else s.token_ids  # EOS has no text
         text, kept, stopped = self.detokenizer.settle(req.prompt, ids, req.params.stop, s.text)
         if stopped:  # (kept < len(ids) only for a tokenizer the incremental text got wrong)
             reason, s.token_ids, s.token_logprobs = "stop", s.token_ids[:kept], s.token_logprobs[:kept]
-        finished.append((req.request_id, Completion(s.index, text, s.token_ids, float(sum(s.token_logprobs)),
-                                                    reason, s.token_logprobs)))
         if req.done:
             self._release(req)
-
-    def _release_sample(self, s: Sample) -> None:
-        """Free a sample's slot and suffix blocks (it finished, was preempted or aborted)."""
-        self.pool.free(s.blocks)
-        s.blocks = []
-        self.free_slots.append(s.slot)
-        s.slot = None
-        s.request.running -= 1
-        self._batch_changed = True
-
-    def _preempt(self, s: Sample) -> None:
-        self._release_sample(s)
-        self.running.remove(s)
-        self.waiting.appendleft(s)
-        self.stats.preemptions += 1
-
-    def _reclaim_prefix(self, keep: Optional[Request] = None) -> bool:
-        """Free the prefix blocks of the latest prompt that has none of its samples running
-        (it is prefilled again when one is admitted); returns whether there was one."""
-        for req in reversed(self.requests.values()):
-            if req.prefix_blocks is not None and req.running == 0 and req is not keep:
-                self._free_prefix(req)
-                return True
-        return False
-
-    def _free_prefix(self, req: Request) -> None:
-        self.pool.free(req.prefix_blocks)
-        self._prefix_blocks -= len(req.prefix_blocks)
-        req.prefix_blocks = None
+        return req.request_id, Completion(s.index, text, s.token_ids, float(sum(s.token_logprobs)), reason,
+                                          s.token_logprobs)
 
     def _release(self, req: Request) -> None:
         if req.prefix_blocks is not None:
-            self._free_prefix(req)
+            self.scheduler.free_prefix(req)
         req.last_logits = None
         self.requests.pop(req.request_id, None)
 
     def _track_memory(self) -> None:
         per_block = kv_bytes_per_token(self.model.cfg, self.pool.k.dtype) * self.pool.block_size
         stats = self.stats
-        stats.prefix_kv_bytes = max(stats.prefix_kv_bytes, self._prefix_blocks * per_block)
+        stats.prefix_kv_bytes = max(stats.prefix_kv_bytes, self.scheduler.prefix_blocks * per_block)
         stats.kv_blocks_peak = max(stats.kv_blocks_peak, self.pool.num_used)
         stats.peak_kv_bytes = stats.kv_blocks_peak * per_block

@@ -10,6 +10,7 @@ and log-probs. On CPU the same buffers are used eagerly, so tests exercise the s
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -18,6 +19,22 @@ import kernels
 
 from .cache import BlockPool, SuffixBatch, block_tables, cdiv
 from .sequence import Sample
+
+
+@dataclass
+class BlockUpdate:
+    """A sample grew into a new KV block: its slot, the block's position in its table, the block."""
+    slot: int
+    index: int
+    block: int
+
+
+@dataclass
+class BatchGroup:
+    """The decode batch's rows of one prompt: their slots, and the prompt's prefix blocks and length."""
+    slots: list[int]
+    prefix_blocks: list[int]
+    prefix_len: int
 
 
 def graph_batch_sizes(max_batch_size: int) -> list[int]:
@@ -78,24 +95,24 @@ class ModelRunner:
             buf[slots] = torch.tensor(values, dtype=buf.dtype, device=device)
         self.block_table[slots] = block_tables([s.blocks for s in samples], self.block_table.shape[1]).to(device)
 
-    def set_blocks(self, updates: list[tuple[int, int, int]]) -> None:
-        """(slot, position in its block table, block) for samples that grew into a new block."""
+    def set_blocks(self, updates: list[BlockUpdate]) -> None:
         if updates:
-            slot, j, block = torch.tensor(updates, device=self.token.device).unbind(1)
+            slot, j, block = torch.tensor([(u.slot, u.index, u.block) for u in updates],
+                                          device=self.token.device).unbind(1)
             self.block_table[slot, j] = block.to(torch.int32)
 
-    def set_batch(self, groups: list[tuple[list[int], list[int], int]]) -> None:
-        """The decode batch: per prompt group, (its slots, its prefix blocks, its prefix length)."""
-        rows = [slot for slots, _, _ in groups for slot in slots]
+    def set_batch(self, groups: list[BatchGroup]) -> None:
+        """The decode batch, grouped by prompt."""
+        rows = [slot for g in groups for slot in g.slots]
         size = len(rows)
         padded = next(b for b in self.padded_sizes if b >= size) if self.padded_sizes else size
         # a padded batch of `padded` rows has padded + 1 groups: the real ones, one of padding rows
         # on the scratch slot with no prefix, then empty ones
         num_groups = padded + 1 if self.padded_sizes else len(groups)
-        counts = [len(slots) for slots, _, _ in groups] + [padded - size] + [0] * (num_groups - len(groups) - 1)
-        tables = block_tables([blocks for _, blocks, _ in groups] + [[]] * (num_groups - len(groups)),
+        counts = [len(g.slots) for g in groups] + [padded - size] + [0] * (num_groups - len(groups) - 1)
+        tables = block_tables([g.prefix_blocks for g in groups] + [[]] * (num_groups - len(groups)),
                               self.prefix_tables.shape[1])
-        lens = [length for _, _, length in groups] + [0] * (num_groups - len(groups))
+        lens = [g.prefix_len for g in groups] + [0] * (num_groups - len(groups))
         self.rows[:padded] = torch.tensor(rows + [self.scratch] * (padded - size))
         self.row_ptr[:num_groups + 1] = torch.tensor([0] + counts[:num_groups]).cumsum(0)
         self.prefix_tables[:num_groups] = tables

@@ -41,4 +41,3 @@ class Sample:
     token_logprobs: list[float] = field(default_factory=list)
     slot: Optional[int] = None        # while running
     blocks: list[int] = field(default_factory=list)  # its suffix KV blocks while running
-    started: int = 0                  # admission order: preemption takes the most recent first
