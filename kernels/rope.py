@@ -1,8 +1,9 @@
 """Rotary position embedding fused with the write of K and V into a KV cache: reference and kernel.
 
 The cache is addressed by flat rows: a cache tensor viewed as [rows, kv_heads, head_dim] and one
-destination row per token, so the same op fills the prefix pool (prefill) and the per-slot suffix
-cache (decode). cos/sin are Hugging Face's [tokens, head_dim] tables (halves duplicated).
+destination row per token, so the same op fills a prompt's prefix blocks (prefill) and each
+sample's suffix blocks (decode) of the one block pool. cos/sin are Hugging Face's
+[tokens, head_dim] tables (halves duplicated).
 """
 from __future__ import annotations
 

@@ -82,7 +82,7 @@ class Completion:
     text: str
     token_ids: list[int]
     logprob: float
-    finish_reason: str  # "stop" | "eos" | "length" | "abort"
+    finish_reason: str  # "stop" | "eos" | "length"
     token_logprobs: list[float] = field(default_factory=list)
 
     @property

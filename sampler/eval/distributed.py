@@ -79,7 +79,7 @@ class Cluster:
 
     def start(self):
         import ray
-        return ray.remote(Engine).options(**self.resources).remote()
+        return ray.remote(EngineActor).options(**self.resources).remote()
 
     def release(self) -> None:
         """Let the actors close their Sampler (it stops tensor-parallel workers), then end them."""
@@ -141,7 +141,7 @@ def _check_reachable(address: str) -> None:
                               "`ray start --head` and give the address it prints") from None
 
 
-class Engine:
+class EngineActor:
     """The Ray actor: one Sampler at a time, loaded once per model, drawing the work items it is sent."""
 
     def __init__(self):

@@ -82,3 +82,8 @@ class SampleSet:
     def close(self) -> None:
         self.samples.close()
         self.results.close()
+
+
+def ranks_log(directory: Path, ranker: str) -> Log:
+    """The mean log-probs that `ranker` gave a model's samples, in that model's directory."""
+    return Log(directory / f"rank_{model_dir('', ranker).name}.jsonl")

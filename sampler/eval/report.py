@@ -26,7 +26,7 @@ from ..models.shape import ModelShape
 from .budget import CostModel, budget_grid
 from .intervals import Bootstrap
 from .metrics import pass_at_k, rank_score_at_k
-from .records import Log, SampleSet, model_dir
+from .records import SampleSet, model_dir, ranks_log
 from .waves import first_pass, pass_at_k_from_first_pass, waves
 
 # budget kind -> (what one sample costs, title)
@@ -34,10 +34,6 @@ KINDS = {"flops": "FLOPs, paper (2 x matmul parameters x 128 tokens)",
          "flops_exact": "FLOPs, exact (as spent by the engine, prompt prefill shared)",
          "time": "seconds (measured on this machine)"}
 BUDGETS = {"flops": ("flops", "flops_exact"), "time": ("time",), "both": ("flops", "flops_exact", "time")}
-
-
-def ranks_log(directory: Path, ranker: str) -> Log:
-    return Log(directory / f"rank_{model_dir('', ranker).name}.jsonl")
 
 
 def _joined(sample_set: SampleSet, problems: list[dict]) -> list[list[dict]]:

@@ -30,8 +30,8 @@ from . import distributed
 from .execute import ExecutionPool, check_pool_arguments, resolve_sandbox
 from .loop import execute, generate, score
 from .metrics import parse_ks
-from .records import SampleSet, model_dir, open_for_append
-from .report import build_report, ranks_log, write_report
+from .records import SampleSet, model_dir, open_for_append, ranks_log
+from .report import build_report, write_report
 from .tasks import Benchmark, load_benchmark
 
 DEFAULT_N = 32           # samples per problem in the default run
@@ -49,7 +49,7 @@ class Model:
 
 
 @dataclass
-class Plan:
+class RunPlan:
     """Everything a run needs, checked; nothing written yet."""
     out: Path
     bench: Benchmark
@@ -61,7 +61,7 @@ class Plan:
     on_ray: bool  # draw on Ray actors (distributed.py) instead of in this process
 
 
-def plan(args: argparse.Namespace) -> Plan:
+def plan(args: argparse.Namespace) -> RunPlan:
     names = [m.strip() for m in str(args.models).split(",")]
     if not all(names) or len({model_dir("", n).name for n in names}) != len(names):
         raise InvalidInput(f"--models {args.models!r} is invalid: give distinct comma-separated model names")
@@ -95,7 +95,7 @@ def plan(args: argparse.Namespace) -> Plan:
               "problems": len(bench.problems), "budget": args.budget, "ranker": args.ranker, "k": ks,
               "until_pass": args.until_pass, "device": args.device, "dtype": args.dtype,
               "data_parallel": args.data_parallel}
-    return Plan(out, bench, params, models, ranker, settings, config, on_ray)
+    return RunPlan(out, bench, params, models, ranker, settings, config, on_ray)
 
 
 def _model(name: str, bench: Benchmark, max_new_tokens: int, revision: Optional[str]) -> Model:
