@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass, replace
+from typing import Optional
 
 from ..errors import ContextOverflow, InvalidInput
 from ..params import Completion, SamplingParams
@@ -35,6 +36,22 @@ class _InFlight:
     logprobs: int | None
 
 
+@dataclass
+class _Add:
+    key: int
+    prompt: Prompt
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    sink: asyncio.Queue
+    tag: int
+    added: asyncio.Future
+
+
+@dataclass
+class _Abort:
+    key: int
+
+
 class EngineLoop:
     """Other threads call `submit` and `abort` only."""
 
@@ -47,6 +64,7 @@ class EngineLoop:
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._keys = itertools.count()
         self._in_flight: dict[int, _InFlight] = {}  # key -> request; keys are ours, rids the engine's
+        self._key_of: dict[int, int] = {}  # engine request id -> key, while in flight
         self._thread = threading.Thread(target=self._run, name="engine-loop", daemon=True)
 
     def start(self) -> None:
@@ -68,12 +86,12 @@ class EngineLoop:
         it (a value, not a raised exception, so an unawaited one never warns)."""
         loop = asyncio.get_running_loop()
         key, added = next(self._keys), loop.create_future()
-        self._commands.put(("add", key, prompt, request, loop, sink, tag, added))
+        self._commands.put(_Add(key, prompt, request, loop, sink, tag, added))
         return key, added
 
     def abort(self, key: int) -> None:
         """Drop a request's pending and in-flight samples (a no-op once it has finished)."""
-        self._commands.put(("abort", key))
+        self._commands.put(_Abort(key))
 
     def _run(self) -> None:
         while True:
@@ -92,16 +110,16 @@ class EngineLoop:
             if self._engine.has_unfinished():
                 self._step()
 
-    def _apply(self, command) -> None:
-        if command[0] == "abort":
-            request = self._in_flight.pop(command[1], None)
+    def _apply(self, command: _Add | _Abort) -> None:
+        if isinstance(command, _Abort):
+            request = self._forget(command.key)
             if request is not None:
                 try:
                     self._engine.abort_request(request.rid)
                 except Exception:
                     logger.exception("abort of engine request %d failed", request.rid)
             return
-        _, key, prompt, request, loop, sink, tag, added = command
+        key, prompt, request, loop, added = command.key, command.prompt, command.request, command.loop, command.added
         try:
             token_ids = (self._sampler.encode(prompt) if isinstance(prompt, str) else
                          list(prompt.prompt_token_ids) if isinstance(prompt, TokensPrompt) else list(prompt))
@@ -112,8 +130,16 @@ class EngineLoop:
                 logger.exception("adding a request failed")
             _deliver(loop, _resolve, added, e)
             return
-        self._in_flight[key] = _InFlight(rid, loop, sink, tag, params.n, token_ids, request.logprobs)
+        self._in_flight[key] = _InFlight(rid, loop, command.sink, command.tag, params.n, token_ids,
+                                         request.logprobs)
+        self._key_of[rid] = key
         _deliver(loop, _resolve, added, info)
+
+    def _forget(self, key: int) -> Optional[_InFlight]:
+        request = self._in_flight.pop(key, None)
+        if request is not None:
+            del self._key_of[request.rid]
+        return request
 
     def _prompt_info(self, prompt: Prompt, token_ids: list[int], request: GenerationRequest) -> PromptInfo:
         bad = [t for t in token_ids if t >= self._vocab_size]
@@ -156,16 +182,15 @@ class EngineLoop:
                              len(self._in_flight))
             self._fail_all(e)
             return
-        by_rid = {request.rid: key for key, request in self._in_flight.items()}
         for rid, completion in finished:
-            key = by_rid.get(rid)
+            key = self._key_of.get(rid)
             if key is None:  # aborted after this step began
                 continue
             request = self._in_flight[key]
             _deliver(request.loop, request.sink.put_nowait, (request.tag, self._choice(request, completion)))
             request.remaining -= 1
             if request.remaining == 0:
-                del self._in_flight[key]
+                self._forget(key)
 
     def _choice(self, request: _InFlight, completion: Completion) -> Choice | Exception:
         if not request.logprobs:
@@ -180,7 +205,7 @@ class EngineLoop:
 
     def _fail_all(self, error: BaseException) -> None:
         for key, request in list(self._in_flight.items()):
-            self._apply(("abort", key))
+            self._apply(_Abort(key))
             _deliver(request.loop, request.sink.put_nowait, (request.tag, error))
 
 
