@@ -87,7 +87,12 @@ class Completion:
 
     @property
     def mean_logprob(self) -> float:
-        return self.logprob / max(len(self.token_ids), 1)
+        return mean_logprob(self.token_logprobs)
+
+
+def mean_logprob(logprobs: list[float]) -> float:
+    """The likelihood ranker's score: the mean per-token log-prob (0 for no tokens)."""
+    return sum(logprobs) / max(len(logprobs), 1)
 
 
 _PER_ENGINE = ("peak_kv_bytes", "prefix_kv_bytes", "kv_blocks_total", "kv_blocks_peak")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ..errors import InvalidInput
 from ..eval.execute import ExecutionPool, check_pool_arguments, resolve_sandbox
-from ..eval.metrics import parse_ks, pass_at_k
+from ..eval.metrics import parse_ks, pass_at_k_per_task
 from ..eval.tasks import BENCHMARKS, load_benchmark
 from ..jsonl import iter_jsonl, write_atomic, write_jsonl_atomic
 from .common import add_sandbox_arguments
@@ -70,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
         n_c[0] += 1
         n_c[1] += row["passed"]
     scored = [k for k in ks if all(n >= k for n, _ in counts.values())]
-    pass_at = {f"pass@{k}": sum(pass_at_k(n, c, k) for n, c in counts.values()) / len(counts) for k in scored}
+    pass_at = {f"pass@{k}": statistics.mean(pass_at_k_per_task(list(counts.values()), k)) for k in scored}
     report = {"benchmark": bench.name, "samples_file": str(args.samples), "samples": len(rows),
               "tasks": len(counts), "benchmark_tasks": len(problems), "timeout": args.timeout,
               "sandbox": sandbox, **pass_at,

@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 from tqdm import tqdm
 
-from ..params import Completion, SamplingParams
+from ..params import Completion, SamplingParams, mean_logprob
 from .execute import ExecutionPool
 from .records import Log, SampleSet
 from .waves import first_pass, next_wave
@@ -191,5 +191,5 @@ def score(load_ranker: Callable, problems: list[dict], sample_set: SampleSet, lo
                 continue
             for row, lps in zip(rows, ranker.score(p["prompt"], [r["completion"] for r in rows])):
                 log.append({"task_id": row["task_id"], "index": row["index"],
-                            "mean_logprob": sum(lps) / max(len(lps), 1)})
+                            "mean_logprob": mean_logprob(lps)})
             bar.update(len(rows))

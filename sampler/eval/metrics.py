@@ -45,6 +45,11 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - prod
 
 
+def pass_at_k_per_task(counts: Sequence[tuple[int, int]], k: int) -> list[float]:
+    """pass@k of each task from its (samples, passed) counts; a benchmark's pass@k is their mean."""
+    return [pass_at_k(n, c, k) for n, c in counts]
+
+
 def rank_score_at_k(scores: Sequence[float], passed: Sequence[bool], k: int) -> float:
     """Expected pass of the top-ranked sample among k drawn without replacement from the n samples
     (Hassid et al. 2024, Eq. 4). With the samples sorted by score, best first (ties: lower sample

@@ -25,7 +25,7 @@ from ..jsonl import read_jsonl, read_jsonl_tolerant, write_atomic
 from ..models.shape import ModelShape
 from .budget import CostModel, budget_grid
 from .intervals import Bootstrap
-from .metrics import pass_at_k, rank_score_at_k
+from .metrics import pass_at_k_per_task, rank_score_at_k
 from .records import SampleSet, model_dir, ranks_log
 from .waves import first_pass, pass_at_k_from_first_pass, waves
 
@@ -81,7 +81,7 @@ class ModelResults:
         """Per problem, pass@k or rank-score@k."""
         if (metric, k) not in self._values:
             if metric == "pass":
-                values = [pass_at_k(len(t), sum(r["passed"] for r in t), k) for t in self.tasks]
+                values = pass_at_k_per_task([(len(t), sum(r["passed"] for r in t)) for t in self.tasks], k)
             else:
                 values = [rank_score_at_k([r["score"] for r in t], [r["passed"] for r in t], k)
                           for t in self.tasks]
