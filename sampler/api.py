@@ -138,7 +138,7 @@ class Router:
     def __init__(self):
         self.inboxes: dict[int, list[tuple[int, Completion]]] = {}  # request id -> its stream's inbox
 
-    def step(self, engine: Engine) -> None:
+    def step(self, engine: EngineClient) -> None:
         finished = engine.step()
         for rid, completion in finished:
             inbox = self.inboxes.get(rid)
@@ -153,7 +153,7 @@ class SampleStream:
     """Iterator of (prompt_index, Completion) as samples finish; `cancel(i)` drops prompt i's rest,
     `add(ids, params)` queues one more prompt while it runs."""
 
-    def __init__(self, engine: Engine, prompt_ids: list[list[int]], params: list[SamplingParams],
+    def __init__(self, engine: EngineClient, prompt_ids: list[list[int]], params: list[SamplingParams],
                  router: Optional[Router] = None):
         self.engine, self.prompt_ids = engine, []
         self.router = router if router is not None else Router()
