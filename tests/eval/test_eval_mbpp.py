@@ -13,7 +13,7 @@ from sampler.eval import mbpp
 from sampler.eval.execute import ExecutionPool, check_program, run_program
 from sampler.eval.tasks import load_benchmark
 
-ROWS_PATH = Path(__file__).parent / "data" / "mbpp_rows.jsonl"
+ROWS_PATH = Path(__file__).parents[1] / "data" / "mbpp_rows.jsonl"
 ROWS = {r["task_id"]: r for r in map(json.loads, ROWS_PATH.read_text().splitlines())}
 WRONG = {  # plausible but wrong: each fails one of its task's asserts
     11: "def remove_Occ(s, ch):\n    return s.replace(ch, '', 1)\n",

@@ -8,7 +8,7 @@ import pytest
 
 from sampler.cli import main
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 MBPP = {r["task_id"]: r for r in map(json.loads, (DATA / "mbpp_rows.jsonl").read_text().splitlines())}
 APPS = {r["problem_id"]: r for r in map(json.loads, (DATA / "apps_rows.jsonl").read_text().splitlines())}
 

@@ -15,7 +15,7 @@ from sampler.eval.apps_judge import call_output_matches, stdout_matches
 from sampler.eval.execute import ExecutionPool
 from sampler.eval.tasks import load_benchmark
 
-ROWS_PATH = Path(__file__).parent / "data" / "apps_rows.jsonl"
+ROWS_PATH = Path(__file__).parents[1] / "data" / "apps_rows.jsonl"
 ROWS = {r["problem_id"]: r for r in map(json.loads, ROWS_PATH.read_text().splitlines())}
 
 

@@ -8,7 +8,7 @@ import torch
 from sampler.cli import main
 from sampler.plan import plan
 
-CONFIGS = Path(__file__).resolve().parents[1] / "bench" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "bench" / "configs"
 
 
 @pytest.mark.parametrize("name", ["codellama-7b", "codellama-13b", "codellama-34b", "qwen2.5-coder-7b"])
