@@ -1,5 +1,5 @@
 """Measure the toy ladder on the 300-problem eval split and check its gates:
-``python -m sampler.toy.quality [--weights DIR] [--out DIR]``.
+``python -m sampler.eval.toy_quality [--weights DIR] [--out DIR]``.
 
 It is `budget-sampler eval` on all 300 problems with 10 samples per problem at T = 0.8 (pure
 temperature: top-p 1) plus the greedy sample, so the numbers come from the same engine, sandbox
@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-from .ladder import NAMES
+from ..errors import InvalidInput
+from ..toy.ladder import NAMES
+from . import run
+from .config import EvalConfig
 
 PROBLEMS, N, TEMPERATURE = 300, 10, 0.8
 GATES = ("greedy pass@1 increases with size", "smallest T=0.8 pass@1 >= 0.03",
@@ -33,19 +35,19 @@ def gates(rows: dict[str, dict]) -> dict[str, bool]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sampler.toy.quality", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m sampler.eval.toy_quality", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default=None, help="a retrained ladder's folder (default: the shipped one)")
     ap.add_argument("--out", default="runs/toy-quality", help="run directory (default: runs/toy-quality)")
     args = ap.parse_args(argv)
     if args.weights:
         os.environ["BUDGET_SAMPLER_TOY_WEIGHTS"] = str(Path(args.weights).resolve())
-    # the CLI as a user runs it, in a process of its own: the toy package stays below the CLI
-    code = subprocess.run([sys.executable, "-m", "sampler.cli", "eval", "--limit", str(PROBLEMS), "--n", str(N),
-                           "--temperature", str(TEMPERATURE), "--top-p", "1.0", "--k", f"1,{N}", "--budget",
-                           "flops", "--out", args.out]).returncode
-    if code:
-        return code
+    try:
+        run.main(EvalConfig(limit=PROBLEMS, n=N, temperature=TEMPERATURE, top_p=1.0, k=f"1,{N}", budget="flops",
+                            out=args.out))
+    except InvalidInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     models = json.loads((Path(args.out) / "report.json").read_text())["models"]
     rows = {name: {"greedy": models[name]["greedy_pass@1"], "pass@1": models[name]["pass@k"]["1"],
                    f"pass@{N}": models[name]["pass@k"][str(N)]} for name in NAMES}
