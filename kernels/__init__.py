@@ -69,6 +69,12 @@ def rope_write_kv(q, k, v, cos, sin, k_cache, v_cache, cache_rows):
     return rope_write_kv_ref(q, k, v, cos, sin, k_cache, v_cache, cache_rows)
 
 
+def prefill_attention(q, k_cache, v_cache, table, scale):
+    """Causal attention of one prompt over its paged K/V (SDPA on every device; see prefill.py)."""
+    from .prefill import prefill_attention as attend
+    return attend(q, k_cache, v_cache, table, scale)
+
+
 def shared_prefix_attention(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens,
                             suffix_k, suffix_v, suffix_tables, suffix_lens, scale):
     if _use_triton(q):

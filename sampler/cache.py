@@ -18,10 +18,8 @@ after its group's prefix: decode steps, preemption recompute and teacher-forced 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 import kernels
-from kernels.attention import gather_blocks
 
 from .models.llama import ModelConfig
 
@@ -98,12 +96,7 @@ class PrefillBatch:
         return self.pool.rows(layer)
 
     def attend(self, layer: int, q: torch.Tensor, scale: float) -> torch.Tensor:
-        n = self.length
-        k = gather_blocks(self.pool.k[layer], self.table, n)[:, :, :n]  # [Hkv, 1, L, D]
-        v = gather_blocks(self.pool.v[layer], self.table, n)[:, :, :n]
-        out = F.scaled_dot_product_attention(q.transpose(0, 1).unsqueeze(0), k.transpose(0, 1), v.transpose(0, 1),
-                                             is_causal=True, scale=scale, enable_gqa=True)
-        return out.squeeze(0).transpose(0, 1)
+        return kernels.prefill_attention(q, self.pool.k[layer], self.pool.v[layer], self.table, scale)
 
 
 class SuffixBatch:
