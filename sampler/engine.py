@@ -97,7 +97,7 @@ class Engine:
         return rid
 
     def validate(self, prompt_ids: list[int], params: SamplingParams) -> None:
-        params.validate()
+        """The prompt and its fit (params checked themselves when made)."""
         if not prompt_ids:
             raise InvalidInput("prompt is empty: it must encode to at least one token")
         vocab = self.model.cfg.vocab_size

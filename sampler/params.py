@@ -11,9 +11,10 @@ from typing import Optional
 from .errors import InvalidInput
 
 
-@dataclass
+@dataclass(frozen=True)
 class SamplingParams:
-    """How to draw the n samples of one prompt. Sample i's random numbers are keyed by (seed,
+    """How to draw the n samples of one prompt; checked once, when made (frozen: `dataclasses.replace`
+    makes a checked copy). Sample i's random numbers are keyed by (seed,
     i, step), so `sample_indices` (distinct ints >= 0, len == n) draws exactly the samples with those
     indices of a run that asked for more: a resumed or incremental draw equals an uninterrupted one.
     Default: indices 0 .. n-1."""
@@ -29,14 +30,13 @@ class SamplingParams:
     sample_indices: Optional[list[int]] = None
 
     def __post_init__(self):
-        if isinstance(self.stop, str):
-            self.stop = [self.stop]
-        self.stop = list(self.stop or [])
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        object.__setattr__(self, "stop", list(stop or []))
         if self.sample_indices is not None:
-            self.sample_indices = list(self.sample_indices)
-        self.validate()
+            object.__setattr__(self, "sample_indices", list(self.sample_indices))
+        self._check()
 
-    def validate(self) -> None:
+    def _check(self) -> None:
         def bad(name, value, allowed):
             raise InvalidInput(f"{name}={value!r} is invalid: {allowed}")
 
