@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from sampler.eval.config import DEFAULT_PROBLEMS
 from sampler.eval.execute import ExecutionPool
-from sampler.eval.run import DEFAULT_PROBLEMS
 from sampler.eval.tasks import load_benchmark
 
 MODES = ("process", "namespaces")

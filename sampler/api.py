@@ -1,7 +1,8 @@
 """The user-facing Sampler: load a checkpoint, then generate / stream / score many samples."""
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional, Sequence
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import torch
 
@@ -10,6 +11,22 @@ from .errors import InvalidInput, check_context
 from .models import check_device, load_hf_config, load_model, parse_dtype, resolve_model_path
 from .params import Completion, GenerationStats, SamplingParams
 from .scoring import Scored
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How every command loads a model (Sampler.from_pretrained's options), as one picklable value: eval
+    hands `load` to its Ray actors."""
+    device: str = "cpu"
+    dtype: str = "float32"
+    max_batch_size: int = 256
+    kv_cache_memory: Union[None, int, float, str] = None
+    cuda_graphs: Optional[bool] = None
+    revision: Optional[str] = None
+    tensor_parallel: int = 1
+
+    def load(self, name_or_path: str) -> "Sampler":
+        return Sampler.from_pretrained(name_or_path, **asdict(self))
 
 
 class Sampler:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Optional
+from dataclasses import fields
 
-from ..api import Sampler
+from ..api import LoadOptions, Sampler
 from ..eval.execute import SANDBOXES, TIMEOUT
 
 
@@ -39,9 +39,11 @@ def add_sandbox_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: auto, namespaces where they work)")
 
 
-def load_sampler(args: argparse.Namespace, model: Optional[str] = None):
-    """`model` (default: --model) loaded with the shared options."""
-    return Sampler.from_pretrained(model or args.model, device=args.device, dtype=args.dtype,
-                                   max_batch_size=args.max_batch_size, kv_cache_memory=args.kv_cache_memory,
-                                   cuda_graphs=args.cuda_graphs, revision=args.revision,
-                                   tensor_parallel=args.tensor_parallel)
+def load_options(args: argparse.Namespace) -> LoadOptions:
+    """The options add_model_arguments added."""
+    return LoadOptions(**{f.name: getattr(args, f.name) for f in fields(LoadOptions)})
+
+
+def load_sampler(args: argparse.Namespace) -> Sampler:
+    """--model loaded with the shared options."""
+    return load_options(args).load(args.model)

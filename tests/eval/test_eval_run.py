@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-from sampler.api import SampleStream
-from sampler.cli import common
+from sampler.api import LoadOptions, SampleStream
 from sampler.cli import eval as eval_cli
 from sampler.errors import InvalidInput
 from sampler.eval import execute, run
@@ -37,7 +36,7 @@ class FakeEngine:
         self.stats = GenerationStats()
 
     def validate(self, prompt_ids, params):
-        params.validate()
+        pass
 
     def add_request(self, prompt_ids, params):
         rid, self.next_id = self.next_id, self.next_id + 1
@@ -119,7 +118,7 @@ def bench(tmp_path):
 
 @pytest.fixture
 def fake(monkeypatch):
-    monkeypatch.setattr(common, "Sampler", FakeSampler)
+    monkeypatch.setattr(LoadOptions, "load", lambda self, path: FakeSampler.from_pretrained(path))
     monkeypatch.setattr(FakeEngine, "crash_after", None)
     monkeypatch.setattr(FakeEngine, "finished", 0)
     monkeypatch.setattr(FakeEngine, "drawn", [])

@@ -225,7 +225,7 @@ def test_train_script_is_deterministic(tmp_path):
 # ---------------------------------------------------------------- quality gates
 
 def test_quality_gates_name_each_failure():
-    from sampler.toy.quality import GATES, gates
+    from sampler.eval.toy_quality import GATES, gates
 
     def rows(greedy, smallest_sampled):
         return {name: {"greedy": g, "pass@1": smallest_sampled if i == 0 else g}
