@@ -21,7 +21,7 @@ from .cache import BlockPool, PrefillBatch, cdiv
 from .errors import InvalidInput, check_context
 from .memory import kv_bytes_per_token, num_kv_blocks
 from .models.loader import eos_token_ids, load_tokenizer
-from .params import Completion, GenerationStats, SamplingParams
+from .params import Completion, Delta, GenerationStats, SamplingParams, SchedulerStats
 from .runner import BatchGroup, ModelRunner
 from .scheduler import Admission, Scheduler
 from .scoring import Scored, score
@@ -45,7 +45,9 @@ class EngineClient(Protocol):
     @property
     def max_context(self) -> int: ...
     def validate(self, prompt_ids: list[int], params: SamplingParams) -> None: ...
-    def add_request(self, prompt_ids: list[int], params: SamplingParams) -> int: ...
+    def add_request(self, prompt_ids: list[int], params: SamplingParams, stream: bool = False) -> int: ...
+    def take_deltas(self) -> list[tuple[int, Delta]]: ...
+    def scheduler_stats(self) -> SchedulerStats: ...
     def abort_request(self, request_id: int) -> None: ...
     def is_active(self, request_id: int) -> bool: ...
     def has_unfinished(self) -> bool: ...
@@ -85,16 +87,33 @@ class Engine:
         self.scheduler = Scheduler(self.pool, max_batch_size, self.requests)
         self.stats = GenerationStats(kv_blocks_total=self.pool.capacity)
         self._batch: list[Sample] = []  # the running samples in the runner's row order
+        self._deltas: list[tuple[int, Delta]] = []  # streamed requests' new tokens, until taken
         self._next_id = 0
 
     # -- requests ---------------------------------------------------------------------------------
 
-    def add_request(self, prompt_ids: list[int], params: SamplingParams) -> int:
+    def add_request(self, prompt_ids: list[int], params: SamplingParams, stream: bool = False) -> int:
+        """`stream`: every step also reports each running sample's new token and text (take_deltas)."""
         self.validate(prompt_ids, params)
         seed = params.seed if params.seed is not None else random.getrandbits(63)
         rid, self._next_id = self._next_id, self._next_id + 1
-        self.requests[rid] = Request(rid, list(prompt_ids), params, seed, self.detokenizer.prompt(prompt_ids))
+        self.requests[rid] = Request(rid, list(prompt_ids), params, seed, self.detokenizer.prompt(prompt_ids),
+                                     stream=stream)
         return rid
+
+    def take_deltas(self) -> list[tuple[int, Delta]]:
+        """The deltas of streamed requests' samples since the last call, with their request ids, in
+        step order. Take them after each step and hand them on before that step's Completions (a
+        sample may get its first token and finish in one step); a finishing sample's last token has
+        no delta: its Completion ends it."""
+        deltas, self._deltas = self._deltas, []
+        return deltas
+
+    def scheduler_stats(self) -> SchedulerStats:
+        running = {s.request.request_id for s in self.scheduler.running}
+        return SchedulerStats(len(running), len(self.requests) - len(running), len(self.scheduler.running),
+                              sum(r.pending for r in self.requests.values()) + len(self.scheduler.waiting),
+                              self.pool.num_used, self.pool.capacity)
 
     def validate(self, prompt_ids: list[int], params: SamplingParams) -> None:
         """The prompt and its fit (params checked themselves when made)."""
@@ -153,12 +172,14 @@ class Engine:
                 self._set_batch()
             tokens, logprobs = self.runner.decode()
             self.stats.decode_steps += 1
+            self._keep_top_logprobs(self._batch)
             finished += self._postprocess(self._batch, tokens, logprobs)
         self.stats.decode_seconds += time.perf_counter() - t0 - (self.stats.prefill_seconds - prefill0)
         return finished
 
     def _new_sample(self, req: Request) -> Sample:
-        text = IncrementalText(self.detokenizer, req.prompt, req.params.stop) if req.params.stop else None
+        text = IncrementalText(self.detokenizer, req.prompt, req.params.stop) \
+            if req.params.stop or req.stream else None
         return Sample(req, req.params.sample_index(req.next_sample), text)
 
     def _start(self, admitted: Admission) -> list[tuple[int, Completion]]:
@@ -173,7 +194,17 @@ class Engine:
             return []
         logits = torch.stack([s.request.last_logits for s in admitted.fresh])
         tokens, logprobs = self.runner.sample_first(admitted.fresh, logits)
+        self._keep_top_logprobs(admitted.fresh)
         return self._postprocess(admitted.fresh, tokens, logprobs)
+
+    def _keep_top_logprobs(self, samples: list[Sample]) -> None:
+        """Each row's top log-probs from the step's own logits, for the samples that ask (vLLM's
+        sampler returns them the same way): no second forward."""
+        rows = [i for i, s in enumerate(samples) if s.request.params.logprobs]
+        if rows:
+            k = max(samples[i].request.params.logprobs for i in rows)
+            for i, top in zip(rows, self.runner.top_logprobs(rows, k)):
+                samples[i].top_logprobs.append(top[:samples[i].request.params.logprobs])
 
     def _prefill(self, req: Request) -> None:
         """The prompt's KV into its prefix blocks, once for all its samples, and its next-token logits."""
@@ -213,6 +244,12 @@ class Engine:
                 finished.append(self._finish(s, "stop"))
             elif len(s.token_ids) >= p.max_new_tokens:
                 finished.append(self._finish(s, "length"))
+            elif s.request.stream:
+                released = s.text.released
+                self._deltas.append((s.request.request_id, Delta(
+                    s.index, released[s.streamed:], token, logprob,
+                    s.top_logprobs[-1] if p.logprobs else None)))
+                s.streamed = len(released)
         if self.scheduler.changed:
             self.scheduler.compact()
         return finished
@@ -225,10 +262,11 @@ class Engine:
         text, kept, stopped = self.detokenizer.settle(req.prompt, ids, req.params.stop, s.text)
         if stopped:  # (kept < len(ids) only for a tokenizer the incremental text got wrong)
             reason, s.token_ids, s.token_logprobs = "stop", s.token_ids[:kept], s.token_logprobs[:kept]
+            s.top_logprobs = s.top_logprobs[:kept]
         if req.done:
             self._release(req)
         return req.request_id, Completion(s.index, text, s.token_ids, float(sum(s.token_logprobs)), reason,
-                                          s.token_logprobs)
+                                          s.token_logprobs, s.top_logprobs if req.params.logprobs else None)
 
     def _release(self, req: Request) -> None:
         if req.prefix_blocks is not None:

@@ -10,6 +10,9 @@ from typing import Optional
 
 from .errors import InvalidInput
 
+MAX_LOGPROBS = 20  # top log-probs per token at most (vLLM's default --max-logprobs)
+TopLogprobs = list[tuple[int, float]]  # one position's (token id, log-prob), most likely first
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -28,6 +31,7 @@ class SamplingParams:
     seed: Optional[int] = None
     ignore_eos: bool = False
     sample_indices: Optional[list[int]] = None
+    logprobs: int = 0  # also return each generated token's `logprobs` most likely tokens (vLLM's logprobs)
 
     def __post_init__(self):
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
@@ -58,6 +62,9 @@ class SamplingParams:
                 bad("stop", s, "every stop string must be a non-empty string")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             bad("seed", self.seed, "must be an integer or None")
+        if isinstance(self.logprobs, bool) or not isinstance(self.logprobs, int) \
+                or not 0 <= self.logprobs <= MAX_LOGPROBS:
+            bad("logprobs", self.logprobs, f"must be an integer in [0, {MAX_LOGPROBS}]")
         if self.sample_indices is not None:
             ints = all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.sample_indices)
             if not ints or len(set(self.sample_indices)) != len(self.sample_indices):
@@ -84,10 +91,35 @@ class Completion:
     logprob: float
     finish_reason: str  # "stop" | "eos" | "length"
     token_logprobs: list[float] = field(default_factory=list)
+    top_logprobs: Optional[list[TopLogprobs]] = None  # per token, with params.logprobs > 0
 
     @property
     def mean_logprob(self) -> float:
         return mean_logprob(self.token_logprobs)
+
+
+@dataclass
+class Delta:
+    """What one step added to a running sample of a streamed request (Engine.take_deltas): its new
+    token and the text released with it, '' while text is held back at a possible stop string or
+    an incomplete character. A sample's deltas, then its Completion's text past them, join to the
+    Completion's text."""
+    index: int
+    text: str
+    token_id: int
+    logprob: float
+    top_logprobs: Optional[TopLogprobs] = None
+
+
+@dataclass
+class SchedulerStats:
+    """The engine's queues and KV pool right now (the server's /metrics and backpressure)."""
+    running_requests: int = 0  # with a sample holding a slot
+    waiting_requests: int = 0  # in the engine, none of its samples holding a slot
+    running_samples: int = 0
+    waiting_samples: int = 0   # not started, or preempted
+    kv_blocks_used: int = 0
+    kv_blocks_total: int = 0
 
 
 def mean_logprob(logprobs: list[float]) -> float:

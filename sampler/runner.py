@@ -75,6 +75,10 @@ class ModelRunner:
         # on CPU to run the padded step eagerly)
         self.padded_sizes: list[int] = graph_batch_sizes(max_batch_size) if cuda_graphs else []
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        # the decode step's logits, in one buffer that every graph writes (top_logprobs reads it)
+        weight = model.embed_tokens.weight
+        self._logits = torch.empty(max_batch_size, model.cfg.vocab_size, dtype=weight.dtype, device=device)
+        self.logits = self._logits[:0]  # the last step's rows
         if cuda_graphs:
             self._capture()
 
@@ -124,6 +128,7 @@ class ModelRunner:
         graph = self.graphs.get(self.padded_size)
         if graph is not None:
             graph.replay()
+            self.logits = self._logits[:self.padded_size]
         else:
             self._decode_step(self.padded_size, self.num_groups)
         tokens, logprobs = self.out[:, :self.batch_size].tolist()
@@ -135,9 +140,19 @@ class ModelRunner:
         batch = SuffixBatch(self.pool, self.pool, self.row_ptr[:num_groups + 1], self.prefix_tables[:num_groups],
                             self.prefix_lens[:num_groups], self.block_table[rows], steps.to(torch.int32))
         hidden = self.model(self.token[rows], self.prompt_len[rows] + steps - 1, batch)
-        self._sample(rows, self.model.logits(hidden), steps)
+        self._sample(rows, self.model.logits(hidden, out=self._logits[:size]), steps)
+
+    def top_logprobs(self, rows: list[int], k: int) -> list[list[tuple[int, float]]]:
+        """The k most likely tokens of the last step's given rows and their log-probs under the
+        unmodified distribution, as the sampled tokens' (outside the graph: only when asked)."""
+        if not rows:
+            return []
+        logits = self.logits[torch.tensor(rows, device=self.logits.device)].float()
+        top = torch.log_softmax(logits, dim=-1).topk(k, dim=-1)
+        return [list(zip(ids, values)) for ids, values in zip(top.indices.tolist(), top.values.tolist())]
 
     def _sample(self, rows: torch.Tensor, logits: torch.Tensor, steps: torch.Tensor) -> None:
+        self.logits = logits
         tokens, logprobs = kernels.sample(logits, self.temperature[rows], self.top_k[rows], self.top_p[rows],
                                           self.min_p[rows], self.seed[rows], self.index[rows], steps)
         self.token[rows] = tokens

@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from .params import SamplingParams
+from .params import SamplingParams, TopLogprobs
 from .stopping import IncrementalText, PromptText
 
 
@@ -22,6 +22,7 @@ class Request:
     running: int = 0              # samples holding a slot now
     prefix_blocks: Optional[list[int]] = None  # the prompt's KV blocks once prefilled
     last_logits: Optional[torch.Tensor] = None  # the prompt's next-token logits [vocab]
+    stream: bool = False          # report each step's new token and text (Engine.take_deltas)
 
     @property
     def pending(self) -> int:
@@ -39,5 +40,7 @@ class Sample:
     text: Optional[IncrementalText]   # with stop strings: the text so far, to search them
     token_ids: list[int] = field(default_factory=list)
     token_logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[TopLogprobs] = field(default_factory=list)  # with params.logprobs > 0
     slot: Optional[int] = None        # while running
     blocks: list[int] = field(default_factory=list)  # its suffix KV blocks while running
+    streamed: int = 0                 # characters of its text a stream has been given

@@ -138,6 +138,16 @@ class IncrementalText:
     def text(self) -> str:
         return self.committed + self.tail
 
+    @property
+    def released(self) -> str:
+        """The text that can no longer change nor become part of a stop string: the committed
+        text less its longest end that begins a stop string (what a stream may send)."""
+        end = len(self.committed)
+        for k in range(min(self.max_stop - 1, end), 0, -1):
+            if any(s.startswith(self.committed[end - k:]) for s in self.stop):
+                return self.committed[:end - k]
+        return self.committed
+
     def add(self, token_id: int) -> bool:
         self.window.append(token_id)
         decoded = self.detokenizer.decode(self.window)

@@ -241,6 +241,9 @@ class Transformer(nn.Module):
         x, _ = self.norm(x, residual)
         return x
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def logits(self, hidden: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """`out`: a buffer to write them into (the decode step's, which CUDA graphs replay into)."""
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        if out is not None:
+            return torch.matmul(hidden, weight.t(), out=out)
         return F.linear(hidden, weight)

@@ -48,9 +48,16 @@ class ReplicatedEngine:
     def has_unfinished(self) -> bool:
         return self.engine.has_unfinished()
 
-    def add_request(self, prompt_ids: list[int], params) -> int:
-        rid = self.engine.add_request(prompt_ids, params)
-        # a request without a seed gets a random one: the other ranks must draw with the same key
+    def take_deltas(self):
+        return self.engine.take_deltas()
+
+    def scheduler_stats(self):
+        return self.engine.scheduler_stats()
+
+    def add_request(self, prompt_ids: list[int], params, stream: bool = False) -> int:
+        rid = self.engine.add_request(prompt_ids, params, stream)
+        # a request without a seed gets a random one: the other ranks must draw with the same key;
+        # only rank 0 streams (nobody takes the other ranks' deltas)
         send(("add_request", (prompt_ids, replace(params, seed=self.engine.requests[rid].seed))), self.group)
         return rid
 

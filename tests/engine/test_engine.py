@@ -111,12 +111,35 @@ def test_score_of_generated_text_matches_its_logprobs(sampler):
     assert got[1] == pytest.approx(got[0][:3], abs=1e-5) and got[2] == []
 
 
+def test_top_logprobs_come_from_the_decode_step_and_equal_teacher_forcing(sampler):
+    """logprobs=k: each token's k best from the step's own logits (no second forward), equal to the
+    teacher-forced top_k within float32 noise; the sampled token's log-prob among them when it is
+    one of the k, never above the k-th when it is not; stop strings cut them with the tokens."""
+    params = SamplingParams(n=4, temperature=1.0, max_new_tokens=12, ignore_eos=True, seed=9, logprobs=3)
+    prompt_ids = sampler.encode(PROMPT)
+    for c in sampler.generate([PROMPT], params)[0]:
+        assert len(c.top_logprobs) == len(c.token_ids) and all(len(top) == 3 for top in c.top_logprobs)
+        [scored] = sampler.score_top(prompt_ids, [c.token_ids], 3)
+        for got, want, token, lp in zip(c.top_logprobs, scored.top, c.token_ids, c.token_logprobs):
+            assert [t for t, _ in got] == [t for t, _ in want]
+            torch.testing.assert_close(torch.tensor([v for _, v in got]), torch.tensor([v for _, v in want]),
+                                       atol=1e-4, rtol=0)
+            best = dict(got)
+            assert best[token] == pytest.approx(lp, abs=1e-5) if token in best else lp <= got[-1][1] + 1e-5
+    plain = sampler.generate([PROMPT], SamplingParams(n=2, seed=1, max_new_tokens=4))[0]
+    assert all(c.top_logprobs is None for c in plain)
+    stopped = sampler.generate([PROMPT], SamplingParams(n=8, temperature=1.0, max_new_tokens=24, seed=3,
+                                                         stop=["a", "e"], logprobs=1))[0]
+    assert all(len(c.top_logprobs) == len(c.token_ids) for c in stopped)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(n=0), "n=0"), (dict(temperature=-0.1), "temperature"), (dict(top_p=0.0), "top_p"),
     (dict(top_p=1.5), "top_p"), (dict(top_k=-1), "top_k"), (dict(min_p=1.0), "min_p"),
     (dict(max_new_tokens=0), "max_new_tokens"), (dict(stop=[""]), "stop"),
     (dict(n=2, sample_indices=[1, 1]), "distinct"), (dict(n=1, sample_indices=[-1]), "distinct"),
-    (dict(n=3, sample_indices=[0, 1]), "must hold n=3"),
+    (dict(n=3, sample_indices=[0, 1]), "must hold n=3"), (dict(logprobs=21), "logprobs"),
+    (dict(logprobs=-1), "logprobs"),
 ])
 def test_bad_sampling_params(kwargs, match):
     with pytest.raises(InvalidInput, match=match):

@@ -116,6 +116,32 @@ def test_text_equals_the_full_decode_rule(kind_sampler, monkeypatch):
     print(kind, reasons)
     assert min(reasons.values()) >= 20  # every way to finish is covered, stops most of all
     assert reasons["stop"] >= 100
+    check_streamed_text(sampler, prompts, params, out)
+
+
+def check_streamed_text(sampler, prompts, params, out):
+    """The same requests streamed: one delta per token but the last, whose texts are a prefix of the
+    sample's text that never holds a stop string, the Completion then ending it unchanged."""
+    engine, want = sampler.engine, {}
+    for prompt, completions in zip(prompts, out):
+        rid = engine.add_request(sampler.encode(prompt), params, stream=True)
+        want.update({(rid, c.index): c for c in completions})
+    streamed, tokens, done = {key: "" for key in want}, {key: 0 for key in want}, 0
+    while engine.has_unfinished():
+        finished = engine.step()
+        for rid, delta in engine.take_deltas():  # a step's deltas come before its Completions
+            key = (rid, delta.index)
+            streamed[key] += delta.text
+            assert delta.token_id == want[key].token_ids[tokens[key]]
+            tokens[key] += 1
+            assert want[key].text.startswith(streamed[key])
+            assert not any(stop in streamed[key] for stop in params.stop)
+        for rid, c in finished:
+            key = (rid, c.index)
+            assert (c.text, c.token_ids) == (want[key].text, want[key].token_ids)
+            assert c.text.startswith(streamed[key]) and tokens[key] == len(c.token_ids) - 1, key
+            done += 1
+    assert done == len(want)
 
 
 @pytest.fixture(scope="module", params=KINDS)
