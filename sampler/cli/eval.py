@@ -5,7 +5,7 @@ import argparse
 from dataclasses import fields
 
 from ..eval import run
-from ..eval.config import DEFAULT_N, DEFAULT_OUT, DEFAULT_PROBLEMS, EvalConfig
+from ..eval.config import DEFAULT_PROBLEMS, EvalConfig
 from ..eval.report import BUDGETS
 from ..eval.tasks import BENCHMARKS
 from .common import add_model_arguments, add_sandbox_arguments, load_options
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: toy)")
     parser.add_argument("--limit", type=int, default=None,
                         help=f"use the first LIMIT problems (default: {DEFAULT_PROBLEMS} for toy, else all)")
-    parser.add_argument("--n", type=int, default=defaults.n, help=f"samples per problem (default: {DEFAULT_N})")
+    parser.add_argument("--n", type=int, default=defaults.n, help=f"samples per problem (default: {defaults.n})")
     parser.add_argument("--temperature", type=float, default=defaults.temperature)
     parser.add_argument("--top-p", type=float, default=defaults.top_p)
     parser.add_argument("--max-new-tokens", type=int, default=None,
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model whose mean per-token log-prob ranks the samples for "
                              "rank-score@k (default: self, each model ranks its own)")
     parser.add_argument("--k", default=None, help="comma-separated k for pass@k (default: 1, 2, 4, ... <= n)")
-    parser.add_argument("--out", default=defaults.out, help=f"run directory (default: {DEFAULT_OUT})")
+    parser.add_argument("--out", default=defaults.out, help=f"run directory (default: {defaults.out})")
     parser.add_argument("--until-pass", action="store_true",
                         help="execute samples as they finish and cancel a problem's remaining "
                              "samples once one passes; report the cost to the first pass")
