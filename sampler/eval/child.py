@@ -30,8 +30,9 @@ WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
 def set_limits(cpu_seconds: int, memory_bytes: int, file_bytes: int) -> None:
-    # No RLIMIT_NPROC: it counts all of the user's processes and threads, and root ignores it;
-    # forking is disabled below and the evaluator kills the whole process group instead.
+    # No RLIMIT_NPROC: outside a user namespace it counts all of the user's processes and threads,
+    # and root ignores it; forking is disabled below and the evaluator kills the whole process group
+    # instead. The namespaces mode sets it (jail.py), counted in the run's own user namespace.
     for limit, value in ((resource.RLIMIT_CPU, cpu_seconds), (resource.RLIMIT_AS, memory_bytes),
                          (resource.RLIMIT_FSIZE, file_bytes), (resource.RLIMIT_CORE, 0)):
         resource.setrlimit(limit, (value, value))  # soft = hard: the program cannot raise them

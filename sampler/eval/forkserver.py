@@ -7,6 +7,7 @@ Started by path as `python -I -S forkserver.py SITE_DIRS VISIBLE_DIRS TMP_BYTES`
 a Unix socket (SOCK_SEQPACKET) as its stdin. Each request is one message: JSON (dir, token,
 timeout, cpu_seconds, memory_bytes, file_bytes) with four file descriptors attached (the run's
 stdin, stdout, stderr, and the pipe for the token); the answer is JSON (returncode, timed_out).
+Where the evaluator is root, it also maps nobody into each run's user namespace (jail.map_nobody).
 Exits when the evaluator closes its end. The programs cannot reach it: they live in a PID namespace
 of their own. Runs forked from one server share its hash seed (PYTHONHASHSEED), unlike fresh
 interpreters.
@@ -17,6 +18,7 @@ import select
 import signal
 import socket
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import child  # noqa: E402
@@ -31,25 +33,31 @@ def serve(channel: socket.socket, site_dirs: str, visible: list[str], tmp_bytes:
         if not message:
             return
         request = json.loads(message)
+        # where the evaluator is root, the program runs as nobody, whom only this process can map in
+        ours, theirs = socket.socketpair() if os.getuid() == 0 else (None, None)
         pid = os.fork()
         if pid == 0:
-            _run_child(channel, request, fds, site_dirs, visible, tmp_bytes)
+            _run_child(channel, request, fds, site_dirs, visible, tmp_bytes, ours, theirs)
         for fd in fds:
             os.close(fd)
-        channel.send(json.dumps(_wait(pid, request["timeout"])).encode())
+        if theirs:
+            theirs.close()
+        channel.send(json.dumps(_wait(pid, request["timeout"], ours)).encode())
 
 
-def _run_child(channel, request, fds, site_dirs, visible, tmp_bytes) -> None:
+def _run_child(channel, request, fds, site_dirs, visible, tmp_bytes, ours, theirs) -> None:
     """In the forked process: become the run's process, as if freshly started, and never return."""
     try:
         channel.close()
+        if ours:
+            ours.close()
         os.chdir(request["dir"])
         for target, fd in enumerate(fds[:3]):
             os.dup2(fd, target)
         for fd in fds[:3]:
             os.close(fd)
         child.run(fds[3], request["token"].encode(), request["cpu_seconds"], request["memory_bytes"],
-                  request["file_bytes"], site_dirs, lambda: jail.enter(visible, tmp_bytes))
+                  request["file_bytes"], site_dirs, lambda: jail.enter(visible, tmp_bytes, theirs))
     except BaseException:
         import traceback
         traceback.print_exc()  # into the run's output
@@ -57,10 +65,18 @@ def _run_child(channel, request, fds, site_dirs, visible, tmp_bytes) -> None:
         os._exit(1)
 
 
-def _wait(pid: int, timeout: float) -> dict:
-    """Wait for the run; past `timeout`, kill it (its PID 1 dies with it, and the rest with that)."""
+def _wait(pid: int, timeout: float, ours) -> dict:
+    """Wait for the run, mapping nobody in when it asks on `ours`; past `timeout`, kill it (its PID 1
+    dies with it, and the rest with that)."""
     pidfd = os.pidfd_open(pid)
-    timed_out = not select.select([pidfd], [], [], timeout)[0]
+    deadline = time.monotonic() + timeout
+    ready = select.select([pidfd, ours] if ours else [pidfd], [], [], timeout)[0]
+    if ours:
+        if ours in ready:
+            jail.map_nobody(pid, ours)
+            ready = select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))[0]
+        ours.close()
+    timed_out = pidfd not in ready
     os.close(pidfd)
     if timed_out:
         os.kill(pid, signal.SIGKILL)

@@ -11,23 +11,33 @@ is down. The old root is detached with pivot_root (a chroot can be escaped), and
 are dropped, so the program, root of its user namespace, cannot remount, unmount or mount anything.
 Unprivileged user namespaces are all it needs: no root, no setuid helper, no daemon. Imports only
 the standard library (child.py is started with -I -S).
+
+A run has at most PROCESSES processes and threads at once (RLIMIT_NPROC, which since Linux 5.14
+counts those of each user namespace apart, nested ones included, and which the program cannot
+raise), so a fork bomb stops there. Root is exempt from it, so where the evaluator is root the
+program runs as nobody, both inside and outside.
 """
 import ctypes
 import errno
 import os
+import re
+import resource
+import socket
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x1000, 0x2000, 0x4000, 0x40000
 MNT_DETACH, AT_FDCWD, AT_RECURSIVE = 0x2, -100, 0x8000
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
-PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 4, 24, 38
 SIGKILL = 9
 CAPABILITY_VERSION_3 = 0x20080522
 SYSCALLS = {"x86_64": {"pivot_root": 155, "mount_setattr": 442},  # no glibc wrappers for these
             "aarch64": {"pivot_root": 41, "mount_setattr": 442}}
 DEVICES = ("null", "zero", "full", "random", "urandom")
 HOLD = "/.held"  # in the new root: where visible directories under /tmp wait for the private /tmp
+PROCESSES = 64  # a run's processes and threads at once (RLIMIT_NPROC), the sandbox's own 1 or 2 included
+NOBODY = 65534  # who runs the program when the evaluator is root, whom RLIMIT_NPROC does not bound
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -50,26 +60,58 @@ def _syscall(name: str, *args) -> None:
     _call(name, libc.syscall(SYSCALLS[machine][name], *args))
 
 
-def enter(visible: list[str], tmp_bytes: int) -> None:
-    """Isolate this process (see above) and return in the one that is to run the program."""
-    _unshare()
+def processes_unbounded() -> str | None:
+    """Why RLIMIT_NPROC cannot bound a run's processes here, or None. Before Linux 5.14 it counted all
+    of the user's processes, the evaluator's included; since, those of each user namespace apart."""
+    release = os.uname().release
+    if tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", release).groups()) < (5, 14):
+        return f"Linux {release} counts RLIMIT_NPROC per user, not per user namespace (5.14+)"
+    return None
+
+
+def enter(visible: list[str], tmp_bytes: int, outside: socket.socket | None) -> None:
+    """Isolate this process (see above) and return in the one that is to run the program. `outside`:
+    where the evaluator is root, a socket to the fork server, which maps nobody in (map_nobody)."""
+    _unshare(outside)
+    if processes_unbounded() is None:  # only now: set outside, it would bound this user's processes there
+        resource.setrlimit(resource.RLIMIT_NPROC, (PROCESSES, PROCESSES))
     _build_root(visible, tmp_bytes)
-    _drop_capabilities()
+    _drop_capabilities(as_nobody=outside is not None)
     os.setsid()  # a process group of its own: kill(0, ...) must not reach the process outside
     _fork_and_wait()  # the program is not PID 1: init ignores the signals it gets from inside
 
 
-def _unshare() -> None:
+def _unshare(outside: socket.socket | None) -> None:
     """New namespaces; returns in PID 1 of the new PID namespace (only children enter it)."""
     uid, gid = os.getuid(), os.getgid()
     _call("unshare", libc.unshare(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET
                                   | CLONE_NEWIPC | CLONE_NEWUTS))
-    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
-        with open(f"/proc/self/{name}", "w") as f:  # root inside stands for this user outside
-            f.write(text)
+    if outside:
+        outside.send(b"u")
+        if outside.recv(1) != b"m":
+            raise OSError("the fork server could not map nobody into the user namespace")
+        outside.close()
+    else:
+        for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:  # root inside stands for this user outside
+                f.write(text)
     _mount("none", "/", flags=MS_REC | MS_PRIVATE)  # nothing done here propagates outside
     _fork_and_wait()
     _call("parent death signal", libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0))  # the evaluator kills the parent
+
+
+def map_nobody(pid: int, inside: socket.socket) -> None:
+    """In the fork server, once run `pid` says it has made its user namespace: map root there to root
+    outside, as it would itself, and nobody to nobody, which only a process outside with CAP_SETUID may."""
+    if inside.recv(1) != b"u":
+        return  # it ended before
+    try:
+        for name, id_ in (("uid_map", os.getuid()), ("gid_map", os.getgid())):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(f"0 {id_} 1\n{NOBODY} {NOBODY} 1")
+        inside.send(b"m")
+    except OSError:
+        pass  # it ended, or the maps were refused: without an answer, it fails saying so
 
 
 def _fork_and_wait() -> None:
@@ -123,14 +165,23 @@ def _build_root(visible: list[str], tmp_bytes: int) -> None:
     os.environ.update(HOME=home, TMPDIR=home)
 
 
-def _drop_capabilities() -> None:
-    """None left, none gained by a later exec (empty bounding set), no setuid gains."""
+def _drop_capabilities(as_nobody: bool) -> None:
+    """None left, none gained by a later exec (empty bounding set), no setuid gains; `as_nobody`,
+    become nobody, whose processes RLIMIT_NPROC counts (root's it does not)."""
     cap = 0
     while libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
         cap += 1
     if ctypes.get_errno() != errno.EINVAL:  # EINVAL: past the last capability
         _call("drop the capability bounding set", -1)
     _call("no_new_privs", libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+    if as_nobody:
+        os.chown(os.getcwd(), NOBODY, NOBODY)  # its home
+        os.setgroups([])
+        os.setresgid(NOBODY, NOBODY, NOBODY)
+        os.setresuid(NOBODY, NOBODY, NOBODY)
+        # a change of user clears these: its own /proc/self readable; death with the process outside
+        _call("dumpable", libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0))
+        _call("parent death signal", libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0))
     header = (ctypes.c_uint32 * 2)(CAPABILITY_VERSION_3, 0)
     data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable; two 32-bit words
     _call("capset", libc.capset(header, data))

@@ -4,22 +4,26 @@ Every test of accidents runs in both modes; the attacks through libc, which get 
 mode's guard, run in the namespaces mode, which must contain them.
 """
 import os
+import resource
 import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from sampler.errors import InvalidInput
-from sampler.eval import execute
+from sampler.eval import execute, jail
 from sampler.eval.execute import ExecutionPool, check_program, resolve_sandbox, run_program
 
 FAST = dict(timeout=1.0, memory_bytes=256 << 20)
 LIBC = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
 linux = pytest.mark.skipif(sys.platform != "linux", reason="namespaces are Linux's")
+bounded = pytest.mark.skipif(jail.processes_unbounded() is not None, reason=str(jail.processes_unbounded()))
+PROCESSES = 64  # the namespaces mode's documented bound on a run's processes and threads
 
 
 @pytest.fixture(params=["process", pytest.param("namespaces", marks=linux)])
@@ -100,6 +104,24 @@ def test_a_child_that_escapes_the_guard_does_not_outlive_the_run(sandbox, escape
     while _alive(name) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(name)
+
+
+def test_threads_and_a_few_processes_still_run(run):
+    # 32 threads at once, as many as a ThreadPoolExecutor starts by default, and 4 processes (libc's fork:
+    # os.fork is disabled); small stacks, for 256 MiB of address space
+    r = run(LIBC + "import threading\nthreading.stack_size(1 << 20)\nbarrier = threading.Barrier(33, timeout=5)\n"
+            "threads = [threading.Thread(target=barrier.wait) for _ in range(32)]\n"
+            "for t in threads:\n    t.start()\nbarrier.wait()\nfor t in threads:\n    t.join()\n"
+            "pids = []\nfor _ in range(4):\n    pid = libc.fork()\n    if pid == 0:\n        os._exit(0)\n"
+            "    pids.append(pid)\nassert all(os.waitpid(pid, 0)[1] == 0 for pid in pids)\n")
+    assert r["passed"], r
+
+
+def test_the_process_mode_leaves_the_process_limit_alone():
+    # there RLIMIT_NPROC would count all of the evaluator's user's processes
+    limit = resource.getrlimit(resource.RLIMIT_NPROC)
+    program = f"import resource\nassert resource.getrlimit(resource.RLIMIT_NPROC) == {limit}\n"
+    assert run_program(program, **FAST, sandbox="process")["passed"]
 
 
 @pytest.mark.parametrize("exit_call", ["import sys\nsys.exit(0)", "import os\nos._exit(0)",
@@ -215,6 +237,10 @@ def test_auto_picks_namespaces_here_and_says_why_when_it_cannot(monkeypatch, cap
     assert "namespaces are unavailable here (user namespaces are disabled)" in capsys.readouterr().err
     with pytest.raises(InvalidInput, match="unavailable here: user namespaces are disabled"):
         resolve_sandbox("namespaces")
+    monkeypatch.undo()
+    monkeypatch.setattr(jail, "processes_unbounded", lambda: "Linux 5.10 counts RLIMIT_NPROC per user")
+    assert resolve_sandbox("auto") == "namespaces"  # still the stronger sandbox, and it says what it lacks
+    assert "bounds no processes here: Linux 5.10 counts" in capsys.readouterr().err
 
 
 # Attacks through libc: each must fail (its tests fail, whatever the attack did) and be contained.
@@ -235,6 +261,54 @@ def test_killing_the_evaluator_through_libc_is_contained(tmp_path):
     finally:
         victim.kill()
         victim.wait()
+
+
+@linux
+@bounded
+@pytest.mark.parametrize("bomb, result", [
+    ("while True:\n    os.fork()\n", "failed: PermissionError: os.fork is disabled in the sandbox"),
+    ("while True:\n    libc.fork()\n", "timed out"),
+    # in a nested user namespace (CLONE_NEWUSER), which counts in the run's
+    ("assert libc.unshare(0x10000000) == 0\nwhile True:\n    libc.fork()\n", "timed out")],
+    ids=["os.fork", "libc.fork", "nested"])
+def test_a_fork_bomb_is_contained(bomb, result):
+    """It fails within its timeout, never more than PROCESSES at once, and leaves nothing behind."""
+    name = "bomb" + secrets.token_hex(4)  # the program's name, which its forks inherit
+    peak, done = [0], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], len(_alive(name)))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    start = time.monotonic()
+    try:
+        r = jailed(LIBC + f"libc.prctl(15, {name.encode()!r}, 0, 0, 0)\n" + bomb)  # PR_SET_NAME
+    finally:
+        done.set()
+        watcher.join()
+    assert r["result"] == result and time.monotonic() - start < FAST["timeout"] + 2, r
+    assert peak[0] <= PROCESSES
+    deadline = time.monotonic() + 2
+    while _alive(name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(name)
+
+
+@linux
+@bounded
+def test_a_run_has_at_most_64_processes_and_threads():
+    # threads count: all but the sandbox's own processes (PID 1, and outside its PID namespace the
+    # process that made the namespaces) and the program's main thread may start; 4 GiB of address
+    # space, as each thread's malloc arena takes 64 MiB of it
+    program = ("import resource, threading, time\nthreading.stack_size(1 << 20)\n"
+                f"assert resource.getrlimit(resource.RLIMIT_NPROC) == ({PROCESSES}, {PROCESSES})\n"
+                "n = 0\ntry:\n    while True:\n"
+                "        threading.Thread(target=time.sleep, args=(5,), daemon=True).start()\n        n += 1\n"
+                f"except RuntimeError:\n    assert {PROCESSES} - 4 <= n < {PROCESSES}, n\n")
+    r = run_program(program, timeout=FAST["timeout"], memory_bytes=4 << 30, sandbox="namespaces")
+    assert r["passed"], r
 
 
 @linux
