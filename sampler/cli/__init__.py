@@ -1,5 +1,7 @@
 """`budget-sampler <subcommand>`: one module per subcommand, each with HELP, add_arguments(parser)
-and main(args). A user error (InvalidInput) becomes one line on stderr and exit code 2, here only.
+and main(args). A user error (InvalidInput; also an output the OS refuses, as a full disk) becomes one
+line on stderr and exit code 2, here only. SIGINT and SIGTERM unwind the command (sampler/eval/signals.py)
+and exit 130 and 143; eval adds that rerunning it resumes.
 
 Adding a subcommand: write sampler/cli/<name>.py and add its name to SUBCOMMANDS.
 """
@@ -10,6 +12,7 @@ import importlib
 import sys
 
 from ..errors import InvalidInput
+from ..eval import signals
 
 SUBCOMMANDS = ("generate", "eval", "evaluate", "serve", "export", "plan", "bench")
 
@@ -34,10 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with signals.interruptible():
+            return args.func(args)
     except InvalidInput as e:
         print(f"budget-sampler {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print("interrupted: rerun the same command to resume" if args.command == "eval" else "interrupted",
+              file=sys.stderr)
+        return signals.exit_code()

@@ -49,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", default=None, metavar="ADDR",
                         help="draw on this Ray cluster (auto, HOST:PORT) instead of a local one started "
                              "for --data-parallel")
+    parser.add_argument("--item-timeout", type=float, default=None, metavar="SECONDS",
+                        help="with Ray: an engine actor that has not returned its work item after SECONDS is "
+                             "killed and replaced, and the item drawn again (default: 10x what the model's "
+                             "items so far predict, at least 60 s; 30 min before any has come back)")
 
 
 def config(args: argparse.Namespace) -> EvalConfig:

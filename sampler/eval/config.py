@@ -36,4 +36,5 @@ class EvalConfig:
     sandbox: str = "auto"
     data_parallel: int = 1
     ray_address: Optional[str] = None
+    item_timeout: Optional[float] = None  # seconds a Ray work item may take; None: distributed.Cluster.item_deadline
     load: LoadOptions = LoadOptions()

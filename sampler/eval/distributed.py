@@ -6,8 +6,9 @@ driver computes the requests one process would make (loop.pending: per (job, tas
 and the sample indices the run directory lacks), cuts them into work items of whole requests,
 keeps every actor busy with one item at a time, and appends an item's rows to the run directory
 when the item comes back: the driver is the only writer, and no row of an item exists before the
-whole item does. An actor that dies loses only its item in flight, which goes back to the front of
-the queue for a live or a replacement actor. The engine keys its random numbers by (seed, sample
+whole item does. An actor that dies, or hangs (no result by its item's deadline: Cluster.item_deadline),
+loses only its item in flight, which goes back to the front of the queue for a live or a replacement
+actor; a hung one is killed first. The engine keys its random numbers by (seed, sample
 index, step), so a sample does not depend on which actor drew it, nor on N.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import gc
 import logging
 import math
 import socket
+import sys
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -28,6 +30,7 @@ from tqdm import tqdm
 
 from ..errors import InvalidInput
 from ..params import GenerationStats, SamplingParams
+from . import signals
 from .loop import Draw, pending, sample_row, timed, warm_up
 from .records import SampleSet
 
@@ -39,16 +42,27 @@ ITEM_BATCHES = 4
 ITEMS_PER_ACTOR = 4
 CONNECT_SECONDS = 10  # for the head node at --ray-address HOST:PORT to answer
 RELEASE_SECONDS = 60  # for the actors to close their Sampler (tensor-parallel workers) before they are killed
+# An item's deadline (without --item-timeout): FACTOR x the seconds that the rate measured on the model's
+# items so far predicts for its samples, and at least FLOOR; before any item has come back, FIRST.
+ITEM_SECONDS_FACTOR = 10
+ITEM_SECONDS_FLOOR = 60
+FIRST_ITEM_SECONDS = 1800
 
 Item = list[tuple[Draw, list[int]]]  # whole requests: a draw and the sample indices it lacks
 
 
-def requested(data_parallel: int, ray_address: Optional[str], until_pass: bool, device: str) -> bool:
+def requested(data_parallel: int, ray_address: Optional[str], until_pass: bool, device: str,
+              item_timeout: Optional[float] = None) -> bool:
     """Whether the run asks to draw on Ray (--data-parallel > 1 or --ray-address given); InvalidInput for
     what cannot work, before anything is written."""
     if isinstance(data_parallel, bool) or not isinstance(data_parallel, int) or data_parallel < 1:
         raise InvalidInput(f"data_parallel={data_parallel!r} is invalid: must be an integer >= 1")
+    if item_timeout is not None and not item_timeout > 0:
+        raise InvalidInput(f"item_timeout={item_timeout!r} is invalid: must be > 0 seconds")
     if data_parallel == 1 and ray_address is None:
+        if item_timeout is not None:
+            raise InvalidInput(f"--item-timeout {item_timeout} is for the Ray actors of --data-parallel N or "
+                               "--ray-address")
         return False
     flag = f"--data-parallel {data_parallel}" if data_parallel > 1 else f"--ray-address {ray_address}"
     if until_pass:
@@ -69,6 +83,7 @@ class Cluster:
     data_parallel: int
     resources: dict  # each actor's: num_cpus, num_gpus
     max_batch_size: int
+    item_timeout: Optional[float] = None  # seconds an item may take (--item-timeout); None: item_deadline's own
     idle: list = field(default_factory=list)  # live actors between draws
 
     def item_size(self, total: int) -> int:
@@ -76,6 +91,16 @@ class Cluster:
         gets ITEMS_PER_ACTOR items."""
         share = math.ceil(total / (ITEMS_PER_ACTOR * self.data_parallel))
         return max(1, min(ITEM_BATCHES * self.max_batch_size, share))
+
+    def item_deadline(self, samples: int, seconds_per_sample: Optional[float]) -> float:
+        """Seconds an item of `samples` may take before its actor counts as hung: --item-timeout, else
+        ITEM_SECONDS_FACTOR x what the model's items so far took a sample, at least ITEM_SECONDS_FLOOR
+        (FIRST_ITEM_SECONDS while none has come back)."""
+        if self.item_timeout is not None:
+            return self.item_timeout
+        if seconds_per_sample is None:
+            return FIRST_ITEM_SECONDS
+        return max(ITEM_SECONDS_FLOOR, ITEM_SECONDS_FACTOR * samples * seconds_per_sample)
 
     def start(self):
         import ray
@@ -95,7 +120,7 @@ class Cluster:
 
 @contextmanager
 def connect(data_parallel: int, tensor_parallel: int, ray_address: Optional[str], device: str,
-            max_batch_size: int) -> Iterator[Cluster]:
+            max_batch_size: int, item_timeout: Optional[float] = None) -> Iterator[Cluster]:
     """Join the Ray cluster at `ray_address`, or start a local one sized for N actors; a process that
     is connected already keeps its session. Checks that the cluster has the actors' CPUs and GPUs
     (else they would wait forever), and shuts down only a session it started."""
@@ -106,11 +131,12 @@ def connect(data_parallel: int, tensor_parallel: int, ray_address: Optional[str]
     if started:
         local = {"num_cpus": data_parallel * tensor_parallel} if not gpus else {}
         try:
-            if ray_address is None:
-                ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, **local)
-            else:
-                _check_reachable(ray_address)
-                ray.init(address=ray_address, logging_level=logging.WARNING)
+            with signals.kept():
+                if ray_address is None:
+                    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, **local)
+                else:
+                    _check_reachable(ray_address)
+                    ray.init(address=ray_address, logging_level=logging.WARNING)
         except (ConnectionError, ValueError) as e:
             raise InvalidInput(f"--ray-address {ray_address!r}: {e}") from None
     try:
@@ -119,7 +145,7 @@ def connect(data_parallel: int, tensor_parallel: int, ray_address: Optional[str]
             if each and have.get(name, 0) < each * data_parallel:
                 raise InvalidInput(f"--data-parallel {data_parallel} x --tensor-parallel {tensor_parallel} needs "
                                    f"{each * data_parallel} {name}s; the Ray cluster has {have.get(name, 0):g}")
-        cluster = Cluster(data_parallel, resources, max_batch_size)
+        cluster = Cluster(data_parallel, resources, max_batch_size, item_timeout)
         try:
             yield cluster
         finally:
@@ -178,9 +204,9 @@ def generate(cluster: Cluster, load_sampler: Callable, model: str, path: str, pr
              jobs: Sequence[tuple[SamplingParams, SampleSet]]) -> Optional[dict]:
     """loop.generate on N actors: the same samples, appended as each work item comes back.
     Returns the engines' counters summed over items and actors (GenerationStats.add), the wall
-    seconds from loading the model to the last item, N and the actors lost (None if nothing was
-    missing). Raises if every actor died and no more may replace them (N replacements a draw):
-    what came back is on disk, so rerunning resumes."""
+    seconds from loading the model to the last item, N and the actors lost, dead or hung (None if
+    nothing was missing). Raises if every actor was lost and no more may replace them (N
+    replacements a draw): what came back is on disk, so rerunning resumes."""
     import ray
     todo = pending(model, problems, seed, jobs)
     if not todo:
@@ -188,12 +214,26 @@ def generate(cluster: Cluster, load_sampler: Callable, model: str, path: str, pr
     total = sum(len(indices) for _, indices in todo)
     queue = deque(work_items(todo, cluster.item_size(total)))
     stats, lost, restarts, error = GenerationStats(), 0, 0, None
-    running: dict = {}  # ObjectRef -> (actor, its item; None while it loads the model)
+    running: dict = {}  # ObjectRef -> (actor, its item (None while it loads the model), when it was sent)
     idle: list = []
     started = time.perf_counter()
+    timed_samples, timed_seconds = 0, 0.0  # of the items back so far: the rate that deadlines follow
 
     def load(actor) -> None:
-        running[actor.load.remote(load_sampler, path, model, todo[0][0].problem["prompt"])] = (actor, None)
+        running[actor.load.remote(load_sampler, path, model, todo[0][0].problem["prompt"])] = (actor, None, 0.0)
+
+    def replace_lost(actor, item: Optional[Item], why: str) -> None:
+        """A dead or hung actor: killed, its item back at the front of the queue, a replacement loading."""
+        nonlocal lost, restarts
+        lost += 1
+        ray.kill(actor)
+        if item is not None:
+            queue.appendleft(item)
+            tqdm.write(f"{model}: an engine actor {why}; its item of {_size(item)} samples goes back to the queue",
+                       file=sys.stderr)
+        if queue and restarts < cluster.data_parallel:
+            restarts += 1
+            load(cluster.start())
 
     while len(cluster.idle) < min(cluster.data_parallel, len(queue)):
         cluster.idle.append(cluster.start())
@@ -203,18 +243,24 @@ def generate(cluster: Cluster, load_sampler: Callable, model: str, path: str, pr
     try:
         with tqdm(total=total, desc=f"{model} generate", unit="sample", disable=None) as bar:
             while running:
-                [ref], _ = ray.wait(list(running), num_returns=1)
-                actor, item = running.pop(ref)
+                rate = timed_seconds / timed_samples if timed_samples else None
+                deadlines = {ref: sent + cluster.item_deadline(_size(item), rate)
+                             for ref, (_, item, sent) in running.items() if item is not None}
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=max(
+                    0.0, min(deadlines.values()) - time.perf_counter()) if deadlines else None)
+                if not ready:  # hung: killed, and then as if dead
+                    for ref in [r for r, t in deadlines.items() if t <= time.perf_counter()]:
+                        actor, item, sent = running.pop(ref)
+                        error = TimeoutError(f"hung: no result after {time.perf_counter() - sent:.0f} s")
+                        replace_lost(actor, item, str(error))
+                    continue
+                [ref] = ready
+                actor, item, sent = running.pop(ref)
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayActorError as e:  # died: its item goes back to the queue
-                    lost, error = lost + 1, e
-                    ray.kill(actor)
-                    if item is not None:
-                        queue.appendleft(item)
-                    if queue and restarts < cluster.data_parallel:
-                        restarts += 1
-                        load(cluster.start())
+                    error = e
+                    replace_lost(actor, item, "died")
                 except ray.exceptions.RayTaskError as e:  # raised in load or draw: as it was raised
                     if isinstance(e.cause, BaseException):
                         raise e.cause from e
@@ -224,19 +270,21 @@ def generate(cluster: Cluster, load_sampler: Callable, model: str, path: str, pr
                         rows, item_stats = result
                         _append(item, rows)
                         stats.add(item_stats)
+                        timed_samples += len(rows)
+                        timed_seconds += time.perf_counter() - sent
                         bar.update(len(rows))
                         bar.set_postfix_str(f"{stats.generated_tokens / (time.perf_counter() - started):,.0f} tok/s")
                     idle.append(actor)
                 while queue and idle:
                     actor, item = idle.pop(), queue.popleft()
-                    running[_submit(actor, item)] = (actor, item)
+                    running[_submit(actor, item)] = (actor, item, time.perf_counter())
         if queue:
-            raise RuntimeError(f"{model}: {lost} engine actors died and no more may replace them (the last: "
+            raise RuntimeError(f"{model}: {lost} engine actors were lost and no more may replace them (the last: "
                                f"{error}); the samples drawn so far are in the run directory: run the same "
                                "command again to resume")
     finally:
         cluster.idle += idle
-        for actor, _ in running.values():  # only after an error
+        for actor, _, _ in running.values():  # only after an error
             ray.kill(actor)
     return {**stats.as_dict(), "wall_seconds": time.perf_counter() - started,
             "data_parallel": cluster.data_parallel, "engines_lost": lost}
@@ -255,17 +303,23 @@ def work_items(todo: Sequence[tuple[Draw, list[int]]], size: int) -> list[Item]:
     return items + [item] if item else items
 
 
+def _size(item: Item) -> int:
+    return sum(len(indices) for _, indices in item)
+
+
 def _submit(actor, item: Item):
     return actor.draw.remote([d.problem["task_id"] for d, _ in item], [d.problem["prompt"] for d, _ in item],
                              [replace(d.params, n=len(indices), sample_indices=indices) for d, indices in item])
 
 
 def _append(item: Item, rows: list[tuple[int, dict]]) -> None:
-    """The driver's only write: an item's rows, once; a sample already on disk is never appended again."""
-    for i, row in rows:
-        d, _ = item[i]
-        if row["index"] in d.drawn:
-            raise RuntimeError(f"{row['task_id']} sample {row['index']} came back twice")
-        d.drawn.add(row["index"])
-        d.sample_set.samples.append(row)
+    """The driver's only write: an item's rows, once (a sample already on disk is never appended again),
+    all of them before a signal stops the run."""
+    with signals.held():
+        for i, row in rows:
+            d, _ = item[i]
+            if row["index"] in d.drawn:
+                raise RuntimeError(f"{row['task_id']} sample {row['index']} came back twice")
+            d.drawn.add(row["index"])
+            d.sample_set.samples.append(row)
 

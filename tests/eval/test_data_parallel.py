@@ -9,12 +9,17 @@ Ray is in the test extra: these tests run wherever the suite does.
 """
 import argparse
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 import ray
 
 from sampler import cli
+from sampler.api import LoadOptions
 from sampler.cli import eval as eval_cli
 from sampler.errors import InvalidInput
 from sampler.eval import distributed, run
@@ -105,12 +110,68 @@ def test_a_killed_actor_loses_nothing(one_process, tmp_path, monkeypatch):
     assert numbers(out) == numbers(one_process)
 
 
+def test_a_hung_actor_is_killed_and_replaced_and_loses_nothing(one_process, tmp_path):
+    marker = str(tmp_path / "hung")
+
+    def load_sampler(path):  # runs in the actors: the first sampled item drawn anywhere never ends
+        sampler = LoadOptions().load(path)
+        stream = sampler.stream
+
+        def stream_or_hang(prompts, params):
+            if any(p.n > 1 for p in params):
+                try:
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+                except FileExistsError:
+                    pass
+                else:
+                    time.sleep(3600)
+            return stream(prompts, params)
+        sampler.stream = stream_or_hang
+        return sampler
+    out = tmp_path / "out"
+    began = time.perf_counter()
+    assert run.main(eval_cli.config(args(*SLICE, "--out", out, "--data-parallel", 2, "--item-timeout", 10)),
+                    load_sampler) == 0
+    assert time.perf_counter() - began < 60
+    assert os.path.exists(marker)
+    assert drawn(out) == drawn(one_process)
+    assert lines(out, "toy-xs", "engine")[0]["engines_lost"] == 1
+    assert lines(out, "toy-s", "engine")[0]["engines_lost"] == 0
+    assert numbers(out) == numbers(one_process)
+
+
+def test_sigterm_stops_the_actors_and_the_rerun_resumes(one_process, tmp_path):
+    """Ray's init makes SIGTERM a bare exit of its own; eval keeps it an interrupt that unwinds."""
+    out = tmp_path / "out"
+    argv = ["--timeout", "2", "--workers", "2", *map(str, SLICE), "--out", str(out), "--data-parallel", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "sampler.cli", "eval", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and not (out / "toy-xs" / "samples.jsonl").is_file():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and err.endswith("interrupted: rerun the same command to resume\n")
+    assert len(lines(out, "toy-xs", "samples")) < 36
+    assert eval_cli.main(args(*SLICE, "--out", out)) == 0  # in one process: the samples do not depend on N
+    assert drawn(out) == drawn(one_process)
+
+
+def test_an_items_deadline_follows_its_size_and_the_measured_rate():
+    cluster = distributed.Cluster(data_parallel=2, resources={}, max_batch_size=256)
+    assert cluster.item_deadline(100, None) == distributed.FIRST_ITEM_SECONDS  # nothing measured yet
+    assert cluster.item_deadline(100, 0.001) == distributed.ITEM_SECONDS_FLOOR
+    assert cluster.item_deadline(10_000, 1.0) == distributed.ITEM_SECONDS_FACTOR * 10_000
+    assert distributed.Cluster(2, {}, 256, item_timeout=7.5).item_deadline(10_000, 1.0) == 7.5
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--data-parallel", 0], r"data_parallel=0 is invalid: must be an integer >= 1"),
     (["--data-parallel", 2, "--until-pass"], "--until-pass is not supported with --data-parallel 2"),
     (["--ray-address", "auto", "--until-pass"], "--until-pass is not supported with --ray-address auto"),
     (["--data-parallel", 2, "--device", "cuda:1"], r"--device 'cuda:1' with --data-parallel 2: give 'cpu' or 'cuda'"),
     (["--ray-address", "127.0.0.1:1"], r"--ray-address '127.0.0.1:1': nothing answers at 127.0.0.1:1"),
+    (["--data-parallel", 2, "--item-timeout", 0], r"item_timeout=0.0 is invalid: must be > 0 seconds"),
+    (["--item-timeout", 5], r"--item-timeout 5.0 is for the Ray actors of --data-parallel N or --ray-address"),
 ])
 def test_bad_flags_are_one_error_and_write_nothing(tmp_path, argv, message):
     out = tmp_path / "out"

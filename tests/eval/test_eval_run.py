@@ -4,12 +4,15 @@ Most tests drive a fake Sampler (deterministic samples and engine seconds, one s
 step) so that reports can be compared exactly; one drives the real engine on tiny checkpoints.
 """
 import argparse
+import errno
 import hashlib
 import json
+import os
 import sys
 
 import pytest
 
+from sampler import cli
 from sampler.api import LoadOptions, SampleStream
 from sampler.cli import eval as eval_cli
 from sampler.errors import InvalidInput
@@ -197,6 +200,42 @@ def test_resume_after_a_crash_gives_the_same_report(fake, models, bench, tmp_pat
     monkeypatch.setattr(execute, "run_program", no_more_work)
     assert eval_cli.main(args(*common, "--out", out)) == 0
     assert read_report(out) == expected
+
+
+def test_a_full_disk_is_one_error_the_file_keeps_its_whole_rows_and_the_rerun_resumes(fake, models, bench, tmp_path,
+                                                                                       monkeypatch, capsys):
+    common = ["eval", "--models", ",".join(models), "--benchmark", bench, "--n", 6, "--max-new-tokens", 16,
+              "--timeout", 2, "--workers", 2]
+
+    def measured_apart(out):  # the report but its measurements (report.py: they differ after a resume)
+        return {k: v for k, v in read_report(out)[0].items() if k != "efficiency"}
+    assert cli.main(list(map(str, [*common, "--out", tmp_path / "a"]))) == 0
+    expected = measured_apart(tmp_path / "a")
+
+    out = tmp_path / "b"
+    path = out / run.model_dir(".", models[1]).name / "samples.jsonl"
+    write, writes = os.write, []
+
+    def fills_up(fd, data):  # the 8th row of model 2 finds the disk full half-way through it
+        if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+            writes.append(data)
+            if len(writes) == 8:
+                write(fd, bytes(data[:len(data) // 2]))
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(fd, data)
+    monkeypatch.setattr(os, "write", fills_up)
+    capsys.readouterr()
+    assert cli.main(list(map(str, [*common, "--out", out]))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"budget-sampler eval: error: cannot write {path}: No space left on device")
+    assert err.count("\n") == 1
+    rows = path.read_text().splitlines(keepends=True)
+    assert len(rows) == 7 and all(line.endswith("\n") and json.loads(line) for line in rows)
+
+    monkeypatch.setattr(os, "write", write)  # space again
+    assert cli.main(list(map(str, [*common, "--out", out]))) == 0
+    assert measured_apart(out) == expected
+    assert len(path.read_text().splitlines()) == 6 * len(PROBLEMS)
 
 
 def test_resume_draws_only_the_missing_sample_indices(fake, models, bench, tmp_path):
