@@ -6,11 +6,18 @@ prompts admitted for the first time, rebuild readmitted samples' KV, draw new sa
 from their prompts' logits, then the model runner's decode step for all running samples.
 postprocess: append tokens, stop on EOS / stop strings / length, and hand back the finished ones.
 
+Out of memory (another process on the GPU, fragmentation): a decode step that fails halves the
+running batch for good (the samples started last are preempted and resume identically, by
+recompute) and runs again; a prefill that fails runs again once after the allocator's cache is
+freed. One line is logged each time; only a step that fails with one sample running, or a prefill
+that fails twice, is an error, which names the numbers.
+
 One Engine owns the model, the KV pool and the requests; it is not thread-safe (one thread drives
 it, as in nano-vllm: add_request / abort_request / step).
 """
 from __future__ import annotations
 
+import logging
 import random
 import time
 from typing import Optional, Protocol
@@ -19,7 +26,7 @@ import torch
 
 from .cache import BlockPool, PrefillBatch, cdiv
 from .errors import InvalidInput, check_context
-from .memory import kv_bytes_per_token, num_kv_blocks
+from .memory import kv_bytes_per_token, num_kv_blocks, release_cached
 from .models.loader import eos_token_ids, load_tokenizer
 from .params import Completion, Delta, GenerationStats, SamplingParams, SchedulerStats
 from .runner import BatchGroup, ModelRunner
@@ -27,6 +34,8 @@ from .scheduler import Admission, Scheduler
 from .scoring import Scored, score
 from .sequence import Request, Sample
 from .stopping import Detokenizer, IncrementalText
+
+logger = logging.getLogger("sampler")
 
 
 def default_block_size(device: torch.device) -> int:
@@ -85,6 +94,7 @@ class Engine:
         self.runner = ModelRunner(model, self.pool, max_batch_size, cuda_graphs)
         self.requests: dict[int, Request] = {}  # insertion order = admission order
         self.scheduler = Scheduler(self.pool, max_batch_size, self.requests)
+        self.scheduler.max_running = self.runner.max_rows  # below max_batch_size if a graph capture ran out of memory
         self.stats = GenerationStats(kv_blocks_total=self.pool.capacity)
         self._batch: list[Sample] = []  # the running samples in the runner's row order
         self._deltas: list[tuple[int, Delta]] = []  # streamed requests' new tokens, until taken
@@ -170,12 +180,36 @@ class Engine:
         if self.scheduler.running:
             if self.scheduler.changed:
                 self._set_batch()
-            tokens, logprobs = self.runner.decode()
+            tokens, logprobs = self._decode()
             self.stats.decode_steps += 1
             self._keep_top_logprobs(self._batch)
             finished += self._postprocess(self._batch, tokens, logprobs)
         self.stats.decode_seconds += time.perf_counter() - t0 - (self.stats.prefill_seconds - prefill0)
         return finished
+
+    def _decode(self) -> tuple[list[int], list[float]]:
+        """The runner's decode step; out of memory, again with half the running samples, down to one.
+        A failed step changed no sample's state (its KV writes are rewritten by the next one)."""
+        while True:
+            try:
+                return self.runner.decode()
+            except torch.OutOfMemoryError:
+                running = len(self.scheduler.running)
+                if running == 1:
+                    s = self.scheduler.running[0]
+                    raise InvalidInput(
+                        f"out of memory in a decode step with one sample running ({len(s.request.prompt_ids)} "
+                        f"prompt + {len(s.token_ids)} new tokens) beside a KV cache of {self._kv_gib():.2f} GiB: "
+                        "lower kv_cache_memory to leave room for the step") from None
+                release_cached(self.device)
+                preempted = self.scheduler.shrink(running // 2)
+                self.stats.preemptions += preempted
+                logger.warning("out of memory in a decode step of %d samples: running at most %d from now on "
+                               "(%d preempted, to resume unchanged)", running, running // 2, preempted)
+                self._set_batch()
+
+    def _kv_gib(self) -> float:
+        return self.pool.capacity * self.pool.block_size * kv_bytes_per_token(self.model.cfg, self.pool.k.dtype) / 2**30
 
     def _new_sample(self, req: Request) -> Sample:
         text = IncrementalText(self.detokenizer, req.prompt, req.params.stop) \
@@ -207,12 +241,25 @@ class Engine:
                 samples[i].top_logprobs.append(top[:samples[i].request.params.logprobs])
 
     def _prefill(self, req: Request) -> None:
-        """The prompt's KV into its prefix blocks, once for all its samples, and its next-token logits."""
+        """The prompt's KV into its prefix blocks, once for all its samples, and its next-token logits;
+        out of memory, once more after freeing the allocator's cache."""
         t0 = time.perf_counter()
         n = len(req.prompt_ids)
         ids = torch.tensor(req.prompt_ids, device=self.device)
-        hidden = self.model(ids, torch.arange(n, device=self.device), PrefillBatch(self.pool, req.prefix_blocks, n))
-        req.last_logits = self.model.logits(hidden[-1:])[0]
+        for attempt in range(2):
+            try:
+                hidden = self.model(ids, torch.arange(n, device=self.device),
+                                    PrefillBatch(self.pool, req.prefix_blocks, n))
+                req.last_logits = self.model.logits(hidden[-1:])[0]
+                break
+            except torch.OutOfMemoryError:
+                if attempt:
+                    raise InvalidInput(f"out of memory in the prefill of a prompt of {n} tokens beside a KV cache "
+                                       f"of {self._kv_gib():.2f} GiB: lower kv_cache_memory or shorten the "
+                                       "prompt") from None
+                hidden = None
+                release_cached(self.device)
+                logger.warning("out of memory in the prefill of a prompt of %d tokens: trying again", n)
         self.stats.prefill_tokens += n
         self.stats.prefill_seconds += time.perf_counter() - t0
 

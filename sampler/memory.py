@@ -63,6 +63,13 @@ def free_memory(device: torch.device) -> int:
     return int(fields["MemAvailable"].split()[0]) * 1024
 
 
+def release_cached(device: torch.device) -> None:
+    """Hand what torch's caching allocator holds unused back to the device (after an out-of-memory
+    error: the retry may need it in one piece)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def kv_bytes_per_token(cfg, dtype: torch.dtype) -> int:
     return 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * dtype.itemsize
 

@@ -10,6 +10,7 @@ and log-probs. On CPU the same buffers are used eagerly, so tests exercise the s
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -18,7 +19,10 @@ import torch
 import kernels
 
 from .cache import BlockPool, SuffixBatch, block_tables, cdiv
+from .memory import release_cached
 from .sequence import Sample
+
+logger = logging.getLogger("sampler")
 
 
 @dataclass
@@ -49,6 +53,7 @@ class ModelRunner:
         device = pool.device
         slots = max_batch_size + 1
         self.scratch = max_batch_size  # padded rows of a graph read and write this slot only
+        self.max_rows = max_batch_size  # the largest batch the step runs (lower if a capture ran out of memory)
         max_blocks = cdiv(model.cfg.max_context, pool.block_size) + 1
 
         def zeros(*shape, dtype=torch.int64):
@@ -206,14 +211,33 @@ class ModelRunner:
         reuse its memory pool; each is warmed up eagerly first (that compiles its kernels)."""
         pool = None
         for size in reversed(self.padded_sizes):
-            self.rows[:size] = self.scratch  # all rows padding, in one group with no prefix
-            self.row_ptr[0], self.row_ptr[1:] = 0, size
-            self.prefix_lens.zero_()
-            self._decode_step(size, size + 1)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                self._decode_step(size, size + 1)
+            try:
+                graph = self._capture_one(size, pool)
+            except torch.OutOfMemoryError:
+                release_cached(self.token.device)
+                continue
             pool = graph.pool()
             self.graphs[size] = graph
         torch.cuda.synchronize()
         self.batch_size = self.padded_size = self.num_groups = 0
+        self._keep_captured()
+
+    def _capture_one(self, size: int, pool) -> torch.cuda.CUDAGraph:
+        self.rows[:size] = self.scratch  # all rows padding, in one group with no prefix
+        self.row_ptr[0], self.row_ptr[1:] = 0, size
+        self.prefix_lens.zero_()
+        self._decode_step(size, size + 1)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            self._decode_step(size, size + 1)
+        return graph
+
+    def _keep_captured(self) -> None:
+        """Batches are padded to the sizes captured; where the largest ran out of memory, the batch is
+        capped at the largest that did not (none: eager, where the engine halves a step that fails)."""
+        lost = [size for size in self.padded_sizes if size not in self.graphs]
+        if lost:
+            self.padded_sizes = sorted(self.graphs)
+            self.max_rows = max(self.padded_sizes, default=self.max_rows)
+            logger.warning("out of memory capturing the decode step's CUDA graphs for batches of %s: batches of at "
+                           "most %d from now on", ", ".join(map(str, lost)), self.max_rows)

@@ -35,6 +35,7 @@ class Scheduler:
         self.running: list[Sample] = []  # in admission order
         self.waiting: deque[Sample] = deque()  # preempted samples, readmitted before new ones
         self.prefix_blocks = 0  # blocks held by prompts' prefixes
+        self.max_running = max_batch_size  # lowered by shrink (out of memory)
         self.changed = False  # the running set changed since the engine last built its batch
 
     def grow(self) -> tuple[list[BlockUpdate], int]:
@@ -60,7 +61,7 @@ class Scheduler:
         `new_sample(request)` makes a request's next new sample."""
         admitted = Admission()
         bs = self.pool.block_size
-        while self.free_slots:
+        while self.free_slots and len(self.running) < self.max_running:
             req, sample = self._next_waiting()
             if req is None:
                 break
@@ -108,6 +109,15 @@ class Scheduler:
 
     def compact(self) -> None:
         self.running = [s for s in self.running if s.slot is not None]
+
+    def shrink(self, max_running: int) -> int:
+        """Run at most max_running samples from now on: those started last beyond it are preempted,
+        as grow does; returns how many."""
+        self.max_running = max_running
+        excess = self.running[max_running:]
+        for s in reversed(excess):
+            self._preempt(s)
+        return len(excess)
 
     def _preempt(self, s: Sample) -> None:
         self.release(s)

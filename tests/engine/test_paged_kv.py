@@ -1,5 +1,7 @@
 """Paged KV under a memory budget: preemption (recompute) gives the samples of an unconstrained
-run; cancel and stream work under preemption; blocks all come back; budgets parse and fail clearly.
+run; cancel and stream work under preemption; blocks all come back; budgets parse and fail clearly;
+out of memory (injected) in a decode step, a prefill or a graph capture lowers the batch or retries
+and changes no sample.
 
 Token ids must be identical. Log-probs agree to 1e-4: CPU BLAS picks its kernel by batch size
 (a row's logits move by ~1e-6 when the batch around it changes, with or without preemption)."""
@@ -7,6 +9,7 @@ import pytest
 import torch
 
 from sampler import InvalidInput, Sampler, SamplingParams
+from sampler.cache import PrefillBatch
 from sampler.engine import default_block_size
 from sampler.memory import kv_bytes_per_token, parse_memory
 from sampler.runner import graph_batch_sizes
@@ -144,3 +147,91 @@ def test_fraction_and_default_budgets(tiny_llama):
     assert s.stats.kv_blocks_total == most
     with pytest.raises(InvalidInput, match="cuda_graphs=True needs the model on a CUDA device"):
         Sampler.from_pretrained(str(tiny_llama), cuda_graphs=True)
+
+
+class FakeGraph:
+    """Stands for a captured decode step on CPU: replay runs the step eagerly, as captured."""
+    def __init__(self, runner, size):
+        self.replay = lambda: runner._decode_step(size, size + 1)
+
+    def pool(self):
+        return None
+
+
+def oom_over(limit: int):
+    """A step that runs out of memory above `limit` rows."""
+    def check(rows: int):
+        if rows > limit:
+            raise torch.OutOfMemoryError(f"CUDA out of memory at {rows} rows (injected)")
+    return check
+
+
+def test_out_of_memory_in_a_decode_step_halves_the_batch_and_changes_no_sample(tiny_llama, ample, monkeypatch,
+                                                                               caplog):
+    _, want = ample
+    s = Sampler.from_pretrained(str(tiny_llama), max_batch_size=32)
+    runner, decode, check = s.engine.runner, s.engine.runner.decode, oom_over(10)
+
+    def tight_decode():
+        check(runner.batch_size)
+        return decode()
+    monkeypatch.setattr(runner, "decode", tight_decode)
+    assert_same(s.generate(PROMPTS, PARAMS), want)
+    assert s.engine.scheduler.max_running == 8 and s.stats.preemptions >= 24
+    warnings = [r.getMessage() for r in caplog.records if "out of memory" in r.getMessage()]
+    assert warnings == ["out of memory in a decode step of 32 samples: running at most 16 from now on "
+                        "(16 preempted, to resume unchanged)",
+                        "out of memory in a decode step of 16 samples: running at most 8 from now on "
+                        "(8 preempted, to resume unchanged)"]
+
+
+def test_out_of_memory_with_one_sample_running_names_the_numbers(tiny_llama, monkeypatch):
+    s = Sampler.from_pretrained(str(tiny_llama), max_batch_size=4)
+    monkeypatch.setattr(s.engine.runner, "decode", lambda: oom_over(0)(1))
+    with pytest.raises(InvalidInput, match=r"out of memory in a decode step with one sample running \(\d+ prompt "
+                                           r"\+ 1 new tokens\) beside a KV cache of [\d.]+ GiB: lower kv_cache_memory"):
+        s.generate(["x"], SamplingParams(n=4, max_new_tokens=8, seed=0))
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+def test_out_of_memory_in_a_prefill_is_tried_once_more(tiny_llama, ample, monkeypatch, caplog, failures):
+    _, want = ample
+    s = Sampler.from_pretrained(str(tiny_llama), max_batch_size=32)
+    model, forward, failed = s.engine.model, s.engine.model.forward, []
+
+    def forward_or_oom(ids, positions, batch):
+        if isinstance(batch, PrefillBatch) and len(failed) < failures:
+            failed.append(len(ids))
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return forward(ids, positions, batch)
+    monkeypatch.setattr(model, "forward", forward_or_oom)
+    if failures == 2:
+        with pytest.raises(InvalidInput, match=r"out of memory in the prefill of a prompt of \d+ tokens beside a KV "
+                                               r"cache of [\d.]+ GiB: lower kv_cache_memory or shorten the prompt"):
+            s.generate(PROMPTS, PARAMS)
+        return
+    assert_same(s.generate(PROMPTS, PARAMS), want)
+    assert [r.getMessage() for r in caplog.records if "out of memory" in r.getMessage()] == \
+        [f"out of memory in the prefill of a prompt of {failed[0]} tokens: trying again"]
+
+
+def test_out_of_memory_capturing_graphs_caps_the_batch_at_the_largest_captured(tiny_llama, ample, monkeypatch,
+                                                                              caplog):
+    """The capture loop on CPU: sizes above 16 run out of memory, so batches are padded to the sizes
+    captured and capped at 16; the samples do not change."""
+    _, want = ample
+    s = Sampler.from_pretrained(str(tiny_llama), max_batch_size=32)
+    runner, check = s.engine.runner, oom_over(16)
+    runner.padded_sizes = graph_batch_sizes(32)
+
+    def capture_one(size, pool):
+        check(size)
+        return FakeGraph(runner, size)
+    monkeypatch.setattr(runner, "_capture_one", capture_one)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    runner._capture()
+    assert sorted(runner.graphs) == runner.padded_sizes == [1, 2, 4, 8, 16] and runner.max_rows == 16
+    assert [r.getMessage() for r in caplog.records if "out of memory" in r.getMessage()] == \
+        ["out of memory capturing the decode step's CUDA graphs for batches of 32: batches of at most 16 from now on"]
+    s.engine.scheduler.max_running = runner.max_rows  # as the engine does after its own capture
+    assert_same(s.generate(PROMPTS, PARAMS), want)
