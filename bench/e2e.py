@@ -1,6 +1,6 @@
 """End-to-end runners shared by bench/throughput.py (CPU) and bench/gpu_check.py (CUDA): the same
 request timed on our engine and on Hugging Face `generate(num_return_sequences=n)`, EOS ignored so
-both produce exactly n x new_tokens tokens."""
+both produce exactly n x new_tokens tokens. The matmul floor is sampler.profiling's (matmul_floor_ms)."""
 from __future__ import annotations
 
 import statistics
@@ -50,43 +50,6 @@ def run_ours(sampler, prompt_ids: list[int], n: int, new_tokens: int, top_p: flo
     return dict(seconds=seconds, tokens_per_s=n * new_tokens / seconds,
                 decode_step_ms=1e3 * statistics.median(decode), stats=engine.stats.as_dict(),
                 samples=[c.token_ids for _, c in sorted(done, key=lambda done: done[1].index)])
-
-
-def timed_ms(fn, repeats: int) -> float:
-    """Median milliseconds of fn() over `repeats` calls after one warm-up, synchronised on CUDA."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
-
-
-def matmul_floor_ms(model, n: int, repeats: int = 20) -> float:
-    """Median time of one decode step's linear layers alone at batch n, on our model's weights; on
-    CUDA replayed from one graph, so no launch gaps count."""
-    import torch.nn.functional as F
-    weights = [w for block in model.layers for w in (block.self_attn.qkv_proj.weight, block.self_attn.o_proj.weight,
-                                                     block.mlp.gate_up_proj.weight, block.mlp.down_proj.weight)]
-    weights.append(model.embed_tokens.weight if model.lm_head is None else model.lm_head.weight)
-    inputs = {w.shape[1]: torch.randn(n, w.shape[1], device=w.device, dtype=w.dtype) for w in weights}
-
-    def step():
-        for w in weights:
-            F.linear(inputs[w.shape[1]], w)
-
-    with torch.inference_mode():
-        if weights[0].is_cuda:
-            step()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                step()
-            return timed_ms(graph.replay, repeats)
-        return timed_ms(step, repeats)
 
 
 def run_hf(model, prompt_ids: list[int], n: int, new_tokens: int, top_p: float = 1.0) -> dict:

@@ -1,11 +1,13 @@
 """Where one decode step's time goes: the step's wall time (replayed from CUDA graphs on CUDA), its
 linear layers alone at the same batch (the matmul floor, also replayed from a graph), and the
-kernels of an eager step as the torch profiler sees them, grouped by name, per step.
+kernels of an eager step as the torch profiler sees them, by name and by op group, per step.
 
     PYTHONPATH=. python bench/profile_step.py                  # CUDA: Qwen2.5-1.5B's shape, random weights
     PYTHONPATH=. python bench/profile_step.py --dry-run        # CPU: a tiny shape, the same code paths
 
-Writes $OUT/profile_step_<device>.json (or --out) and prints one table per (n, top_p).
+The measurement is sampler/profiling.py's (`budget-sampler profile` runs it on any model), timed at
+each sample's new_tokens / 2-th token. Writes $OUT/profile_step_<device>.json (or --out) and prints
+one table per (n, top_p).
 """
 from __future__ import annotations
 
@@ -25,47 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import torch  # noqa: E402
-from e2e import matmul_floor_ms, timed_ms  # noqa: E402
 from gpu_check import Setup, make_checkpoint, release  # noqa: E402
 
-
-def kernel_table(runner, device: str, steps: int) -> list[dict]:
-    """Eager decode steps under the profiler: device time (CPU time on CPU) per step, by kernel."""
-    from torch.profiler import ProfilerActivity, profile
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    size, groups = runner.padded_size, runner.num_groups
-    runner._decode_step(size, groups)  # warm
-    if device == "cuda":
-        torch.cuda.synchronize()
-    with profile(activities=activities) as prof:
-        for _ in range(steps):
-            runner._decode_step(size, groups)
-        if device == "cuda":
-            torch.cuda.synchronize()
-    rows = []
-    for e in prof.key_averages():
-        us = (e.self_device_time_total if device == "cuda" else e.self_cpu_time_total) / steps
-        if us > 0 and (device != "cuda" or e.device_type.name == "CUDA"):
-            rows.append(dict(name=e.key[:90], us_per_step=us, calls_per_step=e.count / steps))
-    return sorted(rows, key=lambda r: -r["us_per_step"])
-
-
-def profile_n(sampler, prompt_ids, n: int, top_p: float, setup: Setup, repeats: int) -> dict:
-    from sampler import SamplingParams
-    engine, runner = sampler.engine, sampler.engine.runner
-    params = SamplingParams(n=n, temperature=1.0, top_p=top_p, max_new_tokens=repeats + 16,
-                            ignore_eos=True, seed=0)  # still running when the profiled eager steps follow
-    rid = engine.add_request(prompt_ids, params)
-    for _ in range(3):
-        engine.step()  # prefill, fan out, a couple of decode steps at batch n
-    step_ms = timed_ms(engine.step, repeats)  # host work, replay (or eager) and the sync
-    kernels = kernel_table(runner, setup.device, steps=3)
-    engine.abort_request(rid)
-    while engine.has_unfinished():
-        engine.step()
-    total = sum(r["us_per_step"] for r in kernels)
-    return dict(n=n, top_p=top_p, step_ms=step_ms, floor_ms=matmul_floor_ms(sampler.model, n, repeats),
-                kernel_ms_per_step=total / 1e3, kernels=kernels[:25])
+from sampler.profiling import measure  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -87,12 +51,13 @@ def main(argv=None) -> int:
         with torch.inference_mode():
             for top_p in args.top_p:
                 for n in ns:
-                    row = profile_n(sampler, prompt_ids, n, top_p, setup, args.repeats)
+                    row = dict(top_p=top_p, **measure(sampler, prompt_ids, n, top_p, setup.new_tokens, args.repeats))
                     rows.append(row)
                     print(f"n={n} top_p={top_p}: step {row['step_ms']:.3f} ms, "
-                          f"kernels {row['kernel_ms_per_step']:.3f} ms"
+                          f"kernels {sum(row['parts_ms'].values()):.3f} ms"
                           f" (eager), matmul floor {row['floor_ms']:.3f} ms", flush=True)
-                    for k in row["kernels"][:12]:
+                    print("  by group (ms): " + ", ".join(f"{g} {ms:.3f}" for g, ms in row["parts_ms"].items()))
+                    for k in row["ops"][:12]:
                         print(f"  {k['us_per_step']:9.1f} us  {k['calls_per_step']:6.1f}x  {k['name']}", flush=True)
         del sampler
         release(setup)

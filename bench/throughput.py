@@ -20,7 +20,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from e2e import make_tokenizer, matmul_floor_ms, run_hf, run_ours
+from e2e import make_tokenizer, run_hf, run_ours
+
+from sampler.profiling import matmul_floor_ms
 
 BASE = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=1024,
             bos_token_id=0, eos_token_id=1, tie_word_embeddings=False)

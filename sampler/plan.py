@@ -3,7 +3,8 @@
 For a GPU's memory it works out the weights' bytes, the KV bytes per token, how many samples the
 KV cache holds at once with the old static layout (every slot reserves max_new_tokens) and with
 paged KV (a sample holds blocks for what it has generated), and the decode step's memory-roofline
-time (`decode_step_bytes` over the bandwidth; bench/gpu_check.py measures against the same bytes).
+time (`decode_step_bytes` over the bandwidth; bench/gpu_check.py, `budget-sampler profile` and eval's
+report measure against the same bytes, and against `decode_step_flops`).
 """
 from __future__ import annotations
 
@@ -46,6 +47,20 @@ def decode_step_bytes(hf_config, dtype: torch.dtype, batch: int, prompt_tokens: 
     return weights + kv + 2 * batch * cfg.vocab_size * dtype.itemsize
 
 
+def decode_step_flops(hf_config, batch: int, prompt_tokens: int, suffix_tokens: int) -> float:
+    """FLOPs of the decode step at which each of `batch` samples of one prompt makes its suffix_tokens-th
+    token (the step decode_step_bytes moves the bytes of): ModelShape's count for that token."""
+    shape, p, s = ModelShape.from_config(hf_config), prompt_tokens, suffix_tokens
+    return batch * (shape.decode_flops(p, s) - shape.decode_flops(p, s - 1))
+
+
+def samples_that_fit(kv_bytes: int, per_token: int, prompt_tokens: int, new_tokens: int, block_size: int) -> int:
+    """Samples of one prompt that kv_bytes of paged KV hold at once: the prompt's blocks stored once, then
+    each sample's new_tokens, rounded up to whole blocks."""
+    block = block_size * per_token
+    return max(0, kv_bytes - cdiv(prompt_tokens, block_size) * block) // (cdiv(new_tokens, block_size) * block)
+
+
 def plan(path, gpu_memory: int, dtype: torch.dtype, prompt_tokens: int, mean_new_tokens: int, max_new_tokens: int,
          tensor_parallel: int = 1, n: int = 200, max_batch_size: int = 256, block_size: int = 16,
          bandwidth: float = 3.35e12) -> Plan:
@@ -57,7 +72,7 @@ def plan(path, gpu_memory: int, dtype: torch.dtype, prompt_tokens: int, mean_new
     prompt_bytes = cdiv(prompt_tokens, block_size) * block_size * per_token
     left = max(0, budget - prompt_bytes)
     static_slots = left // (max_new_tokens * per_token)
-    paged_samples = left // (cdiv(mean_new_tokens, block_size) * block_size * per_token)
+    paged_samples = samples_that_fit(budget, per_token, prompt_tokens, mean_new_tokens, block_size)
     batch = min(n, max_batch_size, paged_samples)
     step_bytes = decode_step_bytes(hf_config, dtype, batch, prompt_tokens, mean_new_tokens, tensor_parallel)
     step_seconds = step_bytes / bandwidth

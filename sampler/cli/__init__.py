@@ -14,7 +14,7 @@ import sys
 from ..errors import InvalidInput
 from ..eval import signals
 
-SUBCOMMANDS = ("generate", "eval", "evaluate", "serve", "export", "plan", "bench")
+SUBCOMMANDS = ("generate", "eval", "evaluate", "serve", "export", "plan", "profile", "bench")
 
 
 class _Parser(argparse.ArgumentParser):

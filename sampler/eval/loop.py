@@ -11,11 +11,13 @@ import hashlib
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, as_completed, wait
 from dataclasses import dataclass, replace
+from statistics import fmean
 from typing import Callable, Iterator, Optional, Sequence
 
 from tqdm import tqdm
 
 from ..params import Completion, SamplingParams, mean_logprob
+from ..profiling import session_limits
 from .execute import ExecutionPool
 from .records import Log, SampleSet
 from .waves import first_pass, next_wave
@@ -80,8 +82,9 @@ def generate(load_sampler: Callable, model: str, problems: list[dict], seed: int
     With `pool` (until-pass mode) a task's samples are released in waves (waves.py), each sample is
     tested as it finishes, the next wave is queued once the last one failed, and the task's request
     is cancelled in the engine once its first passing index is known.
-    Returns the engine's counters for this draw, and its wall seconds from before the model was
-    loaded to the last sample (None if nothing was missing)."""
+    Returns the engine's counters for this draw, its wall seconds from before the model was loaded to
+    the last sample, and the decode step's floor and limits at its mean batch (profiling.session_limits;
+    None if nothing was missing)."""
     until_pass = pool is not None
     first = pending(model, problems, seed, jobs, until_pass)
     if not first:
@@ -94,10 +97,11 @@ def generate(load_sampler: Callable, model: str, problems: list[dict], seed: int
     for i, d in enumerate(owner):
         d.prompt = i
     tests: dict[Future, list[tuple[Draw, int]]] = {}  # duplicate programs share one future
+    lengths = []  # of the samples drawn, for the mean suffix of a decode step
 
-    def tested(future: Future) -> None:
+    def tested(future: Future, seconds: float = 0.0) -> None:
         for d, index in tests.pop(future):
-            d.results[index] = _record(d.sample_set, d.problem["task_id"], index, future.result())
+            d.results[index] = _record(d.sample_set, d.problem["task_id"], index, future.result(), seconds)
             d.untested -= 1
             if first_pass(d.results) is not None:
                 stream.cancel(d.prompt)
@@ -111,6 +115,7 @@ def generate(load_sampler: Callable, model: str, problems: list[dict], seed: int
             for i, c, seconds in timed(stream, sampler.stats):
                 d = owner[i]
                 d.drawn.add(c.index)
+                lengths.append(len(c.token_ids))
                 d.sample_set.samples.append(sample_row(d.problem["task_id"], len(stream.prompt_ids[i]), c, seconds))
                 bar.update(1)
                 bar.set_postfix_str(f"{sampler.stats.tokens_per_second:,.0f} tok/s")
@@ -120,9 +125,17 @@ def generate(load_sampler: Callable, model: str, problems: list[dict], seed: int
                         tested(future)
             if not tests:
                 break
-            for future in wait(tests, return_when=FIRST_COMPLETED).done:  # the engine is idle: wait
-                tested(future)
-    return {**sampler.stats.as_dict(), "wall_seconds": time.perf_counter() - started}
+            t = time.perf_counter()
+            done = wait(tests, return_when=FIRST_COMPLETED).done  # the engine is idle: the wait is the tests' time
+            share = (time.perf_counter() - t) / sum(len(tests[f]) for f in done)
+            for future in done:
+                tested(future, share)
+    wall = time.perf_counter() - started
+    # a step's suffix, averaged over steps: a sample of m tokens is in m steps, m / 2 long on average
+    suffix = sum(m * m for m in lengths) / (2 * sum(lengths)) if sum(lengths) else 0.0
+    limits = session_limits(sampler, fmean(map(len, stream.prompt_ids)), len(lengths) / len(stream.prompt_ids),
+                            suffix)
+    return {**sampler.stats.as_dict(), "wall_seconds": wall, "roofline": limits}
 
 
 def _by_task(rows: dict[tuple, dict]) -> dict[str, dict[int, dict]]:
@@ -150,9 +163,11 @@ def timed(stream, stats) -> Iterator[tuple[int, Completion, float]]:
             yield i, completion, share
 
 
-def _record(sample_set: SampleSet, task_id: str, index: int, result: dict) -> bool:
+def _record(sample_set: SampleSet, task_id: str, index: int, result: dict, seconds: float) -> bool:
+    """A result row, with its share of the wall seconds the run spent waiting for tests (a report's time
+    split: rows survive a crash, so a resumed run sums all of them)."""
     sample_set.results.append({"task_id": task_id, "index": index, "passed": result["passed"],
-                               "result": result["result"]})
+                               "result": result["result"], "seconds": seconds})
     return result["passed"]
 
 
@@ -164,13 +179,16 @@ def execute(problems: list[dict], sample_set: SampleSet, pool: ExecutionPool, de
     if not todo:
         return
     pending: dict[Future, list[dict]] = {}  # duplicate programs share one future
+    last = time.perf_counter()
     for row in todo:
         pending.setdefault(pool.submit(by_id[row["task_id"]], row["completion"]), []).append(row)
     with tqdm(total=len(todo), desc=desc, unit="sample", disable=None) as bar:
         for future in as_completed(pending):
+            now = time.perf_counter()
             for row in pending[future]:
-                _record(sample_set, row["task_id"], row["index"], future.result())
+                _record(sample_set, row["task_id"], row["index"], future.result(), (now - last) / len(pending[future]))
                 bar.update(1)
+            last = now
 
 
 def score(load_ranker: Callable, problems: list[dict], sample_set: SampleSet, log: Log, desc: str) -> None:
@@ -189,7 +207,10 @@ def score(load_ranker: Callable, problems: list[dict], sample_set: SampleSet, lo
             rows = by_task.get(p["task_id"], [])
             if not rows:
                 continue
-            for row, lps in zip(rows, ranker.score(p["prompt"], [r["completion"] for r in rows])):
+            t = time.perf_counter()
+            scores = ranker.score(p["prompt"], [r["completion"] for r in rows])
+            seconds = (time.perf_counter() - t) / len(rows)
+            for row, lps in zip(rows, scores):
                 log.append({"task_id": row["task_id"], "index": row["index"],
-                            "mean_logprob": mean_logprob(lps)})
+                            "mean_logprob": mean_logprob(lps), "seconds": seconds})
             bar.update(len(rows))

@@ -34,6 +34,7 @@ def render_markdown(report: dict) -> str:
         lines += _budget_section(table, list(report["models"]))
     if "until_pass" in report:
         lines += _until_pass_section(report["until_pass"])
+    lines += _efficiency_section(report["efficiency"])
     return "\n".join(lines) + "\n"
 
 
@@ -108,6 +109,35 @@ def _until_pass_section(runs: dict) -> list[str]:
                            for name, u in runs.items()])
 
 
+def _efficiency_section(models: dict) -> list[str]:
+    ms = lambda s: "—" if s is None else f"{1e3 * s:.3g} ms"  # noqa: E731
+    pct = lambda x: "—" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    lines = ["", "## Efficiency", "",
+             "Decode, from the engine's counters (`<model>/engine.jsonl`): tokens per decode step (the running "
+             "batch, each sample's first token included) and seconds per step. The matmul floor (the step's "
+             "linear layers alone at that batch) and, on CUDA, MBU (the bytes a step must move over the measured "
+             "copy bandwidth) and MFU (its FLOPs over the GPU's dense peak) are measured after each draw at its "
+             "mean batch (`budget-sampler profile` measures them per n).", ""]
+    lines += _table(["model", "decode tokens/s", "mean batch", "decode step", "matmul floor", "step / floor", "MBU",
+                     "MFU"],
+                    [[name, _num(e["decode_tokens_per_second"], 0), _num(e["mean_batch"], 1),
+                      ms(e["decode_step_seconds"]), ms(e["matmul_floor_seconds"]),
+                      "—" if e["step_over_floor"] is None else f"{e['step_over_floor']:.2f}x", pct(e["mbu"]),
+                      pct(e["mfu"])] for name, e in models.items()])
+    parts = list(next(iter(models.values()))["time_split"])
+    lines += ["", "Where the run's time went: the engine's prefill and decode, the wall time spent waiting for the "
+              "sandboxed tests (with --until-pass, only while the engine was idle) and the ranker's scoring.", ""]
+    lines += _table(["model"] + parts,
+                    [[name] + ["—" if t["seconds"] is None else f"{t['seconds']:.3g} s ({pct(t['share'])})"
+                               for t in e["time_split"].values()] for name, e in models.items()])
+    lines += ["", "Cost of a solved problem: its samples by sample index up to the first passing one (as if drawn "
+              "one at a time), averaged over the solved problems.", ""]
+    return lines + _table(["model", "solved", "samples", "seconds", "FLOPs (paper)", "FLOPs (exact)"],
+                          [[name, _num(e["solved"]), _num(e["to_first_pass"]["samples"], 2),
+                            _num(e["to_first_pass"]["seconds"], 4), _num(e["to_first_pass"]["flops"]),
+                            _num(e["to_first_pass"]["flops_exact"])] for name, e in models.items()])
+
+
 def _cell(cell: dict) -> str:
     if not cell["k"]:
         return "—"
@@ -121,12 +151,13 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 def render_plot(report: dict) -> bytes:
     """pass@k (solid) and rank-score@k (dashed) against the budget with their 95% intervals as
-    bands, one panel per budget kind."""
+    bands, one panel per budget kind; then each model's time split."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     tables = report["budgets"]
-    fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(tables) + 1, figsize=(5 * len(tables) + 5, 4), squeeze=False)
+    _time_panel(axes[0][-1], report["efficiency"])
     for ax, table in zip(axes[0], tables):
         for i, name in enumerate(report["models"]):
             points = [(row["budget"], row["models"][name]) for row in table["rows"] if row["models"][name]["k"]]
@@ -149,6 +180,25 @@ def render_plot(report: dict) -> bytes:
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _time_panel(ax, models: dict) -> None:
+    """Each model's seconds by part, stacked, with its decode tokens/s and step / floor."""
+    names = list(models)
+    left = [0.0] * len(names)
+    for i, part in enumerate(next(iter(models.values()))["time_split"]):
+        widths = [models[n]["time_split"][part]["seconds"] or 0.0 for n in names]
+        ax.barh(names, widths, left=left, color=f"C{i}", label=part)
+        left = [a + b for a, b in zip(left, widths)]
+    for y, name in enumerate(names):
+        e = models[name]
+        floor = "" if e["step_over_floor"] is None else f", {e['step_over_floor']:.1f}x floor"
+        ax.text(left[y], y, f" {_num(e['decode_tokens_per_second'], 0)} tok/s{floor}", va="center", fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.4 * max(left + [1e-9]))
+    ax.set_xlabel("seconds")
+    ax.set_title("time split (decode tokens/s, step / matmul floor)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
 
 
 def write_report(out: str | os.PathLike, report: dict) -> str:

@@ -1,6 +1,7 @@
 """The report of a run: a pure function of the run directory and the command's settings (rows are
 put in task and sample order first), so a resumed run reports exactly what an uninterrupted one
-does. render.py turns it into report.md (the same as tables) and budget.png; environment.py adds
+does, but for the measurements of "efficiency" (seconds, the engine's batches, floors and limits).
+render.py turns it into report.md (the same as tables) and budget.png; environment.py adds
 where it ran.
 
 Every pass@k and rank-score@k (per model and per budget cell) comes with a 95% bootstrap interval
@@ -36,12 +37,14 @@ BUDGETS = {"flops": ("flops", "flops_exact"), "time": ("time",), "both": ("flops
 
 
 def _joined(sample_set: SampleSet, problems: list[dict]) -> list[list[dict]]:
-    """Per problem, its samples that have a result, by sample index, with `passed` added."""
+    """Per problem, its samples that have a result, by sample index, with `passed` and the test's
+    `execution_seconds` (None in runs from before they were recorded) added."""
     results = sample_set.results.rows()
     per_task: dict[str, list[dict]] = {p["task_id"]: [] for p in problems}
     for key, row in sorted(sample_set.samples.rows().items(), key=lambda kv: kv[0][1]):
         if key in results and row["task_id"] in per_task:
-            per_task[row["task_id"]].append({**row, "passed": bool(results[key]["passed"])})
+            per_task[row["task_id"]].append({**row, "passed": bool(results[key]["passed"]),
+                                             "execution_seconds": results[key].get("seconds")})
     return [per_task[p["task_id"]] for p in problems]
 
 
@@ -57,8 +60,9 @@ class ModelResults:
         ranks = ranks_log(directory, ranker).rows() if ranker not in ("self", name) else None
         for task in self.tasks:
             for row in task:
-                row["score"] = row["mean_logprob"] if ranks is None \
-                    else ranks[row["task_id"], row["index"]]["mean_logprob"]
+                rank = None if ranks is None else ranks[row["task_id"], row["index"]]
+                row["score"] = row["mean_logprob"] if rank is None else rank["mean_logprob"]
+                row["ranking_seconds"] = 0.0 if rank is None else rank.get("seconds")
         self.rows = [row for task in self.tasks for row in task]
         self.n = min(len(task) for task in self.tasks)
         self.seconds = sum(r["seconds"] for r in self.rows)
@@ -113,19 +117,63 @@ class ModelResults:
             out["rank_score@k_ci95"] = {str(k): boot.interval(self.values("rank", k)) for k in ks}
         return out
 
+    def cost(self, rows: list[dict]) -> dict:
+        """What these samples of one problem cost: their number, FLOPs (paper; exact, with the prompt's
+        prefill once) and engine seconds."""
+        return {"samples": len(rows), "flops": len(rows) * self.shape.paper_flops(),
+                "flops_exact": self.shape.prefill_flops(rows[0]["prompt_tokens"]) + sum(
+                    self.shape.decode_flops(r["prompt_tokens"], r["num_tokens"]) for r in rows),
+                "seconds": sum(r["seconds"] for r in rows)}
+
+    def mean_cost(self, tasks: list[list[dict]]) -> dict:
+        """cost() averaged over problems (each None without any)."""
+        costs = [self.cost(t) for t in tasks]
+        return {k: fmean(c[k] for c in costs) if costs else None
+                for k in ("samples", "flops", "flops_exact", "seconds")}
+
+    def efficiency(self) -> dict:
+        """How fast the engine decoded, from engine.jsonl (its sessions' counters: a crashed session's
+        are lost) and the floor and limits eval measured at each session's mean batch (the share of the
+        decode time that steps at the limit would take: MBU, MFU, 1 / step-over-floor); the run's time
+        split (the rows' execution and ranking seconds survive a crash); and the cost of a solved
+        problem: its samples by index up to the first passing one, as if drawn one at a time."""
+        rows = self.engine
+        steps, decode, tokens = (sum(r[k] for r in rows)
+                                 for k in ("decode_steps", "decode_seconds", "generated_tokens"))
+
+        def decode_share(limit) -> Optional[float]:
+            held = [(r, limit(r["roofline"])) for r in rows if r.get("roofline")]
+            held = [(r, seconds) for r, seconds in held if seconds is not None]
+            spent = sum(r["decode_seconds"] for r, _ in held)
+            return sum(r["decode_steps"] * seconds for r, seconds in held) / spent if held and spent else None
+
+        floor = decode_share(lambda x: x["matmul_floor_seconds"])
+        split = {"prefill": sum(r["prefill_seconds"] for r in rows), "decode": decode,
+                 "execution": _total(r["execution_seconds"] for t in self.tasks + self.greedy for r in t),
+                 "ranking": _total(r["ranking_seconds"] for r in self.rows)}
+        known = sum(v for v in split.values() if v is not None)
+        solved = [t[:next(i for i, r in enumerate(t) if r["passed"]) + 1] for t in self.tasks
+                  if any(r["passed"] for r in t)]
+        return {"decode_tokens_per_second": tokens / decode if decode else None,
+                "mean_batch": tokens / steps if steps else None,  # tokens per step: each sample's first included
+                "decode_step_seconds": decode / steps if steps else None,
+                "matmul_floor_seconds": floor * decode / steps if floor else None,
+                "step_over_floor": 1 / floor if floor else None,
+                "mbu": decode_share(lambda x: x["step_bytes"] / x["bandwidth"] if x["bandwidth"] else None),
+                "mfu": decode_share(lambda x: x["step_flops"] / x["peak_flops"] if x["peak_flops"] else None),
+                "time_split": {k: {"seconds": v, "share": v / known if v is not None and known else None}
+                               for k, v in split.items()},
+                "solved": len(solved) / len(self.tasks),
+                "to_first_pass": self.mean_cost(solved)}
+
     def until_pass(self, n: int, ks: list[int], boot: Bootstrap) -> dict:
         """What until-pass drew (samples; tokens kept, and all the engine generated, cancelled
         samples and greedy included), against an estimate of all n (each problem's mean sample
         length x n); where the first pass fell, by wave; pass@k from the first passing index
         (waves.pass_at_k_from_first_pass); and the cost of the samples drawn until a passing one
         (those finished alongside it included)."""
-        costs = self.costs()
         solved = [t for t in self.tasks if any(r["passed"] for r in t)]
         first = [first_pass({r["index"]: r["passed"] for r in t}) for t in self.tasks]
-
-        def to_pass(cost) -> Optional[float]:
-            return fmean(cost(t) for t in solved) if solved else None
-
         full_tokens = sum(n * fmean(r["num_tokens"] for r in t) for t in self.tasks if t)
         values = {k: np.array([pass_at_k_from_first_pass(f, k) for f in first]) for k in ks}
         return {"solved": len(solved) / len(self.tasks),
@@ -138,12 +186,13 @@ class ModelResults:
                 | {"none": first.count(None)},
                 "pass@k": {str(k): fmean(v) for k, v in values.items()},
                 "pass@k_ci95": {str(k): boot.interval(v) for k, v in values.items()},
-                "to_first_pass": {
-                    "samples": to_pass(len),
-                    "flops": to_pass(lambda t: len(t) * costs["flops"].per_sample),
-                    "flops_exact": to_pass(lambda t: self.shape.prefill_flops(t[0]["prompt_tokens"]) + sum(
-                        self.shape.decode_flops(r["prompt_tokens"], r["num_tokens"]) for r in t)),
-                    "seconds": to_pass(lambda t: sum(r["seconds"] for r in t))}}
+                "to_first_pass": self.mean_cost(solved)}
+
+
+def _total(values) -> Optional[float]:
+    """The sum, or None where any value is missing."""
+    values = list(values)
+    return None if None in values else sum(values)
 
 
 def _span(wave: range) -> str:
@@ -193,7 +242,8 @@ def build_report(out: str | os.PathLike, config: dict) -> dict:
     boot = Bootstrap(len(problems))
     report = {"config": config, "versions": versions(), "hardware": hardware(config.get("device", "cpu")),
               "problems": len(problems),
-              "models": {m.name: m.summary(ks, config["until_pass"], boot) for m in models}}
+              "models": {m.name: m.summary(ks, config["until_pass"], boot) for m in models},
+              "efficiency": {m.name: m.efficiency() for m in models}}
     if config["until_pass"]:
         report["until_pass"] = {m.name: m.until_pass(config["n"], ks, boot) for m in models}
     else:
