@@ -12,4 +12,6 @@ torch.distributed (NCCL on CUDA, gloo on CPU).
   code; the price is that every rank also does the host-side bookkeeping (detokenizing, stop strings).
 - launch.py: Sampler.from_pretrained(..., tensor_parallel=N) spawns ranks 1..N-1 on this node (or
   joins torchrun's), and close() / exit stops them.
+- watchdog.py: a spawned rank that exits or stops answering during a call fails that call with
+  RankFailure naming the rank (its signs of life stop), instead of hanging rank 0.
 """

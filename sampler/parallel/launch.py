@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import weakref
 from datetime import timedelta
 from typing import Callable, Optional
@@ -21,6 +22,7 @@ from ..models import load_hf_config, load_model
 from ..models.llama import ModelConfig
 from ..models.sharding import Shard, check_divisible
 from .replica import ReplicatedEngine, follow, send
+from .watchdog import Watchdog, beat
 
 # ranks >= 1 wait for rank 0's next call on the control group as long as the Sampler is open
 IDLE_TIMEOUT = timedelta(days=365)
@@ -53,22 +55,29 @@ def start(path, device: str, dtype: torch.dtype, world_size: int, max_batch_size
         return engine, _owning(engine, [])
     init_method = f"tcp://127.0.0.1:{_free_port()}"
     context = mp.get_context("spawn")
-    workers = [context.Process(target=run_rank, args=(rank, rank, init_method, options), daemon=True,
+    beats = context.Array("d", [time.monotonic()] * world_size, lock=False)  # the spawned ranks' signs of life
+    workers = [context.Process(target=run_rank, args=(rank, rank, init_method, options, beats), daemon=True,
                                name=f"tensor-parallel-rank-{rank}") for rank in range(1, world_size)]
     for w in workers:
         w.start()
+    watchdog = Watchdog(beats, workers)
     try:
-        engine = run_rank(0, 0, init_method, options)
+        engine = run_rank(0, 0, init_method, options, watchdog=watchdog)
     except BaseException:
+        watchdog.close()
         _stop(workers)
         raise
     return engine, _owning(engine, workers)
 
 
-def run_rank(rank: int, local_rank: int, init_method: str, options) -> Optional[ReplicatedEngine]:
-    """Join the group and load this rank's Engine: rank 0 returns its ReplicatedEngine, the others follow rank 0's
-    calls until it closes. A rank that fails to load makes every rank raise its error (rank 0 to
-    the caller) instead of waiting on it."""
+def run_rank(rank: int, local_rank: int, init_method: str, options, beats=None,
+             watchdog: Optional[Watchdog] = None) -> Optional[ReplicatedEngine]:
+    """Join the group and load this rank's Engine: rank 0 returns its ReplicatedEngine (watched by
+    `watchdog`), the others follow rank 0's calls until it closes (beating into `beats` where rank 0
+    spawned them). A rank that fails to load makes every rank raise its error (rank 0 to the caller)
+    instead of waiting on it."""
+    if beats is not None:
+        beat(beats, rank)
     path, device, dtype, world_size, max_batch_size, kv_cache_memory, cuda_graphs = options
     if device == "cuda":
         device = f"cuda:{local_rank}"
@@ -97,7 +106,7 @@ def run_rank(rank: int, local_rank: int, init_method: str, options) -> Optional[
     kv_bytes = min(statuses) * kv_bytes_per_token(model.cfg, dtype) * block_size
     engine = Engine.from_checkpoint(path, hf_config, model, max_batch_size, kv_bytes, cuda_graphs)
     if rank == 0:
-        return ReplicatedEngine(engine, control)
+        return ReplicatedEngine(engine, control, watchdog)
     follow(engine, control)
     dist.destroy_process_group()
     return None
@@ -105,14 +114,17 @@ def run_rank(rank: int, local_rank: int, init_method: str, options) -> Optional[
 
 def _owning(engine: ReplicatedEngine, workers: list) -> Callable[[], None]:
     """Stop the other ranks on close(), when the engine is collected, or at exit (whichever first);
-    the finalizer must not hold the engine, only its group."""
-    return weakref.finalize(engine, _shutdown, engine.group, workers)
+    the finalizer must not hold the engine, only its group and watchdog."""
+    return weakref.finalize(engine, _shutdown, engine.group, workers, engine.watchdog)
 
 
-def _shutdown(group, workers: list) -> None:
+def _shutdown(group, workers: list, watchdog: Optional[Watchdog]) -> None:
     try:
-        send(None, group)  # the other ranks leave `follow`
+        if watchdog is None or watchdog.failure is None:  # after a failure the ranks are gone
+            send(None, group)  # the other ranks leave `follow`
     finally:
+        if watchdog is not None:
+            watchdog.close()
         _stop(workers)
         dist.destroy_process_group()
 

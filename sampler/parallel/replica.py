@@ -5,15 +5,19 @@ its Engine (reads go straight to it); each call that changes engine state or run
 to the other ranks (broadcast_object_list over a gloo group) and run there by `follow`, in the same
 order, so scheduling is identical everywhere. Calls that run the model (step, score) are sent
 before rank 0 runs them, since their all-reduces need every rank; calls that only book-keep
-(add_request, abort_request) run on rank 0 first, so a rejected one is never sent.
+(add_request, abort_request) run on rank 0 first, so a rejected one is never sent. Where rank 0
+spawned the others, a Watchdog (watchdog.py) watches them during every call that reaches them.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import replace
+from typing import Optional
 
 import torch.distributed as dist
 
 from ..engine import Engine
+from .watchdog import Watchdog
 
 
 def send(call, group) -> None:
@@ -30,9 +34,12 @@ class ReplicatedEngine:
     """Rank 0's engine (an EngineClient): every state-changing call is replayed on the other ranks.
     Each method is explicit, so a new engine method cannot silently run on rank 0 only."""
 
-    def __init__(self, engine: Engine, group):
-        self.engine, self.group = engine, group
+    def __init__(self, engine: Engine, group, watchdog: Optional[Watchdog] = None):
+        self.engine, self.group, self.watchdog = engine, group, watchdog
         self.model, self.tokenizer, self.stats = engine.model, engine.tokenizer, engine.stats  # rank 0's
+
+    def _watching(self, call: str):
+        return self.watchdog.watching(call) if self.watchdog else nullcontext()
 
     @property
     def max_context(self) -> int:
@@ -58,20 +65,24 @@ class ReplicatedEngine:
         rid = self.engine.add_request(prompt_ids, params, stream)
         # a request without a seed gets a random one: the other ranks must draw with the same key;
         # only rank 0 streams (nobody takes the other ranks' deltas)
-        send(("add_request", (prompt_ids, replace(params, seed=self.engine.requests[rid].seed))), self.group)
+        with self._watching("add_request"):
+            send(("add_request", (prompt_ids, replace(params, seed=self.engine.requests[rid].seed))), self.group)
         return rid
 
     def abort_request(self, request_id: int) -> None:
         self.engine.abort_request(request_id)
-        send(("abort_request", (request_id,)), self.group)
+        with self._watching("abort_request"):
+            send(("abort_request", (request_id,)), self.group)
 
     def step(self):
-        send(("step", ()), self.group)
-        return self.engine.step()
+        with self._watching("step"):
+            send(("step", ()), self.group)
+            return self.engine.step()
 
     def score(self, prompt_ids: list[int], completions: list[list[int]], top_k: int = 0):
-        send(("score", (prompt_ids, completions, top_k)), self.group)
-        return self.engine.score(prompt_ids, completions, top_k)
+        with self._watching("score"):
+            send(("score", (prompt_ids, completions, top_k)), self.group)
+            return self.engine.score(prompt_ids, completions, top_k)
 
 
 def follow(engine, group) -> None:
