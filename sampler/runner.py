@@ -76,8 +76,7 @@ class ModelRunner:
         self.prefix_lens = zeros(max_batch_size + 1, dtype=torch.int32)
         self.out = zeros(2, max_batch_size, dtype=torch.float64)  # sampled tokens and log-probs
         self.batch_size = self.padded_size = self.num_groups = 0
-        # batches are padded to these sizes when the step is replayed from graphs (tests set them
-        # on CPU to run the padded step eagerly)
+        # batches are padded to the sizes with a captured graph (those that fit: _keep_captured)
         self.padded_sizes: list[int] = graph_batch_sizes(max_batch_size) if cuda_graphs else []
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         # the decode step's logits, in one buffer that every graph writes (top_logprobs reads it)
