@@ -12,10 +12,12 @@ from ..jsonl import write_atomic
 
 
 def _num(x, digits: int = 3) -> str:
+    """A table cell: "—" for None, thousands separated for ints and for digits=0 (a rate), else digits
+    after the point (significant digits for very large or small values)."""
     if x is None:
         return "—"
-    if isinstance(x, int):
-        return f"{x:,}"
+    if isinstance(x, int) or digits == 0:
+        return f"{x:,.0f}"
     return f"{x:.{digits}g}" if abs(x) >= 1e4 or (x and abs(x) < 1e-3) else f"{x:.{digits}f}"
 
 
