@@ -1,7 +1,8 @@
 """`budget-sampler <subcommand>`: one module per subcommand, each with HELP, add_arguments(parser)
 and main(args). A user error (InvalidInput; also an output the OS refuses, as a full disk) becomes one
 line on stderr and exit code 2, here only. SIGINT and SIGTERM unwind the command (sampler/eval/signals.py)
-and exit 130 and 143; eval adds that rerunning it resumes.
+and exit 130 and 143 (eval adds that rerunning it resumes), except `serve`, whose first signal is a
+graceful shutdown (sampler/server/run.py) that exits 0.
 
 Adding a subcommand: write sampler/cli/<name>.py and add its name to SUBCOMMANDS.
 """

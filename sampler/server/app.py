@@ -1,17 +1,20 @@
 """The FastAPI app: OpenAI-compatible `/v1/completions` and `/v1/chat/completions` over the engine
-thread (engine_loop.py), answered whole or streamed as server-sent events.
+thread (engine_loop.py), answered whole or streamed as server-sent events, plus `/health` and
+Prometheus `/metrics`.
 
-A stream sends one chunk per sample when the sample finishes (the engine reports finished
-samples), then `data: [DONE]`; comment lines keep an idle stream alive, which is also how a
-vanished client is noticed. However the HTTP request ends (done, failed, disconnected), its
-samples still in the engine are aborted. The access log is off unless asked for, so a client
-retrying a bad request in a loop cannot fill the disk.
+A stream sends each choice's text as its tokens are decoded (streaming.py: a chunk per token and
+choice, coalesced into one write per wake-up), then `data: [DONE]`; comment lines keep an idle
+stream alive, which is also how a vanished client is noticed. However the HTTP request ends (done,
+failed, timed out, disconnected), its samples still in the engine are aborted. A full queue is a
+503 with Retry-After before anything reaches the engine. The access log is off unless asked for, so
+a client retrying a bad request in a loop cannot fill the disk.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import math
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -23,17 +26,17 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from ..errors import InvalidInput
+from ..params import Completion, Delta
 from ..stopping import Detokenizer
-from .engine_loop import EngineLoop
+from .engine_loop import Cancelled, EngineLoop, Overloaded
+from .metrics import CONTENT_TYPE, ServerMetrics
 from .protocol import (
-    Choice,
     GenerationRequest,
     Limits,
     PromptInfo,
     RequestError,
     TokensPrompt,
     chat_choice,
-    chat_role_chunk_choice,
     chunk_body,
     completion_body,
     completion_choice,
@@ -42,11 +45,13 @@ from .protocol import (
     parse_completion_request,
     usage,
 )
+from .streaming import ChoiceStream
 
 logger = logging.getLogger("sampler.server")
 
 KEEPALIVE_SECONDS = 0.25  # also how often a non-streamed request checks that its client is there
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; only ever logged
+RETRY_AFTER_SECONDS = 1  # what a 503 for a full queue tells the client to wait
 
 
 class ClientDisconnected(Exception):
@@ -55,9 +60,11 @@ class ClientDisconnected(Exception):
 
 def build_app(sampler, model_id: str, limits: Limits = Limits(), access_log: bool = False,
               chat_template: Optional[str] = None) -> FastAPI:
-    """The ASGI app. The engine thread starts and stops with the app's lifespan. `chat_template`
-    (serve --chat-template) replaces the tokenizer's, or supplies one where it has none."""
-    engine_loop = EngineLoop(sampler)
+    """The ASGI app. The engine thread starts and stops with the app's lifespan (app.state.engine_loop:
+    run.py drains it at shutdown). `chat_template` (serve --chat-template) replaces the tokenizer's,
+    or supplies one where it has none."""
+    metrics = ServerMetrics(model_id)
+    engine_loop = EngineLoop(sampler, metrics, limits)
     tokenizer = sampler.tokenizer
 
     @asynccontextmanager
@@ -69,11 +76,12 @@ def build_app(sampler, model_id: str, limits: Limits = Limits(), access_log: boo
             engine_loop.close()
 
     app = FastAPI(title="budget-sampler", lifespan=lifespan)
+    app.state.engine_loop = engine_loop
     if access_log:
         app.add_middleware(_LogRequests)
 
-    def error(status: int, message: str, param: Optional[str] = None) -> JSONResponse:
-        return JSONResponse(error_body(message, status, param), status_code=status)
+    def error(status: int, message: str, param: Optional[str] = None, headers: Optional[dict] = None) -> JSONResponse:
+        return JSONResponse(error_body(message, status, param), status_code=status, headers=headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc: HTTPException):
@@ -83,7 +91,13 @@ def build_app(sampler, model_id: str, limits: Limits = Limits(), access_log: boo
     async def health():
         if not engine_loop.is_alive():
             return error(503, "the engine thread has stopped")
+        if engine_loop.draining:
+            return error(503, "the server is shutting down")
         return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def prometheus_metrics():
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/models")
     async def models():
@@ -111,40 +125,46 @@ def build_app(sampler, model_id: str, limits: Limits = Limits(), access_log: boo
         try:
             parsed = parse(await _read_json(request, limits.max_body_bytes))
             request.state.log_detail = f"prompts={len(parsed.prompts)} n={parsed.params.n}"
-            run = _Run(engine_loop, request, parsed)
+            run = _Run(engine_loop, request, parsed, limits.request_timeout)
             prompts = await run.start()
         except RequestError as e:
             return error(e.status, str(e), e.param)
         except InvalidInput as e:
             return error(400, str(e))
+        except Overloaded as e:
+            metrics.rejected.inc()
+            return error(503, str(e), headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        except Cancelled as e:
+            return error(e.status, str(e))
         except Exception:
             logger.exception("adding a request failed")
             return error(500, "internal error while adding the request; see the server log")
 
-        def choice(tag: int, c: Choice, delta: bool) -> dict:
-            index = tag * parsed.params.n + c.completion.index  # OpenAI's numbering
-            if chat:
-                return chat_choice(index, c, prompts[tag], parsed, detokenizer, delta)
-            return completion_choice(index, c, prompts[tag], parsed, detokenizer)
-
+        n = parsed.params.n
         meta = dict(request_id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
                     created=int(time.time()), model_id=model_id)
         prompt_tokens = sum(len(p.token_ids) for p in prompts)
-        if parsed.stream:
-            return StreamingResponse(_events(run, parsed, meta, prompt_tokens, choice, chat),
+        if parsed.stream:  # OpenAI's numbering: choice tag * n + sample index
+            streams = [ChoiceStream(tag * n + i, prompt, parsed, detokenizer, chat)
+                       for tag, prompt in enumerate(prompts) for i in range(n)]
+            return StreamingResponse(_events(run, streams, n, meta, prompt_tokens, parsed.include_usage, chat),
                                      media_type="text/event-stream")
         try:
-            finished = [item async for item in run.samples(watch=True)]
+            finished = [item async for batch in run.batches(watch=True) for item in batch]
         except ClientDisconnected:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
+        except Cancelled as e:
+            return error(e.status, str(e))
         except Exception:
             logger.exception("generation failed")
             return error(500, "internal error while generating; see the server log")
-        completion_tokens = sum(len(c.completion.token_ids) for _, c in finished)
+        completion_tokens = sum(len(c.token_ids) for _, c in finished)
         request.state.log_detail += f" completion_tokens={completion_tokens}"
-        return completion_body(**meta, choices=[choice(tag, c, False) for tag, c in finished],
-                               prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                               chat=chat)
+        choices = [chat_choice(tag * n + c.index, c, prompts[tag], parsed, detokenizer) if chat else
+                   completion_choice(tag * n + c.index, c, prompts[tag], parsed, detokenizer)
+                   for tag, c in finished]
+        return completion_body(**meta, choices=choices, prompt_tokens=prompt_tokens,
+                               completion_tokens=completion_tokens, chat=chat)
 
     @app.post("/v1/completions")
     async def create_completion(request: Request):
@@ -184,15 +204,20 @@ def load_chat_template(path: str) -> str:
 
 
 class _Run:
-    """One HTTP request's engine requests (one per prompt): submitted by `start`, their samples
-    iterated by `samples`, and whatever is unfinished aborted when `samples` exits."""
+    """One HTTP request's engine requests (one per prompt): admitted and submitted by `start`, what
+    they produce iterated by `batches`, and whatever is unfinished aborted when `batches` exits."""
 
-    def __init__(self, engine_loop: EngineLoop, request: Request, parsed: GenerationRequest):
+    def __init__(self, engine_loop: EngineLoop, request: Request, parsed: GenerationRequest,
+                 timeout: Optional[float]):
         self.engine_loop, self.request, self.parsed = engine_loop, request, parsed
         self.sink: asyncio.Queue = asyncio.Queue()
         self.keys: list[int] = []
+        self.timeout = timeout
+        self.deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
 
     async def start(self) -> list[PromptInfo]:
+        prompts = len(self.parsed.prompts)
+        self.engine_loop.admit(prompts, 0 if self.parsed.prompt_only else prompts * self.parsed.params.n)
         acks = []
         for tag, prompt in enumerate(self.parsed.prompts):
             key, added = self.engine_loop.submit(prompt, self.parsed, self.sink, tag)
@@ -205,23 +230,34 @@ class _Run:
             raise error
         return infos
 
-    async def samples(self, watch: bool) -> AsyncIterator[Optional[tuple[int, Choice]]]:
-        """(prompt tag, Choice) as samples finish. With `watch`, a task polls the client and
-        ClientDisconnected is raised; without, None comes every KEEPALIVE_SECONDS of silence."""
+    async def batches(self, watch: bool) -> AsyncIterator[list[tuple[int, list[Delta] | Completion]]]:
+        """What has arrived since the last batch: (prompt tag, a step's deltas) for a streamed
+        request, (prompt tag, Completion) as samples finish, until all have. With `watch`, a task
+        polls the client and ClientDisconnected is raised; without, [] comes every KEEPALIVE_SECONDS
+        of silence. Past the deadline, Cancelled (504) is raised."""
         watcher = asyncio.create_task(self._watch()) if watch else None
-        finished = False
+        loop, left, finished = asyncio.get_running_loop(), len(self.keys) * self.parsed.params.n, False
         try:
-            for _ in range(len(self.keys) * self.parsed.params.n):
-                while True:
-                    try:
-                        tag, outcome = await asyncio.wait_for(
-                            self.sink.get(), None if watch else KEEPALIVE_SECONDS)
-                        break
-                    except asyncio.TimeoutError:
-                        yield None
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                yield tag, outcome
+            while left:
+                wait = None if watch else KEEPALIVE_SECONDS
+                if self.deadline is not None:
+                    if loop.time() >= self.deadline:
+                        raise Cancelled(f"the request did not finish within {self.timeout:g} s "
+                                        "(--request-timeout); its samples were cancelled", 504)
+                    wait = min(wait or math.inf, self.deadline - loop.time())
+                try:
+                    batch = [await asyncio.wait_for(self.sink.get(), wait)]
+                except asyncio.TimeoutError:
+                    if not watch:
+                        yield []
+                    continue
+                while not self.sink.empty():
+                    batch.append(self.sink.get_nowait())
+                for _, outcome in batch:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                left -= sum(isinstance(outcome, Completion) for _, outcome in batch)
+                yield batch
             finished = True
         finally:
             if watcher is not None:
@@ -240,31 +276,42 @@ class _Run:
             self.engine_loop.abort(key)
 
 
-async def _events(run: _Run, parsed: GenerationRequest, meta: dict, prompt_tokens: int,
-                  choice: Callable[[int, Choice, bool], dict], chat: bool) -> AsyncIterator[str]:
-    """The server-sent events of a streamed response."""
-    def event(body: dict) -> str:
-        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+async def _events(run: _Run, streams: list[ChoiceStream], n: int, meta: dict, prompt_tokens: int,
+                  include_usage: bool, chat: bool) -> AsyncIterator[str]:
+    """The server-sent events of a streamed response: each choice's opening chunk, then per
+    wake-up the chunks of what arrived, written together."""
+    def event(choice: Optional[dict]) -> str:
+        return "" if choice is None else _sse(chunk_body(**meta, choices=[choice], chat=chat))
 
     completion_tokens = 0
     try:
-        if chat:
-            for index in range(len(parsed.prompts) * parsed.params.n):
-                yield event(chunk_body(**meta, choices=[chat_role_chunk_choice(index)], chat=True))
-        async for item in run.samples(watch=False):
-            if item is None:
+        opening = "".join(event(s.opening()) for s in streams)
+        if opening:
+            yield opening
+        async for batch in run.batches(watch=False):
+            if not batch:
                 yield ": keep-alive\n\n"
                 continue
-            tag, c = item
-            completion_tokens += len(c.completion.token_ids)
-            yield event(chunk_body(**meta, choices=[choice(tag, c, True)], chat=chat))
-        if parsed.include_usage:
-            yield event(chunk_body(**meta, choices=[], chat=chat,
-                                   usage_=usage(prompt_tokens, completion_tokens)))
+            out = []
+            for tag, item in batch:
+                if isinstance(item, Completion):
+                    completion_tokens += len(item.token_ids)
+                    out.append(event(streams[tag * n + item.index].finish(item)))
+                else:
+                    out.extend(event(streams[tag * n + d.index].delta(d)) for d in item)
+            yield "".join(out)
+        if include_usage:
+            yield _sse(chunk_body(**meta, choices=[], chat=chat, usage_=usage(prompt_tokens, completion_tokens)))
+    except Cancelled as e:
+        yield _sse(error_body(str(e), e.status))
     except Exception:
         logger.exception("generation failed while streaming")
-        yield event(error_body("internal error while generating; see the server log", 500))
+        yield _sse(error_body("internal error while generating; see the server log", 500))
     yield "data: [DONE]\n\n"
+
+
+def _sse(body: dict) -> str:
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
 async def _read_json(request, limit: int):

@@ -10,11 +10,11 @@ unless they hold their neutral value, so a client never gets silently different 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence, Union
 
 from ..errors import InvalidInput
-from ..params import Completion, SamplingParams
+from ..params import Completion, SamplingParams, TopLogprobs
 from ..stopping import PRIME_TOKENS, Detokenizer
 
 
@@ -27,7 +27,6 @@ class TokensPrompt:
 
 
 Prompt = Union[str, list[int], TokensPrompt]
-TopLogprobs = list[tuple[int, float]]  # (token id, log-prob), most likely first
 
 MAX_STOP_STRINGS = 16
 MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
@@ -63,6 +62,10 @@ class Limits:
     max_prompts: int = 256
     max_body_bytes: int = 4 * 1024 * 1024
     clip_max_tokens: bool = False  # lower max_tokens to what the context leaves instead of a 400
+    # backpressure: a request that would queue more than these (beyond an empty queue) gets a 503
+    max_queued_requests: int = 1024  # prompts accepted, none of their samples decoding yet
+    max_queued_samples: int = 65536  # samples not started yet (or preempted)
+    request_timeout: Optional[float] = None  # seconds from arrival to the last sample; None: no limit
 
 
 @dataclass
@@ -76,13 +79,8 @@ class GenerationRequest:
     include_usage: bool = False    # stream_options.include_usage: a last chunk with usage
     max_tokens_field: str = "max_tokens"  # the field an error about the context should name
     clip_max_tokens: bool = False  # max_tokens may be lowered to fit the context
-
-
-@dataclass
-class Choice:
-    """One finished sample with what its response needs besides the Completion."""
-    completion: Completion
-    top: Optional[list[TopLogprobs]] = None  # per generated token, when logprobs > 0
+    prompt_only: bool = False      # max_tokens=0 with echo: score the prompt, generate nothing
+                                   # (params.max_new_tokens is then 1, unused)
 
 
 @dataclass
@@ -95,12 +93,19 @@ class PromptInfo:
 
 
 def parse_completion_request(body, model_id: str, limits: Limits) -> GenerationRequest:
-    """`/v1/completions`. `max_tokens` defaults to 16, as in the OpenAI API."""
+    """`/v1/completions`. `max_tokens` defaults to 16, as in the OpenAI API; 0 with echo scores
+    the prompt alone (the classic way to get a prompt's log-probs from a completions server)."""
     get = _fields(body, COMPLETION_FIELDS, model_id)
-    request = _sampling(get, limits, _int(get, "max_tokens", 16, 1, limits.max_tokens), "max_tokens")
+    max_tokens = _int(get, "max_tokens", 16, 0, limits.max_tokens)
+    echo = _bool(get, "echo", False)
+    if max_tokens == 0 and not echo:
+        raise RequestError("max_tokens=0 is invalid without echo=true: it must be in [1, "
+                           f"{limits.max_tokens}], or 0 with echo=true to score the prompt alone",
+                           param="max_tokens")
+    request = _sampling(get, limits, max_tokens or 1, "max_tokens")
     request.prompts = _prompts(get("prompt"), limits.max_prompts)
-    request.logprobs = _int(get, "logprobs", None, 0, MAX_LOGPROBS)
-    request.echo = _bool(get, "echo", False)
+    request.echo, request.prompt_only = echo, max_tokens == 0
+    _set_logprobs(request, _int(get, "logprobs", None, 0, MAX_LOGPROBS))
     return request
 
 
@@ -116,10 +121,16 @@ def parse_chat_request(body, model_id: str, limits: Limits,
     request.prompts = [render(_messages(get("messages")))]
     top = _int(get, "top_logprobs", None, 0, MAX_LOGPROBS)
     if _bool(get, "logprobs", False):
-        request.logprobs = top or 0
+        _set_logprobs(request, top or 0)
     elif top:
         raise RequestError("top_logprobs needs logprobs=true", param="top_logprobs")
     return request
+
+
+def _set_logprobs(request: GenerationRequest, logprobs: Optional[int]) -> None:
+    """The engine returns each generated token's top log-probs from its decode step (as vLLM's)."""
+    request.logprobs = logprobs
+    request.params = replace(request.params, logprobs=logprobs or 0)
 
 
 def completion_body(*, request_id: str, created: int, model_id: str, choices: Sequence[dict],
@@ -145,49 +156,64 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def completion_choice(index: int, choice: Choice, prompt: PromptInfo, request: GenerationRequest,
+def completion_choice(index: int, c: Completion, prompt: PromptInfo, request: GenerationRequest,
                       detokenizer: Detokenizer) -> dict:
-    """A `text_completion` choice (or stream chunk choice: the same shape). With echo the prompt's
-    tokens come first and the first of them has no log-prob, as in vLLM. The tokens' texts join
-    to the choice's text, and text_offset is where each starts in it."""
-    c = choice.completion
+    """A `text_completion` choice. With echo the prompt's tokens come first and the first of them
+    has no log-prob, as in vLLM. The tokens' texts join to the choice's text."""
     text = prompt.text + c.text if request.echo else c.text
     logprobs = None
     if request.logprobs is not None:
         ids, lps, tokens = list(c.token_ids), list(c.token_logprobs), _token_texts(detokenizer, prompt, c)
-        tops, context = choice.top or [[]] * len(ids), prompt.token_ids
+        tops, context = c.top_logprobs or [[]] * len(ids), prompt.token_ids
         if request.echo:
-            tokens = detokenizer.token_texts(detokenizer.prompt([]), prompt.token_ids, prompt.text) + tokens
+            tokens = prompt_token_texts(detokenizer, prompt) + tokens
             ids, context = prompt.token_ids + ids, []
             lps = [None] + prompt.logprobs + lps
             tops = [None] + (prompt.top or [[]] * len(prompt.logprobs)) + tops
-        alternative = _alternatives(detokenizer, context + ids)
-        top_logprobs = [None if lp is None else {**{alternative(len(context) + i, t): v for t, v in top},
-                                                 tokens[i]: lp}
-                        for i, (lp, top) in enumerate(zip(lps, tops))]
-        logprobs = {"tokens": tokens, "token_logprobs": lps, "top_logprobs": top_logprobs,
-                    "text_offset": _offsets(tokens)}
+        logprobs = completion_logprobs(tokens, lps, tops, alternatives(detokenizer, context + ids),
+                                       len(context))
     return {"index": index, "text": text, "logprobs": logprobs,
             "finish_reason": finish_reason(c)}
 
 
-def chat_choice(index: int, choice: Choice, prompt: PromptInfo, request: GenerationRequest,
-                detokenizer: Detokenizer, delta: bool) -> dict:
-    """A `chat.completion` choice, or (delta=True) the stream chunk that carries the whole sample.
-    The tokens' texts join to the content; `bytes` is each text's UTF-8."""
-    c = choice.completion
+def completion_logprobs(tokens: list[str], lps: list, tops: list, alternative: Callable[[int, int], str],
+                        position: int, offset: int = 0) -> dict:
+    """A completion choice's `logprobs` for tokens at positions `position`, `position + 1`, ... of
+    the ids `alternative` reads, the first starting at `offset` of the text: per token the chosen
+    one and its alternatives keyed by text, and text_offset, where each token starts."""
+    top_logprobs = [None if lp is None else {**{alternative(position + i, t): v for t, v in top}, tokens[i]: lp}
+                    for i, (lp, top) in enumerate(zip(lps, tops))]
+    offsets = []
+    for token in tokens:
+        offsets.append(offset)
+        offset += len(token)
+    return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": top_logprobs, "text_offset": offsets}
+
+
+def chat_choice(index: int, c: Completion, prompt: PromptInfo, request: GenerationRequest,
+                detokenizer: Detokenizer) -> dict:
+    """A `chat.completion` choice. The tokens' texts join to the content."""
     logprobs = None
     if request.logprobs is not None:
-        tops, ids = choice.top or [[]] * len(c.token_ids), prompt.token_ids + c.token_ids
-        alternative = _alternatives(detokenizer, ids)
-        logprobs = {"content": [
-            dict(_chat_token(token, lp), top_logprobs=[_chat_token(alternative(len(prompt.token_ids) + i, t), v)
-                                                       for t, v in top])
-            for i, (token, lp, top) in enumerate(zip(_token_texts(detokenizer, prompt, c),
-                                                     c.token_logprobs, tops))]}
-    message = {"content": c.text} if delta else {"role": "assistant", "content": c.text}
-    return {"index": index, "delta" if delta else "message": message, "logprobs": logprobs,
+        logprobs = chat_logprobs(_token_texts(detokenizer, prompt, c), c.token_logprobs,
+                                 c.top_logprobs or [[]] * len(c.token_ids),
+                                 alternatives(detokenizer, prompt.token_ids + c.token_ids), len(prompt.token_ids))
+    return {"index": index, "message": {"role": "assistant", "content": c.text}, "logprobs": logprobs,
             "finish_reason": finish_reason(c)}
+
+
+def chat_logprobs(tokens: list[str], lps: list[float], tops: list, alternative: Callable[[int, int], str],
+                  position: int) -> dict:
+    """A chat choice's `logprobs` for tokens at positions `position`, `position + 1`, ... of the ids
+    `alternative` reads: per token `{token, logprob, bytes, top_logprobs}`, `bytes` its UTF-8."""
+    return {"content": [dict(_chat_token(token, lp), top_logprobs=[_chat_token(alternative(position + i, t), v)
+                                                                   for t, v in top])
+                        for i, (token, lp, top) in enumerate(zip(tokens, lps, tops))]}
+
+
+def prompt_token_texts(detokenizer: Detokenizer, prompt: PromptInfo) -> list[str]:
+    """Each prompt token's share of the prompt's text (echo)."""
+    return detokenizer.token_texts(detokenizer.prompt([]), prompt.token_ids, prompt.text)
 
 
 def _token_texts(detokenizer: Detokenizer, prompt: PromptInfo, c: Completion) -> list[str]:
@@ -196,16 +222,10 @@ def _token_texts(detokenizer: Detokenizer, prompt: PromptInfo, c: Completion) ->
     return detokenizer.token_texts(detokenizer.prompt(prompt.token_ids), list(c.token_ids), c.text)
 
 
-def _alternatives(detokenizer: Detokenizer, ids: list[int]) -> Callable[[int, int], str]:
+def alternatives(detokenizer: Detokenizer, ids: list[int]) -> Callable[[int, int], str]:
     """text(position, token id): what a top log-prob's token would have added at that position of
     `ids`, decoded after the few tokens before it (alone, a SentencePiece token loses its space)."""
     return lambda i, token_id: detokenizer.token_text(ids[max(0, i - PRIME_TOKENS):i], token_id)
-
-
-def chat_role_chunk_choice(index: int) -> dict:
-    """The first chunk of each chat choice announces the role, as OpenAI's and vLLM's do."""
-    return {"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-            "finish_reason": None}
 
 
 def finish_reason(c: Completion) -> str:
@@ -220,15 +240,6 @@ def error_body(message: str, status: int, param: Optional[str] = None) -> dict:
 
 def _chat_token(token: str, logprob: float) -> dict:
     return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
-
-
-def _offsets(tokens: list[str]) -> list[int]:
-    """Each token's start in the joined tokens."""
-    offsets, position = [], 0
-    for token in tokens:
-        offsets.append(position)
-        position += len(token)
-    return offsets
 
 
 def _fields(body, supported: tuple[str, ...], model_id: str):

@@ -14,6 +14,7 @@ import pytest
 
 from sampler import Completion, InvalidInput, Sampler
 from sampler.errors import check_context
+from sampler.params import GenerationStats, SchedulerStats
 from sampler.scoring import Scored
 from sampler.server.protocol import Limits
 
@@ -31,8 +32,9 @@ class FakeTokenizer:
 
 
 class FakeEngine:
-    """Each sample finishes after max_new_tokens steps, while `release` is set. Its text encodes
-    the prompt, seed and sample index, so the test can check what reached the engine."""
+    """Each sample finishes after max_new_tokens steps, while `release` is set (until then its
+    request counts as queued). Its text encodes the prompt, seed and sample index, so the test can
+    check what reached the engine; every token's best alternative is token 0."""
 
     def __init__(self):
         self.release = threading.Event()
@@ -47,8 +49,9 @@ class FakeEngine:
         self.seconds_per_step, self.samples_per_step = 0.001, None  # None: all n at once
         self.peak_in_flight = 0
         self._next_id = 0
+        self.stats = GenerationStats()
 
-    def add_request(self, prompt_ids, params):
+    def add_request(self, prompt_ids, params, stream=False):
         check_context(len(prompt_ids), params.max_new_tokens, 64)  # the real engine's check
         rid, self._next_id = self._next_id, self._next_id + 1
         self.requests[rid] = [list(prompt_ids), params, 0]
@@ -61,6 +64,15 @@ class FakeEngine:
 
     def has_unfinished(self):
         return bool(self.requests)
+
+    def take_deltas(self):
+        return []
+
+    def scheduler_stats(self):
+        requests, samples = len(self.requests), sum(params.n for _, params, _ in self.requests.values())
+        if self.release.is_set():
+            return SchedulerStats(requests, 0, samples, 0, 0, 1)
+        return SchedulerStats(0, requests, 0, samples, 0, 1)
 
     def step(self):
         time.sleep(self.seconds_per_step)
@@ -80,8 +92,9 @@ class FakeEngine:
             count = params.n if self.samples_per_step is None else self.samples_per_step
             for i in range(first * count, min((first + 1) * count, params.n)):
                 tokens = ([params.seed or 0, i] + [0] * params.max_new_tokens)[:params.max_new_tokens]
+                top = [[(0, -0.25)] * params.logprobs] * len(tokens) if params.logprobs else None
                 finished.append((rid, Completion(i, f"{prompt_ids}|{params.seed}|{i}", tokens, -1.0,
-                                                 "eos" if i % 2 else "length", [-0.5] * len(tokens))))
+                                                 "eos" if i % 2 else "length", [-0.5] * len(tokens), top)))
             if (first + 1) * count >= params.n:
                 del self.requests[rid]
         return finished
@@ -101,7 +114,7 @@ class FakeSampler:
             raise InvalidInput("prompt is empty: it must encode to at least one token")
         return [ord(c) % 100 for c in prompt]
 
-    def score_top(self, prompt_ids, completions, top_k):  # every token's best alternative: 0
+    def score_top(self, prompt_ids, completions, top_k):  # echo's prompt log-probs; best alternative: 0
         return [Scored([-0.5] * len(c), [[(0, -0.25)] * top_k] * len(c)) for c in completions]
 
 
@@ -147,7 +160,7 @@ def test_completion_schema_and_what_reaches_the_engine(fake):
     # to ("fbaa"), so no prefix of it is known before the last token, which takes it all
     assert logprobs["tokens"] == ["", "", "", "[97, 98]|5|1"] and logprobs["token_logprobs"] == [-0.5] * 4
     assert logprobs["text_offset"] == [0, 0, 0, 0]
-    # the chosen token and the logprobs=1 best (FakeSampler.score_top: token 0, "a" in context), as vLLM's
+    # the chosen token and the logprobs=1 best (FakeEngine: token 0, "a" in context), as vLLM's
     assert logprobs["top_logprobs"] == [{"a": -0.25, "": -0.5}, {"a": -0.25, "": -0.5},
                                         {"a": -0.25, "": -0.5}, {"a": -0.25, "[97, 98]|5|1": -0.5}]
     assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 12, "total_tokens": 14}
@@ -442,17 +455,17 @@ def test_cli_defaults_to_loopback_and_checks_its_bounds(capsys):
 
 def test_cli_chat_template_serves_a_model_without_one(tiny_llama, tmp_path, monkeypatch):
     """serve --chat-template FILE: chat works on a checkpoint that ships no template."""
-    import uvicorn
     from starlette.testclient import TestClient
     from transformers import AutoTokenizer
 
     from sampler.cli import main
+    from sampler.server import run
 
     from checkpoints import CHAT_TEMPLATE
 
     (tmp_path / "chat.jinja").write_text(CHAT_TEMPLATE)
     apps = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: apps.append(app))
+    monkeypatch.setattr(run, "serve", lambda app, *args: apps.append(app))
     assert main(["serve", "--model", str(tiny_llama), "--max-batch-size", "4",
                  "--chat-template", str(tmp_path / "chat.jinja")]) == 0
     messages = [{"role": "user", "content": "hi"}]
@@ -617,3 +630,99 @@ def test_stream_disconnect_cancels_and_missing_routes_do_not_log(served, monkeyp
             for _ in range(50):  # a client retrying a missing route in a loop
                 assert http.post(f"{url}/v1/nope", json={}).status_code == 404
     assert not [r for r in caplog.records if r.name.startswith(("sampler", "uvicorn"))]
+
+
+# ---------------------------------------------------------------- backpressure, timeouts, shutdown
+
+
+def test_a_full_queue_is_a_503_with_retry_after_and_disturbs_nothing():
+    sampler = FakeSampler()
+    engine = sampler.engine
+    with serving(sampler, Limits(max_queued_requests=3, max_queued_samples=5)) as url, \
+            httpx.Client(base_url=url, timeout=WAIT_SECONDS) as client:
+        engine.reset()
+        engine.release.clear()  # requests stay queued
+        results = {}
+        threads = [threading.Thread(target=lambda i=i: results.setdefault(i, client.post(
+            "/v1/completions", json={"prompt": "ab"[i], "n": 2, "max_tokens": 2}))) for i in range(2)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: len(engine.requests) == 2)
+        r = client.post("/v1/completions", json={"prompt": ["c", "d"]})  # 2 + 2 prompts > 3
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert "--max-queued-requests 3" in r.json()["error"]["message"]
+        r = client.post("/v1/completions", json={"prompt": "c", "n": 2, "max_tokens": 2})  # 4 + 2 samples > 5
+        assert r.status_code == 503 and "--max-queued-samples 5" in r.json()["error"]["message"]
+        assert client.get("/health").status_code == 200 and len(engine.requests) == 2
+        assert "budget_sampler:request_rejected_total{model_name=\"tiny\"} 2.0" in client.get("/metrics").text
+        engine.release.set()
+        for t in threads:
+            t.join(WAIT_SECONDS)
+        assert [results[i].status_code for i in range(2)] == [200, 200]
+        # a request bigger than the bounds is admitted into an empty queue
+        assert client.post("/v1/completions", json={"prompt": ["a", "b", "c"], "n": 3}).status_code == 200
+
+
+def test_request_timeout_cancels_the_request():
+    sampler = FakeSampler()
+    engine = sampler.engine
+    with serving(sampler, Limits(request_timeout=0.3)) as url, \
+            httpx.Client(base_url=url, timeout=WAIT_SECONDS) as client:
+        engine.reset()
+        engine.release.clear()
+        r = client.post("/v1/completions", json={"prompt": "a", "n": 2})
+        assert r.status_code == 504 and "--request-timeout" in r.json()["error"]["message"]
+        wait_until(lambda: engine.aborted == [0])
+        with client.stream("POST", "/v1/completions", json={"prompt": "a", "stream": True}) as r:
+            events = [line for line in r.iter_lines() if line.startswith("data: ")]
+        assert events[-1] == "data: [DONE]" and '"code": 504' in events[-2]
+        wait_until(lambda: engine.aborted == [0, 1] and not engine.requests)
+        engine.release.set()
+        assert client.post("/v1/completions", json={"prompt": "a"}).status_code == 200
+
+
+def test_shutdown_lets_requests_finish_then_cancels_them_past_the_timeout():
+    import socket
+
+    import uvicorn
+
+    from sampler.server.app import build_app
+    from sampler.server.run import GracefulServer
+
+    sampler = FakeSampler()
+    engine = sampler.engine
+    engine.reset()
+    app = build_app(sampler, "tiny")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = GracefulServer(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=WAIT_SECONDS),
+                            app.state.engine_loop, shutdown_timeout=0.5)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started)
+    engine.release.clear()  # the request in flight never finishes by itself
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/completions"
+    with httpx.Client(timeout=WAIT_SECONDS) as client:
+        with client.stream("POST", url, json={"prompt": "a", "n": 2, "stream": True}) as r:
+            wait_until(lambda: engine.requests)
+            server.should_exit = True
+            wait_until(lambda: app.state.engine_loop.draining)
+            events = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert "the server is shutting down" in events[-2] and '"code": 503' in events[-2]
+    thread.join(WAIT_SECONDS)
+    assert not thread.is_alive() and not app.state.engine_loop.is_alive() and not engine.requests
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--max-queued-requests", "0", "--max-queued-requests=0 is invalid: must be >= 1"),
+    ("--max-queued-samples", "-1", "--max-queued-samples=-1 is invalid: must be >= 1"),
+    ("--request-timeout", "0", "--request-timeout=0 is invalid: must be a number of seconds > 0"),
+    ("--shutdown-timeout", "-1", "--shutdown-timeout=-1 is invalid: must be a number of seconds >= 0"),
+    ("--shutdown-timeout", "nan", "--shutdown-timeout=nan is invalid"),
+])
+def test_cli_bad_serving_bounds_are_one_line_and_exit_2(capsys, flag, value, message):
+    from sampler.cli import main
+
+    assert main(["serve", "--model", "m", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
