@@ -1,5 +1,6 @@
 """A Sampler whose engine emits given token ids: the real scheduler, postprocess, text rule, API and
-everything above it run; only the model's sampled tokens are replaced by scripts."""
+everything above it run; only the model's sampled tokens (and the top log-probs read from its logits)
+are replaced by scripts."""
 from __future__ import annotations
 
 
@@ -16,9 +17,17 @@ def script(sampler, monkeypatch, scripts: dict[tuple[int, ...], list[list[int]]]
         ids, step = scripts[tuple(s.request.prompt_ids)][s.index], len(s.token_ids)
         return (ids[step] if step < len(ids) else pad), logprob_of(step)
 
+    vocab, last = sampler.config.vocab_size, []  # the last step's (token, log-prob) per row
+
     def emit(samples):
-        pairs = [next_of(s) for s in samples]
-        return [t for t, _ in pairs], [lp for _, lp in pairs]
+        last[:] = [next_of(s) for s in samples]
+        return [t for t, _ in last], [lp for _, lp in last]
+
+    def top_logprobs(rows, k):
+        """The step's top k per row, as the runner reads them from its logits: the scripted token
+        first, then the next ids, each less likely."""
+        return [[((last[r][0] + j) % vocab, last[r][1] - j) for j in range(k)] for r in rows]
 
     monkeypatch.setattr(engine.runner, "decode", lambda: emit(engine._batch))
     monkeypatch.setattr(engine.runner, "sample_first", lambda samples, logits: emit(samples))
+    monkeypatch.setattr(engine.runner, "top_logprobs", top_logprobs)
