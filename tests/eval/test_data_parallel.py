@@ -132,7 +132,7 @@ def test_a_hung_actor_is_killed_and_replaced_and_loses_nothing(one_process, tmp_
     began = time.perf_counter()
     assert run.main(eval_cli.config(args(*SLICE, "--out", out, "--data-parallel", 2, "--item-timeout", 10)),
                     load_sampler) == 0
-    assert time.perf_counter() - began < 60
+    assert time.perf_counter() - began < 600  # the hung actor sleeps an hour: it was killed, not waited for
     assert os.path.exists(marker)
     assert drawn(out) == drawn(one_process)
     assert lines(out, "toy-xs", "engine")[0]["engines_lost"] == 1

@@ -212,6 +212,7 @@ import time
 from sampler.eval.signals import interruptible
 with interruptible():
     try:
+        print("running", flush=True)
         time.sleep(60)
     finally:
         print("cleaning up", flush=True)
@@ -221,7 +222,7 @@ with interruptible():
 
 def test_a_second_signal_exits_at_once():
     proc = subprocess.Popen([sys.executable, "-c", SLOW_CLEANUP], stdout=subprocess.PIPE, text=True)
-    time.sleep(4)
+    assert proc.stdout.readline() == "running\n"  # the handlers are in place (imports take seconds)
     proc.send_signal(signal.SIGTERM)
     assert proc.stdout.readline() == "cleaning up\n"
     proc.send_signal(signal.SIGINT)
