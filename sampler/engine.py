@@ -91,6 +91,7 @@ class Engine:
             raise InvalidInput("cuda_graphs=True needs the model on a CUDA device")
         blocks = num_kv_blocks(model.cfg, weight.dtype, self.device, kv_cache_memory, block_size, max_batch_size)
         self.pool = BlockPool(model.cfg, blocks, block_size, self.device, weight.dtype)
+        self._block_bytes = kv_bytes_per_token(model.cfg, weight.dtype) * block_size
         self.runner = ModelRunner(model, self.pool, max_batch_size, cuda_graphs)
         self.requests: dict[int, Request] = {}  # insertion order = admission order
         self.scheduler = Scheduler(self.pool, max_batch_size, self.requests)
@@ -209,7 +210,7 @@ class Engine:
                 self._set_batch()
 
     def _kv_gib(self) -> float:
-        return self.pool.capacity * self.pool.block_size * kv_bytes_per_token(self.model.cfg, self.pool.k.dtype) / 2**30
+        return self.pool.capacity * self._block_bytes / 2**30
 
     def _new_sample(self, req: Request) -> Sample:
         text = IncrementalText(self.detokenizer, req.prompt, req.params.stop) \
@@ -322,8 +323,7 @@ class Engine:
         self.requests.pop(req.request_id, None)
 
     def _track_memory(self) -> None:
-        per_block = kv_bytes_per_token(self.model.cfg, self.pool.k.dtype) * self.pool.block_size
         stats = self.stats
-        stats.prefix_kv_bytes = max(stats.prefix_kv_bytes, self.scheduler.prefix_blocks * per_block)
+        stats.prefix_kv_bytes = max(stats.prefix_kv_bytes, self.scheduler.prefix_blocks * self._block_bytes)
         stats.kv_blocks_peak = max(stats.kv_blocks_peak, self.pool.num_used)
-        stats.peak_kv_bytes = stats.kv_blocks_peak * per_block
+        stats.peak_kv_bytes = stats.kv_blocks_peak * self._block_bytes
