@@ -42,7 +42,11 @@ def serve(channel: socket.socket, site_dirs: str, visible: list[str], tmp_bytes:
             os.close(fd)
         if theirs:
             theirs.close()
-        channel.send(json.dumps(_wait(pid, request["timeout"], ours)).encode())
+        result = json.dumps(_wait(pid, request["timeout"], ours)).encode()
+        try:
+            channel.send(result)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the evaluator has gone (stopped by a signal) while the run was in progress
 
 
 def _run_child(channel, request, fds, site_dirs, visible, tmp_bytes, ours, theirs) -> None:
