@@ -21,6 +21,7 @@ from typing import Iterator, Optional
 BEAT_SECONDS = 1.0
 SILENT_SECONDS = 60.0
 GRACE_SECONDS = 30.0
+SETTLE_SECONDS = 5.0
 
 
 class RankFailure(RuntimeError):
@@ -54,7 +55,9 @@ class Watchdog:
         try:
             yield
         except Exception as e:
-            if self.failure is None and (failure := self._stopped(call)):
+            # a collective's error (RuntimeError) may be a rank's end not seen yet; others are the call's own
+            if self.failure is None and (failure := self._settled(call) if isinstance(e, RuntimeError)
+                                         else self._stopped(call)):
                 self._fail(failure)
             if self.failure:
                 raise RankFailure(self.failure) from e
@@ -72,6 +75,14 @@ class Watchdog:
                 return (f"tensor-parallel rank {rank} stopped answering during {call}: no sign of life for "
                         f"{now - self.beats[rank]:.0f} s (stopped, or stuck holding its interpreter)")
         return None
+
+    def _settled(self, call: str) -> Optional[str]:
+        """_stopped, after the call failed: a killed rank's sockets close before its process is seen
+        to exit, so give that a moment (SETTLE_SECONDS) before taking the error as the call's own."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while (failure := self._stopped(call)) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return failure
 
     def _fail(self, failure: str) -> None:
         """The run cannot go on: stop every spawned rank (those left wait on the one that stopped)."""
