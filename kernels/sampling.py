@@ -1,24 +1,36 @@
 """Fused sampling: temperature, top-k, top-p, min-p and a counter-based RNG; reference and kernel.
 
-Draw = inverse CDF: one uniform u per row, token = the first kept token whose cumulative
-probability (of softmax(logits / T) restricted to the kept tokens) reaches u times the kept mass.
-u comes from a counter-based hash of (seed, sample index, step), so a sample's tokens do not depend
-on which other samples share its batch, and the Triton kernel draws the very same u (both compute
-the same 32-bit integer hash). One hash per row keeps the CPU path cheap at large vocabularies
-(a per-token Gumbel draw cost more than the model's forward there). u has 24 bits, the resolution
-of a float32 CDF.
+Every truncation keeps {s >= threshold} of the scaled logits s = logits / T, in Hugging Face's
+order: top-k, then top-p on the top-k renormalised distribution (a token survives while the mass
+strictly above it is below top_p), then min-p (keep p >= min_p * p_max, order-independent). The
+returned log-prob is the chosen token's under the unmodified distribution (T = 1, no truncation).
 
-Truncation follows Hugging Face's order: temperature, then top-k, then top-p on the top-k
-renormalised distribution, then min-p (keep p >= min_p * p_max, order-independent).
-The returned log-prob is the chosen token's under the unmodified distribution (T = 1, no truncation).
+The draw is rejection sampling over nested candidate sets (after FlashInfer's sorting-free top-p
+sampling, Ye et al. 2025), so the top-p threshold is never searched for: round r draws a token j
+from the candidates (inverse CDF: the first candidate whose cumulative mass, in vocabulary order,
+reaches u_r times theirs), and accepts it when it is kept: its s passes min-p and, with top-p, the
+mass above it is below top_p. A rejected j proves every token with s <= s_j is cut, so the next
+round's candidates are those above it; each round's draw is exact given the candidates, so the
+accepted token follows the truncated distribution exactly. With top-p a round accepts with
+probability >= top_p (the nucleus holds that share of any candidate set containing it), so one
+round almost always suffices; after ROUNDS rejections the kept set is found exactly (the top-p
+threshold by search) and drawn from with u_ROUNDS. Top-k's threshold, the k-th largest s, is
+always searched for, before the rounds.
 
-The kernels never sort. Every truncation keeps {s >= threshold} of the scaled logits s, so they
-stream the row a few times: pass 1 (max, log-sum-exp, argmax); top-k's threshold, the k-th largest
-s, and top-p's, the smallest s whose mass strictly above is below top_p of the top-k mass, are each
-found by a 16-way search on the float's bits (8 passes each; programs of rows that don't use them
-return at once); then one pass for the kept mass and one for the inverse-CDF scan. Each row is split
-into chunks with one program per (row, chunk), each pass a launch: a pass's per-chunk sums are
-combined by the next launch's programs, so small batches of a large vocabulary still fill the GPU.
+u_r comes from a counter-based hash of (seed, sample index, step, r), so a sample's tokens do not
+depend on which other samples share its batch, and the Triton kernel draws the very same u_r as
+the reference (both compute the same 32-bit integer hash) and makes the same decisions: CPU and
+GPU draw the same tokens unless float rounding decides a draw (u within ~1e-6 of a CDF boundary).
+One hash per row and round keeps the CPU path cheap at large vocabularies (a per-token Gumbel draw
+cost more than the model's forward there). u_r has 24 bits, the resolution of a float32 CDF.
+
+The kernels never sort. Each row is split into chunks, one program per (row, chunk); a launch is a
+pass, and a pass's per-chunk sums are combined by the next launch's programs, so small batches of
+a large vocabulary still fill the GPU. Under the paper's sampling (top-p) a step streams the logits
+twice: stats (max, log-sum-exp, argmax per chunk), then the check of round 0's token (the mass
+above it, per chunk: also the next round's candidate masses); each draw scans only the one chunk
+of its row that holds the target. Launches of rows with nothing to do return at once. Top-k's (and
+the rare fallback's top-p) threshold search is a 16-way search on the float's bits (8 passes).
 """
 from __future__ import annotations
 
@@ -50,9 +62,14 @@ def row_keys(seeds: torch.Tensor, sample_idx: torch.Tensor, steps: torch.Tensor)
     return mix32((h + (steps.to(torch.int64) & MASK32) * 0x9E3779B9) & MASK32)
 
 
-def uniform(keys: torch.Tensor) -> torch.Tensor:
-    """u in (0, 1) per row: the 24 high bits of the row key, centred in their bucket."""
-    return ((keys >> 8).to(torch.float32) + 0.5) * (1.0 / 16777216.0)
+ROUNDS = 3  # rejection rounds before the exact fallback: each accepts with probability >= top_p
+ROUND_SALT = 0x7FEB352D  # round r's uniform hashes the row key plus r times this (mod 2^32)
+
+
+def uniform(keys: torch.Tensor, r: int) -> torch.Tensor:
+    """Round r's u in (0, 1) per row: the 24 high bits of the hashed row key, centred in their bucket."""
+    h = mix32((keys + r * ROUND_SALT) & MASK32)
+    return ((h >> 8).to(torch.float32) + 0.5) * (1.0 / 16777216.0)
 
 
 def truncation_mask(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
@@ -117,33 +134,74 @@ def _sorted_descending(x: torch.Tensor) -> torch.Tensor:
     return torch.sort(x, dim=-1, descending=True).values
 
 
+def top_k_floor(scaled: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
+    """Per row, the smallest scaled logit top-k keeps (its k-th largest; -inf without top-k). On
+    CPU numpy's partition, linear in V: torch.topk took 1.5 ms at 256 x 512, k = 50."""
+    B, V = scaled.shape
+    floor = torch.full((B,), float("-inf"), device=scaled.device)
+    rows = torch.nonzero((top_k > 0) & (top_k < V)).flatten()
+    if not len(rows):
+        return floor
+    k = top_k[rows].long()
+    if scaled.device.type != "cpu":
+        floor[rows] = scaled[rows].topk(int(k.max()), dim=-1).values.gather(1, k.unsqueeze(1) - 1).squeeze(1)
+        return floor
+    import numpy as np
+    for kk in k.unique().tolist():  # rows of one k at a time (a batch has one or a few)
+        at = rows[k == kk]
+        floor[at] = torch.from_numpy(np.partition(scaled[at].numpy(), V - kk, axis=-1)[:, V - kk])
+    return floor
+
+
+def draw_ref(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor,
+             keys: torch.Tensor) -> torch.Tensor:
+    """Tokens [B] drawn from the truncated softmax of scaled [B, V]: the rejection rounds, then
+    the exact fallback for rows they did not settle (the kernel's algorithm, vectorised). A pass
+    over [B, V] is what costs here, so later rounds take only the rejected rows."""
+    B, V = scaled.shape
+    m = scaled.amax(dim=-1, keepdim=True)
+    w = torch.exp(scaled - m)
+    floor = top_k_floor(scaled, top_k)
+    cand = torch.where(scaled >= floor.unsqueeze(1), w, 0.0) if bool(floor.isfinite().any()) else w
+    z_k = cand.sum(dim=-1)  # the mass top-p weighs against
+    with_min_p = bool((min_p > 0).any())
+    cut = torch.where(min_p > 0, torch.log(min_p.clamp_min(1e-30)), float("-inf")) + m.squeeze(1)  # min-p's
+    tokens = torch.full((B,), -1, dtype=torch.int64, device=scaled.device)
+    rows = torch.arange(B, device=scaled.device)
+    for r in range(ROUNDS):
+        j = first_reaching(cand, uniform(keys, r), of_total=True)
+        s_j = scaled.gather(1, j.unsqueeze(1))
+        passes = s_j.squeeze(1) >= cut
+        accept = passes & (top_p >= 1)
+        if not bool(accept.all()):  # the mass above j, among the tokens top-k and min-p keep (j is in the top-k)
+            above = torch.where((scaled > s_j) & (scaled >= cut.unsqueeze(1)) if with_min_p else scaled > s_j, w, 0.0)
+            accept |= passes & (above.sum(dim=-1) < top_p * z_k)
+        tokens[rows[accept]] = j[accept]
+        if bool(accept.all()):
+            return tokens
+        rest = ~accept
+        rows, cand, scaled, w, keys = rows[rest], above[rest], scaled[rest], w[rest], keys[rest]
+        top_k, top_p, min_p, z_k, cut = top_k[rest], top_p[rest], min_p[rest], z_k[rest], cut[rest]
+    keep = truncation_mask(scaled, top_k, top_p, min_p)
+    tokens[rows] = first_reaching(torch.where(keep, w, 0.0), uniform(keys, ROUNDS), of_total=True)
+    return tokens
+
+
 def sample_ref(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
                top_p: torch.Tensor, min_p: torch.Tensor, seeds: torch.Tensor,
                sample_idx: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [B, V]; per-row params [B]. Returns (tokens int64 [B], logprobs float32 [B]).
-
-    Passes over [B, V] are what this costs on CPU, so work that no row needs is skipped.
-    """
+    """logits [B, V]; per-row params [B]. Returns (tokens int64 [B], logprobs float32 [B])."""
     logits = logits.float()
-    V = logits.shape[1]
-    logp = torch.log_softmax(logits, dim=-1)  # the unmodified distribution, for the returned log-prob
-    greedy = temperature <= 0
-    if bool(greedy.all()):
-        tokens = logits.argmax(dim=-1)
+    sampled = temperature > 0
+    if bool(sampled.all()):
+        tokens = draw_ref(logits / temperature.unsqueeze(1), top_k, top_p, min_p, row_keys(seeds, sample_idx, steps))
     else:
-        t = torch.where(greedy, 1.0, temperature)
-        truncate = bool((min_p > 0).any()) or bool((top_p < 1).any()) or bool(((top_k > 0) & (top_k < V)).any())
-        if not truncate and bool((t == 1).all()):
-            probs = logp.exp()
-        else:
-            scaled = logits / t.unsqueeze(1)
-            if truncate:
-                scaled = scaled.masked_fill(~truncation_mask(scaled, top_k, top_p, min_p), float("-inf"))
-            probs = torch.softmax(scaled, dim=-1)
-        tokens = first_reaching(probs, uniform(row_keys(seeds, sample_idx, steps)), of_total=True)
-        if bool(greedy.any()):
-            tokens = torch.where(greedy, logits.argmax(dim=-1), tokens)
-    return tokens, logp.gather(1, tokens.unsqueeze(1)).squeeze(1)
+        tokens = logits.argmax(dim=-1)  # temperature 0: greedy
+        rows = torch.nonzero(sampled).flatten()
+        if len(rows):
+            tokens[rows] = draw_ref(logits[rows] / temperature[rows].unsqueeze(1), top_k[rows], top_p[rows],
+                                    min_p[rows], row_keys(seeds[rows], sample_idx[rows], steps[rows]))
+    return tokens, torch.log_softmax(logits, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
 
 
 @triton.jit
@@ -157,13 +215,19 @@ def _mix32(x):
 
 
 @triton.jit
-def _uniform(seed, sample_idx, step):
-    """`uniform(row_keys(...))` for one row."""
+def _uniform(SEEDS, SAMPLE_IDX, STEPS, row, SALT: tl.constexpr):
+    """`uniform(row_keys(...), r)` for one row; SALT = r * ROUND_SALT mod 2^32."""
+    seed = tl.load(SEEDS + row).to(tl.int64)
     h = _mix32((seed & 0xFFFFFFFF).to(tl.uint32) ^ 0x243F6A88)
     h = _mix32(h ^ ((seed >> 32) & 0xFFFFFFFF).to(tl.uint32))
-    h = _mix32(h ^ (sample_idx & 0xFFFFFFFF).to(tl.uint32))
-    h = _mix32(h + (step & 0xFFFFFFFF).to(tl.uint32) * 0x9E3779B9)
+    h = _mix32(h ^ (tl.load(SAMPLE_IDX + row).to(tl.int64) & 0xFFFFFFFF).to(tl.uint32))
+    h = _mix32(h + (tl.load(STEPS + row).to(tl.int64) & 0xFFFFFFFF).to(tl.uint32) * 0x9E3779B9)
+    h = _mix32(h + SALT)
     return ((h >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
+
+
+def _salt(r: int) -> int:
+    return r * ROUND_SALT & MASK32
 
 
 @triton.jit
@@ -299,15 +363,16 @@ def _row(TEMPERATURE, TOP_K, V):
 
 
 @triton.jit
-def _search_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, STATS, SEARCH, PART, KEYS, KMASS, stride_b, V, chunk, p,
+def _search_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, STATS, SEARCH, PART, KEYS, KMASS, DONE, stride_b, V, chunk, p,
                    TOP_P_SEARCH: tl.constexpr, BLOCK: tl.constexpr, BLOCK_C: tl.constexpr, NB: tl.constexpr,
                    PASSES: tl.constexpr):
-    """Pass p of top-k's threshold search (on counts) or top-p's (on mass, among the top-k):
-    this chunk's shares of G at the NB thresholds that split the pass's interval."""
+    """Pass p of top-k's threshold search (on counts) or top-p's (on mass, among the top-k; rows
+    the rounds did not settle): this chunk's shares of G at the NB thresholds that split the
+    pass's interval."""
     row, C, temperature, top_k, use_k = _row(TEMPERATURE, TOP_K, V)
     if TOP_P_SEARCH:
         top_p = tl.load(TOP_P + row)
-        use = (temperature > 0.0) & (top_p < 1.0)
+        use = (temperature > 0.0) & (top_p < 1.0) & (tl.load(DONE + row) < 0)
     else:
         use = use_k
     if use:
@@ -337,15 +402,15 @@ def _search_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, STATS, SEARCH, PART, KEYS,
 
 
 @triton.jit
-def _mass_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, STATS, SEARCH, PART_K, PART_P, KEYS, KMASS, OUT,
+def _mass_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, STATS, SEARCH, PART_K, PART_P, KEYS, KMASS, DONE, OUT,
                  stride_b, V, chunk, FINAL: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr,
                  NB: tl.constexpr, PASSES: tl.constexpr):
     """Ends a search: the smallest kept key after top-k (KEYS[row, 0]), or, FINAL, after top-p too
-    (KEYS[row, 1]); and this chunk's kept mass (sum of exp(s - max)) under it: top-p's base, or,
-    FINAL, with min-p applied too, the draw's."""
+    (KEYS[row, 1], rows the rounds did not settle); and this chunk's kept mass (sum of exp(s - max))
+    under it: the rounds' and top-p's base, or, FINAL, with min-p applied too, the fallback draw's."""
     row, C, temperature, top_k, use_k = _row(TEMPERATURE, TOP_K, V)
     if FINAL:
-        use = temperature > 0.0
+        use = (temperature > 0.0) & (tl.load(DONE + row) < 0)
     else:
         use = use_k
     if use:
@@ -377,55 +442,136 @@ def _mass_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, STATS, SEARCH, PART_K
 
 
 @triton.jit
-def _draw_kernel(LOGITS, TEMPERATURE, MIN_P, SEEDS, SAMPLE_IDX, STEPS, STATS, KEYS, DMASS, FIRST, LAST,
-                 stride_b, V, chunk, BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Inverse CDF over this chunk: the first kept token whose cumulative mass (vocabulary order,
-    the chunks before it included) reaches u times the kept mass, and the chunk's last kept token."""
+def _scan(ROW, lo, hi, temperature, m, key_min, s_low, s_min, running, target, V, BLOCK_V: tl.constexpr):
+    """Inverse CDF over tokens [lo, hi) kept by key >= key_min, s > s_low and s >= s_min, the mass
+    before lo being `running`: the first whose cumulative mass reaches target (V if none), and
+    the last kept one (-1 if none)."""
+    first = tl.full([], V, tl.int32)
+    last = tl.full([], -1, tl.int32)
+    for start in range(lo, hi, BLOCK_V):
+        offs = start + tl.arange(0, BLOCK_V)
+        s, key = _scaled_chunk(ROW, offs, hi, temperature)
+        kept = (offs < hi) & (key >= key_min) & (s > s_low) & (s >= s_min)
+        w = tl.where(kept, tl.exp(s - m), 0.0)
+        reached = kept & (running + tl.cumsum(w, 0) >= target)
+        first = tl.minimum(first, tl.min(tl.where(reached, offs, V), 0))
+        last = tl.maximum(last, tl.max(tl.where(kept, offs, -1), 0))
+        running += tl.sum(w, 0)
+    return first, last
+
+
+@triton.jit
+def _pick_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, SEEDS, SAMPLE_IDX, STEPS, STATS, KEYS, KMASS, MASS, CAND,
+                 DONE, stride_b, V, chunk, C, B, R: tl.constexpr, SALT: tl.constexpr, DRAW: tl.constexpr,
+                 BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr):
+    """One program per row. Settles round R - 1 (accepts its token, or its candidates become the
+    tokens above it) and, with DRAW, draws round R's token: the chunk where the candidates'
+    cumulative mass reaches u_R times theirs, then the token within it (the only chunk scanned).
+    A token with top-p off and past min-p is accepted at once."""
+    row = tl.program_id(0).to(tl.int64)
+    temperature = tl.load(TEMPERATURE + row)
+    top_k = tl.load(TOP_K + row)
+    if temperature > 0.0:
+        m, z = _merged(STATS, row, C, 1, BLOCK_C)
+        s_min = _min_p_cut(MIN_P, row, m)
+        top_p = tl.load(TOP_P + row)
+        use_k = (top_k > 0) & (top_k < V)
+        key_min, z_k = _top_k_mass(KEYS, KMASS, row, C, z, use_k, BLOCK_C)
+        c = tl.arange(0, BLOCK_C)
+        ROW = LOGITS + row * stride_b
+        if R == 0:  # the candidates: the top-k, min-p not yet applied (its cut needs the max)
+            done = tl.full([], -1, tl.int64)
+            s_low = float("-inf")
+            s_cut = float("-inf")
+            ms = tl.load(STATS + (row * C + c) * 4 + 2, mask=c < C, other=float("-inf"))
+            zs = tl.load(STATS + (row * C + c) * 4 + 3, mask=c < C, other=0.0)
+            masses = tl.where(use_k, tl.load(KMASS + row * C + c, mask=c < C, other=0.0), zs * tl.exp(ms - m))
+        else:
+            done = tl.load(DONE + row)
+            j = tl.where(done < 0, tl.load(CAND + (R - 1) * B + row), 0)  # unwritten for rows settled before
+            s_low = tl.load(ROW + j).to(tl.float32) / temperature
+            s_cut = s_min
+            masses = tl.load(MASS + ((R - 1) * B + row) * C + c, mask=c < C, other=0.0)
+            if done < 0:
+                if (s_low >= s_min) & ((top_p >= 1.0) | (tl.sum(masses, 0) < top_p * z_k)):
+                    done = j
+                    tl.store(DONE + row, j)
+        if DRAW:
+            if done < 0:
+                ends = tl.cumsum(masses, 0)
+                target = _uniform(SEEDS, SAMPLE_IDX, STEPS, row, SALT) * tl.max(ends, 0)
+                k = tl.minimum(tl.sum(((ends < target) & (c < C)).to(tl.int32), 0), C - 1)
+                before = tl.sum(tl.where(c == k - 1, ends, 0.0), 0)
+                lo = k * chunk
+                first, last = _scan(ROW, lo, tl.minimum(lo + chunk, V), temperature, m, key_min, s_low, s_cut,
+                                    before, target, V, BLOCK_V)
+                j = tl.where(first < V, first, last).to(tl.int64)
+                tl.store(CAND + R * B + row, j)
+                if (top_p >= 1.0) & (tl.load(ROW + j).to(tl.float32) / temperature >= s_min):
+                    tl.store(DONE + row, j)
+
+
+@triton.jit
+def _check_kernel(LOGITS, TEMPERATURE, TOP_K, MIN_P, STATS, KEYS, CAND, DONE, MASS, stride_b, V, chunk, B,
+                  R: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Round R's unsettled rows: this chunk's mass above the round's token, among the tokens top-k
+    and min-p keep: what top-p weighs the token by, and the next round's candidate mass."""
+    row, C, temperature, top_k, use_k = _row(TEMPERATURE, TOP_K, V)
+    if (temperature > 0.0) & (tl.load(DONE + row) < 0):
+        m, z = _merged(STATS, row, C, 1, BLOCK_C)
+        s_min = _min_p_cut(MIN_P, row, m)
+        key_min = tl.where(use_k, tl.load(KEYS + row * 2), -2147483648)
+        ROW = LOGITS + row * stride_b
+        s_j = tl.load(ROW + tl.load(CAND + R * B + row)).to(tl.float32) / temperature
+        start0, end = _chunk_bounds(V, chunk)
+        total = tl.zeros([BLOCK_V], tl.float32)  # per lane; reduced once, after the loop
+        for start in range(start0, end, BLOCK_V):
+            s, key = _scaled_chunk(ROW, start + tl.arange(0, BLOCK_V), end, temperature)
+            total += tl.where((key >= key_min) & (s > s_j) & (s >= s_min), tl.exp(s - m), 0.0)
+        tl.store(MASS + (R * B + row) * C + tl.program_id(1), tl.sum(total, 0))
+
+
+@triton.jit
+def _draw_kernel(LOGITS, TEMPERATURE, MIN_P, SEEDS, SAMPLE_IDX, STEPS, STATS, KEYS, DMASS, DONE, FIRST, LAST,
+                 stride_b, V, chunk, SALT: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The fallback's inverse CDF over this chunk, for rows the rounds did not settle: the first
+    kept token whose cumulative mass (vocabulary order, the chunks before it included) reaches u
+    times the kept mass, and the chunk's last kept token."""
     row = tl.program_id(0).to(tl.int64)
     C = tl.num_programs(1)
     temperature = tl.load(TEMPERATURE + row)
-    if temperature > 0.0:
+    if (temperature > 0.0) & (tl.load(DONE + row) < 0):
         m, z = _merged(STATS, row, C, 1, BLOCK_C)
-        key_min = tl.load(KEYS + row * 2 + 1)
-        s_min = _min_p_cut(MIN_P, row, m)
         c = tl.arange(0, BLOCK_C)
         masses = tl.load(DMASS + row * C + c, mask=c < C, other=0.0)
-        target = _uniform(tl.load(SEEDS + row).to(tl.int64), tl.load(SAMPLE_IDX + row).to(tl.int64),
-                          tl.load(STEPS + row).to(tl.int64)) * tl.sum(masses, 0)
-        running = tl.sum(tl.where(c < tl.program_id(1), masses, 0.0), 0)
+        target = _uniform(SEEDS, SAMPLE_IDX, STEPS, row, SALT) * tl.sum(masses, 0)
         start0, end = _chunk_bounds(V, chunk)
-        ROW = LOGITS + row * stride_b
-        first = tl.full([], V, tl.int32)
-        last = tl.full([], -1, tl.int32)
-        for start in range(start0, end, BLOCK_V):
-            offs = start + tl.arange(0, BLOCK_V)
-            s, key = _scaled_chunk(ROW, offs, end, temperature)
-            kept = (offs < end) & (key >= key_min) & (s >= s_min)
-            w = tl.where(kept, tl.exp(s - m), 0.0)
-            reached = kept & (running + tl.cumsum(w, 0) >= target)
-            first = tl.minimum(first, tl.min(tl.where(reached, offs, V), 0))
-            last = tl.maximum(last, tl.max(tl.where(kept, offs, -1), 0))
-            running += tl.sum(w, 0)
+        first, last = _scan(LOGITS + row * stride_b, start0, end, temperature, m, tl.load(KEYS + row * 2 + 1),
+                            float("-inf"), _min_p_cut(MIN_P, row, m),
+                            tl.sum(tl.where(c < tl.program_id(1), masses, 0.0), 0), target, V, BLOCK_V)
         tl.store(FIRST + row * C + tl.program_id(1), first)
         tl.store(LAST + row * C + tl.program_id(1), last)
 
 
 @triton.jit
-def _finish_kernel(LOGITS, TEMPERATURE, STATS, ARGMAX, FIRST, LAST, TOKENS, LOGPROBS, stride_b, V, C,
+def _finish_kernel(LOGITS, TEMPERATURE, STATS, ARGMAX, DONE, FIRST, LAST, TOKENS, LOGPROBS, stride_b, V, C,
                    BLOCK_C: tl.constexpr):
-    """Per row: the token (greedy: the first maximum; else the first chunk's draw, or the last kept
-    token where rounding left the scan just short of its target) and its log-prob at T = 1."""
+    """Per row: the token (greedy: the first maximum; else the accepted round's, or the fallback's
+    first chunk's draw, or its last kept token where rounding left the scan just short of its
+    target) and its log-prob at T = 1."""
     row = tl.program_id(0).to(tl.int64)
     c = tl.arange(0, BLOCK_C)
     m_raw, z_raw = _merged(STATS, row, C, 0, BLOCK_C)
     chunk_max = tl.load(STATS + (row * C + c) * 4, mask=c < C, other=float("-inf"))
     argmax = tl.load(ARGMAX + row * C + c, mask=c < C, other=V)
-    x = tl.min(tl.where((chunk_max == m_raw) & (c < C), argmax, V), 0)
+    x = tl.min(tl.where((chunk_max == m_raw) & (c < C), argmax, V), 0).to(tl.int64)
     if tl.load(TEMPERATURE + row) > 0.0:
-        first = tl.min(tl.load(FIRST + row * C + c, mask=c < C, other=V), 0)
-        last = tl.max(tl.load(LAST + row * C + c, mask=c < C, other=-1), 0)
-        x = tl.where(first < V, first, last)
-    tl.store(TOKENS + row, x.to(tl.int64))
+        x = tl.load(DONE + row)
+        if x < 0:
+            first = tl.min(tl.load(FIRST + row * C + c, mask=c < C, other=V), 0)
+            last = tl.max(tl.load(LAST + row * C + c, mask=c < C, other=-1), 0)
+            x = tl.where(first < V, first, last).to(tl.int64)
+    tl.store(TOKENS + row, x)
     tl.store(LOGPROBS + row, tl.load(LOGITS + row * stride_b + x).to(tl.float32) - m_raw - tl.log(z_raw))
 
 
@@ -458,20 +604,34 @@ def sample_triton(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.
     argmax, first, last = (torch.empty(B, C, dtype=torch.int32, device=device) for _ in range(3))
     part_k, part_p = (torch.empty(B, PASSES, C, NB, dtype=torch.float32, device=device) for _ in range(2))
     kmass, dmass = (torch.empty(B, C, dtype=torch.float32, device=device) for _ in range(2))
+    mass = torch.empty(ROUNDS, B, C, dtype=torch.float32, device=device)  # per round: candidate mass above its token
+    cand = torch.empty(ROUNDS, B, dtype=torch.int64, device=device)  # per round: the token drawn
+    done = torch.full((B,), -1, dtype=torch.int64, device=device)  # the accepted token, -1 while none
     search = torch.empty(B, 2, 2, 2, dtype=torch.int64, device=device)  # per search, two slots of [lo, hi]
     keys = torch.empty(B, 2, dtype=torch.int64, device=device)  # the smallest key kept: by top-k, by all
     grid, stride = (B, C), logits.stride(0)
     tile = dict(BLOCK_C=triton.next_power_of_2(C), NB=NB, PASSES=PASSES, num_warps=4)
+    per_row = dict(BLOCK_V=block_v, BLOCK_C=tile["BLOCK_C"], num_warps=4)
 
     _stats_kernel[grid](logits, temperature, stats, argmax, stride, V, chunk, BLOCK_V=block_v, num_warps=4)
-    for top_p_search, part, mass in ((False, part_k, kmass), (True, part_p, dmass)):
-        for p in range(PASSES):
-            _search_kernel[grid](logits, temperature, top_k, top_p, stats, search, part, keys, kmass, stride, V, chunk,
-                                 p, TOP_P_SEARCH=top_p_search, BLOCK=min(block_v, 256), **tile)
-        _mass_kernel[grid](logits, temperature, top_k, top_p, min_p, stats, search, part_k, part_p, keys, kmass, mass,
-                           stride, V, chunk, FINAL=top_p_search, BLOCK_V=block_v, **tile)
-    _draw_kernel[grid](logits, temperature, min_p, seeds, sample_idx, steps, stats, keys, dmass, first, last, stride, V,
-                       chunk, BLOCK_V=block_v, BLOCK_C=tile["BLOCK_C"], num_warps=4)
-    _finish_kernel[(B,)](logits, temperature, stats, argmax, first, last, tokens, logprobs, stride, V, C,
+    for p in range(PASSES):
+        _search_kernel[grid](logits, temperature, top_k, top_p, stats, search, part_k, keys, kmass, done, stride, V,
+                             chunk, p, TOP_P_SEARCH=False, BLOCK=min(block_v, 256), **tile)
+    _mass_kernel[grid](logits, temperature, top_k, top_p, min_p, stats, search, part_k, part_p, keys, kmass, done,
+                       kmass, stride, V, chunk, FINAL=False, BLOCK_V=block_v, **tile)
+    for r in range(ROUNDS + 1):
+        _pick_kernel[(B,)](logits, temperature, top_k, top_p, min_p, seeds, sample_idx, steps, stats, keys, kmass, mass,
+                           cand, done, stride, V, chunk, C, B, R=r, SALT=_salt(r), DRAW=r < ROUNDS, **per_row)
+        if r < ROUNDS:
+            _check_kernel[grid](logits, temperature, top_k, min_p, stats, keys, cand, done, mass, stride, V, chunk, B,
+                                R=r, **per_row)
+    for p in range(PASSES):
+        _search_kernel[grid](logits, temperature, top_k, top_p, stats, search, part_p, keys, kmass, done, stride, V,
+                             chunk, p, TOP_P_SEARCH=True, BLOCK=min(block_v, 256), **tile)
+    _mass_kernel[grid](logits, temperature, top_k, top_p, min_p, stats, search, part_k, part_p, keys, kmass, done,
+                       dmass, stride, V, chunk, FINAL=True, BLOCK_V=block_v, **tile)
+    _draw_kernel[grid](logits, temperature, min_p, seeds, sample_idx, steps, stats, keys, dmass, done, first, last,
+                       stride, V, chunk, SALT=_salt(ROUNDS), **per_row)
+    _finish_kernel[(B,)](logits, temperature, stats, argmax, done, first, last, tokens, logprobs, stride, V, C,
                          BLOCK_C=tile["BLOCK_C"], num_warps=1)
     return tokens, logprobs

@@ -44,12 +44,16 @@ def sampling_variants(sampling):
     rows = dict(LOGITS=BF16, TEMPERATURE="fp32", TOP_K="i32", TOP_P="fp32", MIN_P="fp32", SEEDS="i64",
                 SAMPLE_IDX="i64", STEPS="i64", STATS="fp32", ARGMAX="i32", SEARCH="i64", PART="fp32", PART_K="fp32",
                 PART_P="fp32", KEYS="i64", KMASS="fp32", DMASS="fp32", OUT="fp32", FIRST="i32", LAST="i32",
-                TOKENS="i64", LOGPROBS="fp32")
+                TOKENS="i64", LOGPROBS="fp32", MASS="fp32", CAND="i64", DONE="i64")
     tile = dict(BLOCK_C=64, NB=sampling.NB, PASSES=sampling.PASSES)
+    last = sampling.ROUNDS
     return [(sampling._stats_kernel, rows, dict(BLOCK_V=1024)),
             *[(sampling._search_kernel, rows, dict(tile, TOP_P_SEARCH=top_p, BLOCK=256)) for top_p in (False, True)],
             *[(sampling._mass_kernel, rows, dict(tile, FINAL=final, BLOCK_V=1024)) for final in (False, True)],
-            (sampling._draw_kernel, rows, dict(BLOCK_V=1024, BLOCK_C=64)),
+            *[(sampling._pick_kernel, rows, dict(R=r, SALT=sampling._salt(r), DRAW=r < last, BLOCK_V=1024, BLOCK_C=64))
+              for r in (0, 2, last)],  # round 2's salt is above 2^31
+            *[(sampling._check_kernel, rows, dict(R=r, BLOCK_V=1024, BLOCK_C=64)) for r in (0, 1)],
+            (sampling._draw_kernel, rows, dict(SALT=sampling._salt(last), BLOCK_V=1024, BLOCK_C=64)),
             (sampling._finish_kernel, rows, dict(BLOCK_C=64))]
 
 

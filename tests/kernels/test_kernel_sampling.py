@@ -1,8 +1,10 @@
 """Fused sampling Triton kernel, interpreted on CPU, against the torch reference.
 
-The kernel draws the reference's uniform (same 32-bit hash) and finds the same truncation
-thresholds without sorting, so tokens must be identical (random float logits have no ties);
-log-probs agree to 1e-5 (float32 log-sum-exp in another order).
+The kernel draws the reference's uniforms (same 32-bit hash), makes the same rejection decisions
+and finds the same truncation thresholds without sorting, so tokens must be identical (random
+float logits have no ties); log-probs agree to 1e-5 (float32 log-sum-exp in another order).
+Every path is checked: the rounds alone, the fallback alone (ROUNDS = 0) and one round then the
+fallback (ROUNDS = 1).
 On a tiny vocabulary its frequencies must match the truncated softmax: with N = 256 draws the total
 variation distance to the exact distribution is below 0.12 (its expected value is about 0.04), and
 the drawn tokens are exactly the kept ones (every kept token has probability >= 0.1 here, so each
@@ -11,6 +13,7 @@ appears with probability > 1 - 1e-11).
 import pytest
 import torch
 
+from kernels import sampling
 from kernels.sampling import first_reaching, sample_ref, sample_triton, truncation_mask
 
 ROW_PARAMS = [  # temperature, top_k, top_p, min_p: one row each
@@ -41,6 +44,40 @@ def test_tokens_match_reference(vocab, dtype, chunks):
     assert tokens.tolist() == want_tokens.tolist()
     torch.testing.assert_close(logprobs, want_logprobs, atol=1e-5, rtol=0)
     assert tokens[0] == logits[0].float().argmax()
+
+
+@pytest.mark.parametrize("rounds", [0, 1])
+def test_fallback_matches_reference(rounds, monkeypatch):
+    """Rows the rounds leave (all of them with ROUNDS = 0) take the exact fallback; with 1 round
+    the rows of small top-p reach it after a rejection."""
+    monkeypatch.setattr(sampling, "ROUNDS", rounds)
+    g = torch.Generator().manual_seed(rounds)
+    B = len(ROW_PARAMS)
+    logits = torch.randn(B, 1000, generator=g) * 3
+    args = (logits, *columns(ROW_PARAMS), torch.randint(-2**62, 2**62, (B,), generator=g), torch.arange(B),
+            torch.randint(0, 1000, (B,), generator=g))
+    tokens, logprobs = sample_triton(*args, chunks=3)
+    want_tokens, want_logprobs = sample_ref(*args)
+    assert tokens.tolist() == want_tokens.tolist()
+    torch.testing.assert_close(logprobs, want_logprobs, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("rounds", [0, 1, 3])
+@pytest.mark.parametrize("temperature, top_k, top_p, min_p", [
+    (1.0, 0, 0.5, 0.0), (0.8, 0, 0.95, 0.0), (1.5, 0, 1.0, 0.3), (1.0, 5, 0.7, 0.0), (0.7, 0, 0.9, 0.1)])
+def test_reference_draws_the_truncated_softmax(temperature, top_k, top_p, min_p, rounds, monkeypatch):
+    """The rejection rounds and the fallback draw exactly the truncated softmax: 40,000 draws of
+    the reference (the kernel draws its tokens, above) have a total variation distance to it
+    below 0.02 (expected about 0.006 over these 8 tokens) and draw only kept tokens."""
+    monkeypatch.setattr(sampling, "ROUNDS", rounds)
+    N = 40_000
+    logits = torch.tensor([2.0, 1.7, 1.2, 0.9, 0.1, -0.5, -1.0, -3.0])
+    want = exact_distribution(logits, temperature, top_k, top_p, min_p)
+    tokens, _ = sample_ref(logits.expand(N, -1), *columns([(temperature, top_k, top_p, min_p)], N),
+                           torch.full((N,), 5), torch.arange(N), torch.full((N,), 9))
+    freq = torch.bincount(tokens, minlength=len(logits)).double() / N
+    assert 0.5 * (freq - want).abs().sum() < 0.02
+    assert set(tokens.tolist()) <= set(torch.nonzero(want > 0).flatten().tolist())
 
 
 @pytest.mark.parametrize("chunks", [None, 3], ids=["chunked-by-device", "3-chunks"])
