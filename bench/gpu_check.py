@@ -92,7 +92,7 @@ class Setup:
         self.attention_n = [2, 3] if dry else [16, 64, 256, 1024]
         self.attention_prefix = [17] if dry else [512, 2048, 8192]
         self.attention_suffix = 5 if dry else 64
-        self.prefix_splits = [1, 4] if dry else [1, 2, 4, 8, 16]  # swept to tune the launcher's choice
+        self.splits = [1, 4] if dry else [1, 2, 4, 8, 16]  # swept to tune the launcher's choice
         self.micro_n = 4 if dry else 256
         self.model = TINY if dry else QWEN2_5_1_5B
         self.e2e_n = [2] if dry else [16, 64, 256]
@@ -151,14 +151,14 @@ def correctness(setup: Setup) -> list[dict]:
 
     dev, h = setup.device, setup.heads
     for dtype in setup.dtypes:
-        # attention: ragged groups and splits forced both ways
+        # attention: ragged groups, one launch and the split path
         suffix = 9 if setup.dry else 130
         a = attention_inputs(7, 33 if setup.dry else 1000, suffix, groups=3, device=dev, dtype=dtype, **h)
         a["suffix_lens"] = torch.randint(0, suffix + 1, (7,)).to(a["suffix_lens"])
         want = attention.shared_prefix_attention_ref(**a)
-        for splits in [(None, None), (3, 2)]:
-            got = attention.shared_prefix_attention_triton(**a, prefix_splits=splits[0], suffix_splits=splits[1])
-            record("shared_prefix_attention", dtype, [(got, want)], splits=list(splits))
+        for splits in [1, 3]:
+            got = attention.shared_prefix_attention_triton(**a, splits=splits)
+            record("shared_prefix_attention", dtype, [(got, want)], splits=splits)
         # RMSNorm with and without the residual
         x, weight, eps, residual = norm_inputs(setup.check_rows, setup.hidden, device=dev, dtype=dtype)
         for res in (None, residual):
@@ -205,12 +205,14 @@ def attention_benchmark(setup: Setup) -> list[dict]:
             a = attention_inputs(n, prefix, setup.attention_suffix, device=setup.device, dtype=setup.dtype,
                                  **setup.heads)
             ours = setup.timer(lambda: attention.shared_prefix_attention_triton(**a))
-            by_splits = {s: setup.timer(lambda: attention.shared_prefix_attention_triton(**a, prefix_splits=s))
-                         for s in setup.prefix_splits}
+            plan = attention.launch_plan(a["q"], a["prefix_k"], a["prefix_tables"], a["suffix_k"], a["suffix_tables"])
+            by_splits = {s: setup.timer(lambda: attention.shared_prefix_attention_triton(**a, splits=s))
+                         for s in setup.splits}
             q, k, v = replicated_kv(a)
             sdpa = setup.timer(lambda: sdpa_replicated(q, k, v, a["scale"]))
             row = dict(n=n, prefix=prefix, suffix=setup.attention_suffix, ours_ms=ours, sdpa_replicated_ms=sdpa,
-                       speedup_vs_sdpa=sdpa / ours, ours_ms_by_prefix_splits=by_splits,
+                       speedup_vs_sdpa=sdpa / ours, path="single launch" if plan.splits == 1 else "split",
+                       splits=plan.splits, block_m=plan.block_m, ours_ms_by_splits=by_splits,
                        replicated_kv_bytes=2 * k.numel() * k.element_size())
             if flash is not None:
                 row["flash_attn_replicated_ms"] = setup.timer(lambda: flash(q, k, v, a["scale"]))
@@ -389,10 +391,10 @@ def table(result: dict) -> str:
             lines.append(f"correctness: {len(part['rows']) - len(bad)}/{len(part['rows'])} ok"
                          + "".join(f"\n  FAILED {r}" for r in bad))
         elif name == "attention":
-            lines.append("prefix attention    n  prefix   ours ms   SDPA-replicated ms   speedup")
+            lines.append("prefix attention    n  prefix   ours ms   SDPA-replicated ms   speedup   splits")
             for r in part["rows"]:
                 lines.append(f"{'':16}{r['n']:5d}  {r['prefix']:6d}  {r['ours_ms']:8.3f}  "
-                             f"{r['sdpa_replicated_ms']:19.3f}  {r['speedup_vs_sdpa']:7.1f}x")
+                             f"{r['sdpa_replicated_ms']:19.3f}  {r['speedup_vs_sdpa']:7.1f}x  {r['splits']:7d}")
         elif name == "micro":
             lines.append("micro                      op   ours ms   torch ms   speedup")
             for r in part["rows"]:

@@ -20,17 +20,25 @@ t % block_size of block table[t // block_size]; table entries past a sequence's 
 for scores (the reference gathers them, so they must be valid block ids). Query head h reads KV
 head h // (H // Hkv), as in HF.
 
-The Triton path runs three kernels: prefix part (one program per tile of a group's stacked query
-rows x KV head x split of the prefix), suffix part (one program per row x KV head x split of its
-suffix), and merge (one program per row and block of heads, over all the partial results).
-Splitting the keys keeps the GPU busy when there are few tiles; the partial results of the splits
-are merged exactly like the two parts.
+The Triton path runs the two parts in ONE kernel with one online softmax, so no part's result
+makes a round trip through global memory and no merge is launched. A program takes a tile of a
+group's stacked query rows (its rows x the query heads of one KV head) and
+- prefix part: streams the group's prefix K/V once for all of them (matrix-matrix products);
+- suffix part: carries the same softmax state on over each row's own suffix K/V, gathered through
+  the rows' own block tables; the rows' keys go into one matrix product and each stacked row keeps
+  those of its own row (a block-diagonal mask), so each suffix key is read once per tile;
+- writes the normalized output.
+Why one kernel: three launches (prefix part, suffix part, merge) and their partial results were
+most of the time at decode sizes (on an H200, 27 + 7 + ~10 us a layer for ~5 us of work). When the
+tiles are too few to fill the GPU (small n), the keys are split across programs (the prefix and
+every row's suffix alike); then each split writes a partial (out, lse) and a second, small launch
+merges them exactly like the two parts above.
 Every launch decision comes from tensor shapes, never from tensor values: no host sync, so the
 decode step can be captured in a CUDA graph.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -147,53 +155,48 @@ def shared_prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, p
 
 
 @triton.jit
-def _attend(q, K, V, TABLE, stride_kb, stride_kt, stride_vb, stride_vt, lo, hi, qk_scale, d, d_mask,
-            PAGE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-            PRECISION: tl.constexpr):
-    """Online softmax of q [BLOCK_M, BLOCK_D] over tokens lo:hi of one sequence of a paged K/V
-    (token t at block TABLE[t // PAGE], offset t % PAGE; K/V already point at one KV head).
-
-    Returns (acc, l, m) in base 2: scores are s = q.k * qk_scale with qk_scale = scale * log2(e),
-    m = max s, l = sum 2^(s - m), acc = sum 2^(s - m) v. Accumulation is float32.
-    """
-    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    n = tl.arange(0, BLOCK_N)
-    for start in range(lo, hi, BLOCK_N):
-        cols = start + n
-        col_ok = cols < hi
-        kv_mask = col_ok[:, None] & d_mask[None, :]
-        block = tl.load(TABLE + cols // PAGE, mask=col_ok, other=0).to(tl.int64)
-        offset = cols % PAGE
-        k = tl.load(K + block[:, None] * stride_kb + offset[:, None] * stride_kt + d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(V + block[:, None] * stride_vb + offset[:, None] * stride_vt + d[None, :], mask=kv_mask, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        s = tl.where(col_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, 1))  # finite: every chunk has at least one valid key
-        alpha = tl.exp2(m - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l = l * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m = m_new
-    return acc, l, m
-
-
-@triton.jit
-def _split_range(length, split, n_splits, BLOCK_N: tl.constexpr):
-    """Keys [lo, hi) of one of n_splits splits of a sequence, in whole BLOCK_N chunks of at least
-    256 keys: the split count is fixed before the lengths are known (a CUDA graph replays it
-    for any prompt), so a short sequence leaves the later splits empty rather than cut thin (on an
-    H200, 512-token prefixes in 11-16 splits took 17-19% longer than in 1-4)."""
-    chunk = tl.maximum(tl.cdiv(tl.cdiv(length, n_splits), BLOCK_N) * BLOCK_N, 256)
+def _split_range(length, split, n_splits, GRAIN: tl.constexpr, MIN: tl.constexpr):
+    """Tokens [lo, hi) of one of n_splits splits of a sequence (hi <= lo: none), in whole GRAIN-token
+    steps and at least MIN tokens: the split count is fixed before the lengths are known (a CUDA
+    graph replays it for any prompt), so a short sequence leaves the later splits empty rather than
+    cut thin (on an H200, 512-token prefixes in 11-16 splits took 17-19% longer than in 1-4)."""
+    chunk = tl.maximum(tl.cdiv(tl.cdiv(length, n_splits), GRAIN) * GRAIN, MIN)
     lo = split * chunk
     return lo, tl.minimum(lo + chunk, length)
 
 
 @triton.jit
+def _load_keys(K, V, TABLE, t, ok, stride_kb, stride_kt, stride_vb, stride_vt, d, d_mask, PAGE: tl.constexpr):
+    """K and V [N, BLOCK_D] of tokens t of paged sequences (K/V already point at one KV head): token t
+    sits at offset t % PAGE of block TABLE[t // PAGE], where TABLE is one block table for all the
+    keys or one per key. Keys that are not ok read as 0."""
+    block = tl.load(TABLE + t // PAGE, mask=ok, other=0).to(tl.int64)
+    offset = t % PAGE
+    mask = ok[:, None] & d_mask[None, :]
+    k = tl.load(K + block[:, None] * stride_kb + offset[:, None] * stride_kt + d[None, :], mask=mask, other=0.0)
+    v = tl.load(V + block[:, None] * stride_vb + offset[:, None] * stride_vt + d[None, :], mask=mask, other=0.0)
+    return k, v
+
+
+@triton.jit
+def _attend(q, k, v, valid, acc, l, m, qk_scale, PRECISION: tl.constexpr):
+    """One step of the online softmax of q [BLOCK_M, BLOCK_D] over keys k / values v [BLOCK_N, BLOCK_D],
+    in base 2: scores s = q.k * qk_scale (qk_scale = scale * log2(e)) where valid, m = max s,
+    l = sum 2^(s - m), acc = sum 2^(s - m) v, in float32. A row with no valid score yet keeps
+    m = -inf, l = 0 and acc = 0 (its exponentials take 0 as reference, so nothing is NaN)."""
+    s = tl.where(valid, tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale, float("-inf"))
+    m_new = tl.maximum(m, tl.max(s, 1))
+    ref = tl.where(m_new > float("-inf"), m_new, 0.0)
+    alpha = tl.exp2(m - ref)
+    p = tl.exp2(s - ref[:, None])
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+    return acc, l * alpha + tl.sum(p, 1), m_new
+
+
+@triton.jit
 def _store_part(OUT, LSE, acc, l, m, row_ok, d_mask):
-    """Write one partial result: out = acc / l and lse = m + log2(l); an empty part (no keys) writes
-    only lse = -inf, and the merge never reads its out."""
+    """Write one split's partial result: out = acc / l and lse = m + log2(l); an empty part (no keys)
+    writes only lse = -inf, and the merge never reads its out."""
     empty = l == 0.0
     tl.store(LSE, tl.where(empty, float("-inf"), m + tl.log2(tl.where(empty, 1.0, l))), mask=row_ok)
     out = acc / tl.where(empty, 1.0, l)[:, None]
@@ -201,20 +204,33 @@ def _store_part(OUT, LSE, acc, l, m, row_ok, d_mask):
 
 
 @triton.jit
-def _prefix_part_kernel(Q, K, V, ROW_PTR, PREFIX_TABLES, PREFIX_LENS, OUT, LSE,
-                        stride_qb, stride_qh, stride_kh, stride_kb, stride_kt, stride_vh, stride_vb, stride_vt,
-                        stride_tg, stride_op, stride_ob, stride_oh, stride_lp, stride_lb,
-                        n_groups, qk_scale,
-                        RATIO: tl.constexpr, PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
-                        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_G: tl.constexpr,
-                        PRECISION: tl.constexpr):
-    """Prefix part: BLOCK_M stacked query rows of one group (its rows x the RATIO query heads of
-    one KV head) against one split of the group's prefix K/V, read once for all of them through
-    the group's block table."""
-    tile = tl.program_id(0)
-    kvh = tl.program_id(1)
-    split = tl.program_id(2)
-    n_splits = tl.num_programs(2)
+def _attention_kernel(Q, PREFIX_K, PREFIX_V, ROW_PTR, PREFIX_TABLES, PREFIX_LENS,
+                      SUFFIX_K, SUFFIX_V, SUFFIX_TABLES, SUFFIX_LENS, OUT, LSE,
+                      stride_qb, stride_qh, stride_pkh, stride_pkb, stride_pkt, stride_pvh, stride_pvb, stride_pvt,
+                      stride_ptg, stride_skh, stride_skb, stride_skt, stride_svh, stride_svb, stride_svt, stride_stb,
+                      stride_os, stride_ob, stride_oh, stride_ls, stride_lb, n_groups, n_kv_heads, n_splits, qk_scale,
+                      RATIO: tl.constexpr, PREFIX_PAGE: tl.constexpr, SUFFIX_PAGE: tl.constexpr,
+                      HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr,
+                      BLOCK_D: tl.constexpr, BLOCK_G: tl.constexpr, PREFIX_MIN: tl.constexpr,
+                      SUFFIX_MIN: tl.constexpr, SPLIT: tl.constexpr, PRECISION: tl.constexpr):
+    """BLOCK_M stacked query rows of one group (its rows x the RATIO query heads of one KV head)
+    against [prefix; each row's suffix], one online softmax carried from the prefix part into the
+    suffix part:
+    - prefix part: the group's prefix K/V, read once for all the stacked rows (one block table);
+    - suffix part: a step gathers BLOCK_S tokens of each of the tile's rows from the rows' own
+      block tables (BLOCK_N keys). The rows' keys differ, but q @ K^T over all of them is still
+      one matrix product, of which each stacked row keeps the block of its own row's keys (a
+      block-diagonal mask): every suffix key is read once per tile, not once per query head, and
+      the tensor cores do the row-wise dot products.
+    Without SPLIT the program writes the normalized output. With SPLIT, program split takes one
+    split of the prefix and one of each row's suffix (counted from the last split, so a short
+    prefix and short suffixes fill different programs) and writes a partial (out, lse)."""
+    # tile-major order: the first tiles' programs start first; the grid's bound has one tile more
+    # per group (a CUDA graph's padded batch: one empty group per row), whose programs exit at once
+    pid = tl.program_id(0)
+    split = pid % n_splits
+    kvh = pid // n_splits % n_kv_heads
+    tile = pid // (n_splits * n_kv_heads)
 
     # which group owns this tile: group g has cdiv(rows_g * RATIO, BLOCK_M) tiles, in order
     g = tl.arange(0, BLOCK_G)
@@ -228,7 +244,7 @@ def _prefix_part_kernel(Q, K, V, ROW_PTR, PREFIX_TABLES, PREFIX_LENS, OUT, LSE,
     row0 = tl.load(ROW_PTR + group)
     n_rows = tl.where(live, tl.load(ROW_PTR + group + 1) - row0, 0)
 
-    i = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    i = tile * BLOCK_M + tl.arange(0, BLOCK_M)  # stacked row i: row i // RATIO of the group, head i % RATIO
     row_ok = i < n_rows * RATIO
     row = (row0 + i // RATIO).to(tl.int64)
     head = kvh * RATIO + i % RATIO
@@ -236,53 +252,52 @@ def _prefix_part_kernel(Q, K, V, ROW_PTR, PREFIX_TABLES, PREFIX_LENS, OUT, LSE,
     d_mask = d < HEAD_DIM
     q = tl.load(Q + row[:, None] * stride_qb + head[:, None] * stride_qh + d[None, :],
                 mask=row_ok[:, None] & d_mask[None, :], other=0.0)
+    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    j = tl.arange(0, BLOCK_N)
 
-    length = tl.where(live, tl.load(PREFIX_LENS + group), 0)
-    lo, hi = _split_range(length, split, n_splits, BLOCK_N)
-    acc, l, m = _attend(q, K + kvh * stride_kh, V + kvh * stride_vh, PREFIX_TABLES + group.to(tl.int64) * stride_tg,
-                        stride_kb, stride_kt, stride_vb, stride_vt, lo, hi, qk_scale, d, d_mask,
-                        PAGE, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-    _store_part(OUT + split * stride_op + row[:, None] * stride_ob + head[:, None] * stride_oh + d[None, :],
-                LSE + split * stride_lp + row * stride_lb + head, acc, l, m, row_ok, d_mask)
+    # prefix part
+    lo, hi = _split_range(tl.where(live, tl.load(PREFIX_LENS + group), 0), split, n_splits, BLOCK_N, PREFIX_MIN)
+    table = PREFIX_TABLES + group.to(tl.int64) * stride_ptg
+    for start in range(lo, hi, BLOCK_N):
+        t = start + j
+        ok = t < hi
+        k, v = _load_keys(PREFIX_K + kvh * stride_pkh, PREFIX_V + kvh * stride_pvh, table, t, ok,
+                          stride_pkb, stride_pkt, stride_pvb, stride_pvt, d, d_mask, PREFIX_PAGE)
+        acc, l, m = _attend(q, k, v, ok[None, :], acc, l, m, qk_scale, PRECISION)
 
+    # suffix part: key j of a step is token j % BLOCK_S (of this split's share) of the tile's row j // BLOCK_S
+    key_row = tile * BLOCK_M // RATIO + j // BLOCK_S
+    key_ok = (key_row < n_rows) & (key_row * RATIO < tile * BLOCK_M + BLOCK_M)
+    key_b = (row0 + key_row).to(tl.int64)
+    lo, hi = _split_range(tl.load(SUFFIX_LENS + key_b, mask=key_ok, other=0), n_splits - 1 - split, n_splits,
+                          BLOCK_S, SUFFIX_MIN)
+    table = SUFFIX_TABLES + key_b * stride_stb
+    for start in range(0, tl.max(hi - lo, 0), BLOCK_S):
+        t = lo + start + j % BLOCK_S
+        ok = key_ok & (t < hi)
+        k, v = _load_keys(SUFFIX_K + kvh * stride_skh, SUFFIX_V + kvh * stride_svh, table, t, ok,
+                          stride_skb, stride_skt, stride_svb, stride_svt, d, d_mask, SUFFIX_PAGE)
+        # a stacked row keeps the keys of its own row (block-diagonal mask)
+        own = (i // RATIO)[:, None] == tl.where(ok, key_row, -1)[None, :]
+        acc, l, m = _attend(q, k, v, own, acc, l, m, qk_scale, PRECISION)
 
-@triton.jit
-def _suffix_part_kernel(Q, K, V, SUFFIX_TABLES, SUFFIX_LENS, OUT, LSE,
-                        stride_qb, stride_qh, stride_kh, stride_kb, stride_kt, stride_vh, stride_vb, stride_vt,
-                        stride_tb, stride_op, stride_ob, stride_oh, stride_lp, stride_lb, first_part, qk_scale,
-                        RATIO: tl.constexpr, PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr,
-                        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
-    """Suffix part: the RATIO query heads of one row and one KV head against one split of the
-    row's own suffix K/V, read through the row's block table."""
-    b = tl.program_id(0).to(tl.int64)
-    kvh = tl.program_id(1)
-    split = tl.program_id(2)
-    n_splits = tl.num_programs(2)
-
-    r = tl.arange(0, BLOCK_R)
-    row_ok = r < RATIO
-    head = kvh * RATIO + r
-    d = tl.arange(0, BLOCK_D)
-    d_mask = d < HEAD_DIM
-    q = tl.load(Q + b * stride_qb + head[:, None] * stride_qh + d[None, :],
-                mask=row_ok[:, None] & d_mask[None, :], other=0.0)
-
-    length = tl.load(SUFFIX_LENS + b)
-    lo, hi = _split_range(length, split, n_splits, BLOCK_N)
-    acc, l, m = _attend(q, K + kvh * stride_kh, V + kvh * stride_vh, SUFFIX_TABLES + b * stride_tb,
-                        stride_kb, stride_kt, stride_vb, stride_vt, lo, hi, qk_scale, d, d_mask,
-                        PAGE, BLOCK_R, BLOCK_N, BLOCK_D, PRECISION)
-    part = first_part + split
-    _store_part(OUT + part * stride_op + b * stride_ob + head[:, None] * stride_oh + d[None, :],
-                LSE + part * stride_lp + b * stride_lb + head, acc, l, m, row_ok, d_mask)
+    if SPLIT:
+        _store_part(OUT + split * stride_os + row[:, None] * stride_ob + head[:, None] * stride_oh + d[None, :],
+                    LSE + split * stride_ls + row * stride_lb + head, acc, l, m, row_ok, d_mask)
+    else:
+        out = acc / tl.where(l == 0.0, 1.0, l)[:, None]  # a row without keys (never in the engine) gets 0
+        tl.store(OUT + row[:, None] * stride_ob + head[:, None] * stride_oh + d[None, :],
+                 out.to(OUT.dtype.element_ty), mask=row_ok[:, None] & d_mask[None, :])
 
 
 @triton.jit
 def _merge_kernel(OUT, LSE, RESULT, stride_op, stride_ob, stride_oh, stride_lp, stride_lb,
                   stride_rb, stride_rh, n_parts, n_heads,
                   HEAD_DIM: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Merge: out = sum_i 2^(lse_i - lse) out_i with lse = log2 sum_i 2^lse_i, over all parts
-    (prefix splits and suffix splits) of one row, for BLOCK_H of its heads."""
+    """Merge: out = sum_i 2^(lse_i - lse) out_i with lse = log2 sum_i 2^lse_i, over the partial
+    results of all splits of one row, for BLOCK_H of its heads."""
     b = tl.program_id(0).to(tl.int64)
     p = tl.arange(0, BLOCK_P)[:, None]
     h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
@@ -303,13 +318,46 @@ def _merge_kernel(OUT, LSE, RESULT, stride_op, stride_ob, stride_oh, stride_lp, 
 LOG2E = 1.4426950408889634
 BLOCK_N = 64  # keys per step of the online softmax
 MAX_SPLITS = 16
+PREFIX_MIN = 256  # prefix keys in a split at least (see _split_range)
+SUFFIX_MIN_STEPS = 4  # steps of a row's suffix in a split at least
+
+
+class LaunchPlan(NamedTuple):
+    block_m: int  # stacked query rows per tile
+    block_s: int  # suffix tokens per row and step (block_s x the rows a tile touches = BLOCK_N keys)
+    splits: int  # 1: one launch writes the output; more: partial results, then the merge
+
+
+def launch_plan(q, prefix_k, prefix_tables, suffix_k, suffix_tables) -> LaunchPlan:
+    """Tiles and splits of `shared_prefix_attention_triton` for these shapes. Every choice comes
+    from tensor shapes, never from values: no host sync, so the decode step can be captured in a
+    CUDA graph. Splits are counted from the tiles that hold rows, not from the grid's bound: a CUDA
+    graph's padded batch has one (empty) group per row, and eager and replayed steps must split
+    alike to round alike."""
+    B, H, _ = q.shape
+    hkv = prefix_k.shape[0]
+    ratio = H // hkv
+    block_m = min(64, max(16, triton.next_power_of_2(B * ratio)))
+    # rows a tile touches: block_m / ratio when tiles start on row boundaries, else up to 2 more
+    rows = block_m // ratio if block_m % ratio == 0 else min(block_m, (block_m - 1) // ratio + 2)
+    block_s = BLOCK_N // triton.next_power_of_2(rows)
+    programs = max(1, triton.cdiv(B * ratio, block_m) * hkv)
+    target = sm_count(q.device)
+    if programs >= target:
+        return LaunchPlan(block_m, block_s, 1)
+    # fewer programs than SMs: split the keys, one program per SM (each split costs a float32
+    # partial result per row and head), but no more splits than the tables' capacity can fill: the
+    # prefix fills splits from the first, the suffixes from the last
+    fill = (triton.cdiv(prefix_tables.shape[1] * prefix_k.shape[2], PREFIX_MIN)
+            + triton.cdiv(suffix_tables.shape[1] * suffix_k.shape[2], SUFFIX_MIN_STEPS * block_s))
+    return LaunchPlan(block_m, block_s, max(1, min(triton.cdiv(target, programs), fill, MAX_SPLITS)))
 
 
 def shared_prefix_attention_triton(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens,
                                    suffix_k, suffix_v, suffix_tables, suffix_lens, scale, *,
-                                   prefix_splits: Optional[int] = None, suffix_splits: Optional[int] = None):
-    """Same contract as `shared_prefix_attention_ref`. `prefix_splits` / `suffix_splits` override
-    how many parts the keys are split into (default: enough programs to fill the GPU)."""
+                                   splits: Optional[int] = None):
+    """Same contract as `shared_prefix_attention_ref`. `splits` overrides how many parts the keys
+    are split into (default: `launch_plan`'s)."""
     B, H, D = q.shape
     hkv = prefix_k.shape[0]
     ratio = H // hkv
@@ -321,52 +369,34 @@ def shared_prefix_attention_triton(q, prefix_k, prefix_v, row_ptr, prefix_tables
                     ("suffix_v", suffix_v)):
         if t.stride(-1) != 1:
             raise ValueError(f"{name} has stride {t.stride(-1)} along head_dim; it must be 1")
+    plan = launch_plan(q, prefix_k, prefix_tables, suffix_k, suffix_tables)
+    n_splits = splits or plan.splits
     block_d = max(16, triton.next_power_of_2(D))
-    block_m = min(64, max(16, triton.next_power_of_2(B * ratio)))
-    row_tiles = triton.cdiv(B * ratio, block_m)
+    if n_splits == 1:  # the kernel writes the output
+        parts_out, parts_lse, part_strides = out, out, (0, out.stride(0), out.stride(1), 0, 0)
+    else:
+        parts_out = torch.empty(n_splits, B, H, D, dtype=torch.float32, device=q.device)
+        parts_lse = torch.empty(n_splits, B, H, dtype=torch.float32, device=q.device)
+        part_strides = (*parts_out.stride()[:3], *parts_lse.stride()[:2])
     # sum over groups of cdiv(rows * ratio, block_m) is below this bound, known without a sync
-    prefix_tiles = row_tiles + n_groups
-    # splits from the tiles that hold rows, not the grid's bound: a CUDA graph's padded batch has
-    # one (empty) group per row, and eager and replayed steps must split alike to round alike
-    ps = prefix_splits or _num_splits(row_tiles * hkv, prefix_tables.shape[1] * prefix_k.shape[2], q.device)
-    ss = suffix_splits or _num_splits(B * hkv, suffix_tables.shape[1] * suffix_k.shape[2], q.device)
-    parts_out = torch.empty(ps + ss, B, H, D, dtype=torch.float32, device=q.device)
-    parts_lse = torch.empty(ps + ss, B, H, dtype=torch.float32, device=q.device)
-    precision = "ieee" if q.dtype == torch.float32 else "tf32"  # tf32 only ever applies to float32
-    qk_scale = scale * LOG2E
-    part_strides = (parts_out.stride(0), parts_out.stride(1), parts_out.stride(2),
-                    parts_lse.stride(0), parts_lse.stride(1))
-
-    # prefix part
-    _prefix_part_kernel[(prefix_tiles, hkv, ps)](
-        q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens, parts_out, parts_lse,
-        q.stride(0), q.stride(1), *prefix_k.stride()[:3], *prefix_v.stride()[:3], prefix_tables.stride(0),
-        *part_strides, n_groups, qk_scale,
-        RATIO=ratio, PAGE=prefix_k.shape[2], HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=BLOCK_N, BLOCK_D=block_d,
-        BLOCK_G=triton.next_power_of_2(max(n_groups, 1)), PRECISION=precision, num_warps=4)
-    # suffix part
-    _suffix_part_kernel[(B, hkv, ss)](
-        q, suffix_k, suffix_v, suffix_tables, suffix_lens, parts_out, parts_lse,
-        q.stride(0), q.stride(1), *suffix_k.stride()[:3], *suffix_v.stride()[:3], suffix_tables.stride(0),
-        *part_strides, ps, qk_scale,
-        RATIO=ratio, PAGE=suffix_k.shape[2], HEAD_DIM=D, BLOCK_R=max(16, triton.next_power_of_2(ratio)),
-        BLOCK_N=BLOCK_N, BLOCK_D=block_d, PRECISION=precision, num_warps=4)
-    # merge
-    block_p = triton.next_power_of_2(ps + ss)
-    # few heads per program: one program per row (12 heads) left the merge latency-bound, 13 us per
-    # layer at n=256 on an H200
-    block_h = min(triton.next_power_of_2(H), max(1, 2048 // (block_p * block_d)))
-    _merge_kernel[(B, triton.cdiv(H, block_h))](
-        parts_out, parts_lse, out, *part_strides, out.stride(0), out.stride(1), ps + ss, H,
-        HEAD_DIM=D, BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_D=block_d, num_warps=4)
+    tiles = triton.cdiv(B * ratio, plan.block_m) + n_groups
+    _attention_kernel[(tiles * hkv * n_splits,)](
+        q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens, suffix_k, suffix_v, suffix_tables, suffix_lens,
+        parts_out, parts_lse, q.stride(0), q.stride(1), *prefix_k.stride()[:3], *prefix_v.stride()[:3],
+        prefix_tables.stride(0), *suffix_k.stride()[:3], *suffix_v.stride()[:3], suffix_tables.stride(0),
+        *part_strides, n_groups, hkv, n_splits, scale * LOG2E,
+        RATIO=ratio, PREFIX_PAGE=prefix_k.shape[2], SUFFIX_PAGE=suffix_k.shape[2], HEAD_DIM=D,
+        BLOCK_M=plan.block_m, BLOCK_N=BLOCK_N, BLOCK_S=plan.block_s, BLOCK_D=block_d,
+        BLOCK_G=triton.next_power_of_2(max(n_groups, 1)), PREFIX_MIN=PREFIX_MIN,
+        SUFFIX_MIN=SUFFIX_MIN_STEPS * plan.block_s, SPLIT=n_splits > 1,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # tf32 only ever applies to float32
+        num_warps=4)
+    if n_splits > 1:
+        block_p = triton.next_power_of_2(n_splits)
+        # few heads per program: one program per row (12 heads) left the merge latency-bound, 13 us
+        # per layer at n=256 on an H200
+        block_h = min(triton.next_power_of_2(H), max(1, 2048 // (block_p * block_d)))
+        _merge_kernel[(B, triton.cdiv(H, block_h))](
+            parts_out, parts_lse, out, *part_strides, out.stride(0), out.stride(1), n_splits, H,
+            HEAD_DIM=D, BLOCK_P=block_p, BLOCK_H=block_h, BLOCK_D=block_d, num_warps=4)
     return out
-
-
-def _num_splits(programs: int, max_len: int, device: torch.device) -> int:
-    """Split the keys when there are fewer programs than SMs; 1 elsewhere. Each split costs a
-    float32 partial result per row and head, so the target is one program per SM, not more.
-    max_len bounds the keys a program may get (a block table's capacity, known without a sync)."""
-    target = sm_count(device)
-    if programs >= target:
-        return 1
-    return max(1, min(triton.cdiv(target, programs), triton.cdiv(max_len, BLOCK_N), MAX_SPLITS))

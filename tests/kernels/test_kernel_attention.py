@@ -1,6 +1,10 @@
 """Shared-prefix decode attention: the Triton kernels (interpreted on CPU) against the torch reference
 and against plain softmax attention over each row's concatenated [prefix; suffix] KV.
 
+Every case runs both paths of the launcher: one launch that writes the output (splits=1) and the
+keys split across programs with partial results merged by a second launch (the interpreter has one
+"SM", so the launcher's own choice is the single launch unless a test lends it a GPU's SM count).
+
 Tolerances: float32 1e-5 (only the summation order differs); float16 2e-3 absolute and relative
 (the kernels round the softmax weights to float16 before the PV product, as flash attention does,
 and the output is float16).
@@ -8,26 +12,33 @@ and the output is float16).
 import pytest
 import torch
 
-from kernels.attention import shared_prefix_attention_ref, shared_prefix_attention_triton
+import kernels.attention
+from kernels.attention import launch_plan, shared_prefix_attention_ref, shared_prefix_attention_triton
 
 TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float16: dict(atol=2e-3, rtol=2e-3)}
 
 CASES = [
     # rows per group, prefix length per group, kv heads, GQA ratio, head_dim, longest suffix,
-    # block size, (prefix splits, suffix splits) or None for the launcher's choice
-    ([1], [1], 1, 1, 64, 0, 16, None),
-    ([3], [17], 2, 4, 64, 1, 16, None),
-    ([257], [1000], 1, 1, 64, 1, 32, None),
-    ([3, 1, 0, 5], [17, 1000, 4, 1], 1, 7, 128, 130, 16, (3, 2)),
-    ([2, 3], [1000, 17], 2, 4, 128, 130, 7, (4, 3)),
-    ([4, 2], [16, 33], 2, 1, 64, 32, 16, None),  # prefix and suffix ending exactly on block ends
+    # block size, splits of the split path
+    ([1], [1], 1, 1, 64, 0, 16, 2),
+    ([3], [17], 2, 4, 64, 1, 16, 3),
+    ([257], [1000], 1, 1, 64, 1, 32, 4),
+    ([3, 1, 0, 5], [17, 1000, 4, 1], 1, 7, 128, 130, 16, 3),
+    ([2, 3], [1000, 17], 2, 4, 128, 130, 7, 4),
+    ([4, 2], [16, 33], 2, 1, 64, 32, 16, 2),  # prefix and suffix ending exactly on block ends
+    # Qwen2.5-1.5B's GQA ratio: tiles of 64 stacked rows start mid-row (64 % 6 != 0)
+    ([1, 3, 2], [1000, 1, 17], 2, 6, 128, 40, 16, 5),
+    ([257], [17], 1, 6, 64, 9, 16, 3),
+    ([5, 1, 7], [0, 300, 1], 1, 6, 128, 70, 8, 16),  # an empty prefix (a CUDA graph's padding group)
+    ([2, 0, 3, 1], [40, 9, 1000, 3], 2, 1, 128, 20, 16, 7),
 ]
 
 
 def make_inputs(groups, prefix_lens, hkv, ratio, head_dim, longest_suffix, block_size, dtype, seed=0):
     """Random inputs in the engine's layouts: one paged pool holds every prefix and suffix in
     shuffled blocks (a few left unused), ragged suffix lengths (0 and 1 included), tables padded
-    with block 0 past each sequence's end."""
+    with block 0 past each sequence's end. A row whose group has no prefix gets a suffix token
+    at least (in the engine every row attends to the token it just wrote)."""
     g = torch.Generator().manual_seed(seed)
     B, H = sum(groups), hkv * ratio
     randn = lambda *shape: torch.randn(*shape, generator=g).to(dtype)  # noqa: E731
@@ -35,6 +46,8 @@ def make_inputs(groups, prefix_lens, hkv, ratio, head_dim, longest_suffix, block
     suffix_lens[0] = longest_suffix
     if B > 2:
         suffix_lens[1:3] = torch.tensor([0, 1])
+    group_of_row = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor(groups))
+    suffix_lens = torch.where(torch.tensor(prefix_lens)[group_of_row] == 0, suffix_lens.clamp_min(1), suffix_lens)
     cdiv = lambda n: -(-n // block_size)  # noqa: E731
     lengths = list(prefix_lens) + suffix_lens.tolist()
     max_blocks = max(cdiv(n) for n in lengths) + 1
@@ -82,21 +95,41 @@ def concatenated_attention(a):
 def test_matches_reference_and_plain_attention(groups, prefix_lens, hkv, ratio, head_dim, longest_suffix,
                                                block_size, splits, dtype):
     a = make_inputs(groups, prefix_lens, hkv, ratio, head_dim, longest_suffix, block_size, dtype)
-    ps, ss = splits or (None, None)
-    out = shared_prefix_attention_triton(**a, prefix_splits=ps, suffix_splits=ss)
-    assert out.dtype == dtype and out.shape == a["q"].shape
-    torch.testing.assert_close(out, shared_prefix_attention_ref(**a), **TOL[dtype])
-    torch.testing.assert_close(out.double(), concatenated_attention(a), **TOL[dtype])
+    want, plain = shared_prefix_attention_ref(**a), concatenated_attention(a)
+    for n in (1, splits):  # the single launch, then the split path
+        out = shared_prefix_attention_triton(**a, splits=n)
+        assert out.dtype == dtype and out.shape == a["q"].shape
+        torch.testing.assert_close(out, want, **TOL[dtype])
+        torch.testing.assert_close(out.double(), plain, **TOL[dtype])
 
 
 def test_splits_do_not_change_the_result():
-    """Splitting the prefix and the suffix into parts is exact up to float32 rounding (a split
-    holds at least 256 keys, so these lengths fill up to 3 splits)."""
+    """Splitting the keys into parts is exact up to float32 rounding (a split holds at least 256
+    prefix keys and 4 steps of a suffix, so these lengths fill 3 prefix splits and up to 16 suffix
+    splits, some of them sharing a program)."""
     a = make_inputs([2, 1], [700, 70], 1, 2, 32, 600, 16, torch.float32, seed=1)
-    whole = shared_prefix_attention_triton(**a, prefix_splits=1, suffix_splits=1)
-    for ps, ss in [(2, 1), (1, 4), (16, 16)]:
-        torch.testing.assert_close(shared_prefix_attention_triton(**a, prefix_splits=ps, suffix_splits=ss),
-                                   whole, atol=1e-6, rtol=1e-6)
+    whole = shared_prefix_attention_triton(**a, splits=1)
+    for n in (2, 4, 16):
+        torch.testing.assert_close(shared_prefix_attention_triton(**a, splits=n), whole, atol=1e-6, rtol=1e-6)
+
+
+def test_launch_plan_on_a_gpu(monkeypatch):
+    """With an H200's 132 SMs: one launch where the tiles fill the GPU, splits where they do not
+    (no more than the block tables can fill), and the launcher's own split path matches the
+    reference."""
+    monkeypatch.setattr(kernels.attention, "sm_count", lambda device: 132)
+
+    def plan(n, prefix, ratio=6, hkv=2, head_dim=128):
+        a = make_inputs([n], [prefix], hkv, ratio, head_dim, 5, 16, torch.float32)
+        return a, launch_plan(a["q"], a["prefix_k"], a["prefix_tables"], a["suffix_k"], a["suffix_tables"])
+
+    assert plan(1024, 17)[1].splits == 1  # 96 tiles of 64 stacked rows per KV head
+    assert plan(64, 17)[1].splits > 1
+    assert plan(16, 1000)[1].splits > plan(16, 17)[1].splits  # longer tables fill more splits
+    a, p = plan(5, 600, ratio=4, hkv=1, head_dim=64)
+    assert p.splits > 1
+    torch.testing.assert_close(shared_prefix_attention_triton(**a), shared_prefix_attention_ref(**a),
+                               **TOL[torch.float32])
 
 
 def test_gather_blocks_view_and_copy_agree():

@@ -17,18 +17,22 @@ def variants():
     """(kernel, element type of each pointer argument, constexprs) per compiled variant; the other
     arguments are i32, except the float ones."""
     from kernels import activation, attention, norm, rope, sampling
-    att = dict(Q=BF16, K=BF16, V=BF16, OUT="fp32", LSE="fp32", ROW_PTR="i32", PREFIX_TABLES="i32", PREFIX_LENS="i32",
-               SUFFIX_TABLES="i32", SUFFIX_LENS="i32", RESULT=BF16)
-    fp32_att = {**att, "Q": "fp32", "K": "fp32", "V": "fp32", "RESULT": "fp32"}
-    prefix = dict(HEAD_DIM=128, BLOCK_M=64, BLOCK_N=64, BLOCK_D=128, BLOCK_G=4, PAGE=16)
-    suffix = dict(HEAD_DIM=128, BLOCK_R=16, BLOCK_N=64, BLOCK_D=128, PAGE=16)
+    att = dict(Q=BF16, PREFIX_K=BF16, PREFIX_V=BF16, SUFFIX_K=BF16, SUFFIX_V=BF16, OUT=BF16, LSE=BF16,
+               ROW_PTR="i32", PREFIX_TABLES="i32", PREFIX_LENS="i32", SUFFIX_TABLES="i32", SUFFIX_LENS="i32",
+               RESULT=BF16)
+    split = {**att, "OUT": "fp32", "LSE": "fp32"}
+    fp32_att = {**split, "Q": "fp32", "PREFIX_K": "fp32", "PREFIX_V": "fp32", "SUFFIX_K": "fp32", "SUFFIX_V": "fp32"}
+    tile = dict(HEAD_DIM=128, BLOCK_M=64, BLOCK_N=64, BLOCK_S=4, BLOCK_D=128, BLOCK_G=4, PREFIX_PAGE=16,
+                SUFFIX_PAGE=16, PREFIX_MIN=256, SUFFIX_MIN=16, RATIO=6, PRECISION="tf32")
     return [
-        (attention._prefix_part_kernel, att, dict(prefix, RATIO=6, PRECISION="tf32")),
-        (attention._prefix_part_kernel, fp32_att, dict(prefix, RATIO=7, HEAD_DIM=64, BLOCK_D=64, PAGE=32,
-                                                       PRECISION="ieee")),
-        (attention._suffix_part_kernel, att, dict(suffix, RATIO=6, PRECISION="tf32")),
-        (attention._suffix_part_kernel, fp32_att, dict(suffix, RATIO=1, PAGE=7, PRECISION="ieee")),
-        (attention._merge_kernel, att, dict(HEAD_DIM=128, BLOCK_P=4, BLOCK_H=16, BLOCK_D=128)),
+        # Qwen2.5-1.5B's heads: one launch (n >= 256 on an H100) and the split path
+        (attention._attention_kernel, att, dict(tile, SPLIT=False)),
+        (attention._attention_kernel, split, dict(tile, SPLIT=True)),
+        # a small batch of 16-row tiles (16 suffix tokens a step), and MHA in float32 (one)
+        (attention._attention_kernel, att, dict(tile, RATIO=4, BLOCK_M=16, BLOCK_S=16, SUFFIX_MIN=64, SPLIT=False)),
+        (attention._attention_kernel, fp32_att, dict(tile, RATIO=1, BLOCK_S=1, SUFFIX_MIN=4, HEAD_DIM=64, BLOCK_D=64,
+                                                     PREFIX_PAGE=32, SUFFIX_PAGE=7, PRECISION="ieee", SPLIT=True)),
+        (attention._merge_kernel, split, dict(HEAD_DIM=128, BLOCK_P=4, BLOCK_H=16, BLOCK_D=128)),
         (norm._rms_norm_kernel, dict(X=BF16, R=BF16, W=BF16, OUT=BF16, NEW_R=BF16),
          dict(HAS_RESIDUAL=True, BLOCK=2048)),
         (norm._rms_norm_kernel, dict(X="fp32", R="fp32", W="fp32", OUT="fp32", NEW_R="fp32"),
