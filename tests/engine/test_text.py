@@ -92,15 +92,26 @@ def random_sequences(sampler, rng, count):
     return out
 
 
-def test_text_equals_the_full_decode_rule(kind_sampler, monkeypatch):
-    kind, sampler = kind_sampler
+def generate_scripted(kind, sampler, monkeypatch, prompts_per_kind):
+    """Scripted random sequences after real HumanEval prompts, generated with HumanEval's stops:
+    (prompts, scripts by prompt ids, pad id, params, completions)."""
     tok, rng = sampler.tokenizer, random.Random(f"text-{kind}")
-    prompts = [p["prompt"] for p in rng.sample(humaneval(), PROMPTS_PER_KIND)]
+    prompts = [p["prompt"] for p in rng.sample(humaneval(), prompts_per_kind)]
     scripts = {tuple(sampler.encode(p)): random_sequences(sampler, rng, SEQUENCES_PER_PROMPT) for p in prompts}
     pad = tok("x", add_special_tokens=False).input_ids[-1]
     script(sampler, monkeypatch, scripts, pad)
     params = SamplingParams(n=SEQUENCES_PER_PROMPT, max_new_tokens=MAX_LEN, stop=STOP, seed=0)
-    out = sampler.generate(prompts, params)
+    return prompts, scripts, pad, params, sampler.generate(prompts, params)
+
+
+def test_text_equals_the_full_decode_rule(kind_sampler, monkeypatch, caplog):
+    """Through the lazy stop search (generate) and the per-token one (streams); the lazy one's
+    guess of the text is right for these tokenizers: no sample needs the full replay."""
+    kind, sampler = kind_sampler
+    tok = sampler.tokenizer
+    with caplog.at_level("WARNING", logger="sampler"):
+        prompts, scripts, pad, params, out = generate_scripted(kind, sampler, monkeypatch, PROMPTS_PER_KIND)
+    assert not [r for r in caplog.records if "disagreed" in r.getMessage()]
     reasons, detokenizer = {"stop": 0, "eos": 0, "length": 0}, sampler.engine.detokenizer
     for prompt, completions in zip(prompts, out):
         prompt_ids = sampler.encode(prompt)
@@ -117,6 +128,25 @@ def test_text_equals_the_full_decode_rule(kind_sampler, monkeypatch):
     assert min(reasons.values()) >= 20  # every way to finish is covered, stops most of all
     assert reasons["stop"] >= 100
     check_streamed_text(sampler, prompts, params, out)
+
+
+def test_a_wrong_guess_of_the_text_is_caught(kind_sampler, monkeypatch):
+    """A tokenizer whose pieces are not its text (here: every piece empty, so the lazy search never
+    decodes before the end) still gives the rule's text and ids: the full decode at the finish
+    finds the stop strings the guess missed and replays the sample."""
+    kind, sampler = kind_sampler
+    monkeypatch.setattr(sampler.engine.detokenizer, "piece", lambda token_id: "")
+    prompts, scripts, pad, params, out = generate_scripted(kind, sampler, monkeypatch, 3)
+    stopped = 0
+    for prompt, completions in zip(prompts, out):
+        prompt_ids = sampler.encode(prompt)
+        for c in completions:
+            ids = scripts[tuple(prompt_ids)][c.index]
+            ids = ids + [pad] * (MAX_LEN - len(ids))
+            text, kept, reason = reference(sampler.tokenizer, prompt_ids, ids, STOP, sampler.engine.eos_token_ids)
+            assert (c.text, c.token_ids, c.finish_reason) == (text, ids[:kept], reason), (kind, ids)
+            stopped += reason == "stop"
+    assert stopped >= 10
 
 
 def check_streamed_text(sampler, prompts, params, out):
