@@ -6,6 +6,16 @@ prompts admitted for the first time, rebuild readmitted samples' KV, draw new sa
 from their prompts' logits, then the model runner's decode step for all running samples.
 postprocess: append tokens, stop on EOS / stop strings / length, and hand back the finished ones.
 
+Overlap (on CUDA, as SGLang's overlap scheduler and vLLM's async scheduling): a step launches the
+decode step t + 1 before it postprocesses step t, so the host's work (the stop search,
+detokenization, finishing, scheduling) runs while the GPU computes. Step t + 1 is launched for
+every sample still running when it is scheduled; a sample that step t finishes or that is
+preempted has its row of step t + 1 dropped, and a freed slot is refilled a step later. Each
+sample's tokens are keyed by (seed, sample index, step), so no sample changes. The tokens of step
+t are in the device's slot state when t + 1 runs, and every write the host makes between the two
+(slots, block tables, the batch) is queued behind step t on the GPU. A step whose samples ask for
+top log-probs (read from the step's logits) runs without overlap.
+
 Out of memory (another process on the GPU, fragmentation): a decode step that fails halves the
 running batch for good (the samples started last are preempted and resume identically, by
 recompute) and runs again; a prefill that fails runs again once after the allocator's cache is
@@ -20,7 +30,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Optional, Protocol
+from typing import NamedTuple, Optional, Protocol, Sequence
 
 import torch
 
@@ -29,7 +39,7 @@ from .errors import InvalidInput, check_context
 from .memory import kv_bytes_per_token, num_kv_blocks, release_cached
 from .models.loader import eos_token_ids, load_tokenizer
 from .params import Completion, Delta, GenerationStats, SamplingParams, SchedulerStats
-from .runner import BatchGroup, ModelRunner
+from .runner import BatchGroup, Launched, ModelRunner
 from .scheduler import Admission, Scheduler
 from .scoring import Scored, score
 from .sequence import Request, Sample
@@ -42,6 +52,14 @@ def default_block_size(device: torch.device) -> int:
     """Tokens per KV block: vLLM's 16 on CUDA; on CPU 8, measured ~10% faster decode steps than 16
     or 32 (the reference attention gathers whole blocks, so a smaller last block wastes less)."""
     return 8 if device.type == "cpu" else 16
+
+
+class Flight(NamedTuple):
+    """A launched decode step: its samples in row order, how many times each had been admitted
+    then, and what the runner returns for it."""
+    samples: list[Sample]
+    admissions: list[int]
+    launched: Launched
 
 
 class EngineClient(Protocol):
@@ -98,6 +116,8 @@ class Engine:
         self.scheduler.max_running = self.runner.max_rows  # below max_batch_size if a graph capture ran out of memory
         self.stats = GenerationStats(kv_blocks_total=self.pool.capacity)
         self._batch: list[Sample] = []  # the running samples in the runner's row order
+        self.overlap = self.device.type == "cuda"  # launch step t + 1 before postprocessing step t
+        self._flight: Optional[Flight] = None  # a launched step not yet postprocessed
         self._deltas: list[tuple[int, Delta]] = []  # streamed requests' new tokens, until taken
         self._next_id = 0
 
@@ -169,10 +189,11 @@ class Engine:
     @torch.inference_mode()
     def step(self) -> list[tuple[int, Completion]]:
         """Schedule (grow, preempt, admit), then one decode step for every running sample; returns
-        the samples that finished, with their request ids."""
+        the samples that finished, with their request ids. With overlap, the step launched here is
+        postprocessed by the next call, after it launches its own."""
         finished: list[tuple[int, Completion]] = []
         t0, prefill0 = time.perf_counter(), self.stats.prefill_seconds
-        updates, preempted = self.scheduler.grow()
+        updates, preempted = self.scheduler.grow(ahead=1 if self._flight else 0)
         self.stats.preemptions += preempted
         self.runner.set_blocks(updates)
         self._track_memory()
@@ -181,19 +202,40 @@ class Engine:
         if self.scheduler.running:
             if self.scheduler.changed:
                 self._set_batch()
-            tokens, logprobs = self._decode()
+            overlap = self.overlap and not any(s.request.params.logprobs for s in self._batch)
+            if not overlap:
+                finished += self._land()
+            launched = self._launch()
             self.stats.decode_steps += 1
-            self._keep_top_logprobs(self._batch)
-            finished += self._postprocess(self._batch, tokens, logprobs)
+            finished += self._land()
+            self._flight = Flight(self._batch, [s.admissions for s in self._batch], launched)
+            if not overlap:
+                finished += self._land()
+        else:
+            finished += self._land()
         self.stats.decode_seconds += time.perf_counter() - t0 - (self.stats.prefill_seconds - prefill0)
         return finished
 
-    def _decode(self) -> tuple[list[int], list[float]]:
-        """The runner's decode step; out of memory, again with half the running samples, down to one.
-        A failed step changed no sample's state (its KV writes are rewritten by the next one)."""
+    def _land(self) -> list[tuple[int, Completion]]:
+        """Postprocess the step in flight, if any: the rows of samples that still hold the slot they
+        had at its launch (not finished, preempted or aborted since)."""
+        if self._flight is None:
+            return []
+        flight, self._flight = self._flight, None
+        tokens, logprobs = self.runner.collect(flight.launched)
+        rows = [i for i, (s, mark) in enumerate(zip(flight.samples, flight.admissions))
+                if s.slot is not None and s.admissions == mark]
+        samples = [flight.samples[i] for i in rows]
+        self._keep_top_logprobs(samples, rows)
+        return self._postprocess(samples, [tokens[i] for i in rows], [logprobs[i] for i in rows])
+
+    def _launch(self) -> Launched:
+        """The runner's decode step, launched; out of memory, again with half the running samples,
+        down to one. A failed step changed no sample's state (its KV writes are rewritten by the
+        next one)."""
         while True:
             try:
-                return self.runner.decode()
+                return self.runner.launch()
             except torch.OutOfMemoryError:
                 running = len(self.scheduler.running)
                 if running == 1:
@@ -229,17 +271,17 @@ class Engine:
             return []
         logits = torch.stack([s.request.last_logits for s in admitted.fresh])
         tokens, logprobs = self.runner.sample_first(admitted.fresh, logits)
-        self._keep_top_logprobs(admitted.fresh)
+        self._keep_top_logprobs(admitted.fresh, range(len(admitted.fresh)))
         return self._postprocess(admitted.fresh, tokens, logprobs)
 
-    def _keep_top_logprobs(self, samples: list[Sample]) -> None:
-        """Each row's top log-probs from the step's own logits, for the samples that ask (vLLM's
-        sampler returns them the same way): no second forward."""
-        rows = [i for i, s in enumerate(samples) if s.request.params.logprobs]
-        if rows:
-            k = max(samples[i].request.params.logprobs for i in rows)
-            for i, top in zip(rows, self.runner.top_logprobs(rows, k)):
-                samples[i].top_logprobs.append(top[:samples[i].request.params.logprobs])
+    def _keep_top_logprobs(self, samples: list[Sample], rows: Sequence[int]) -> None:
+        """Each sample's top log-probs from its row of the last step's logits, for the samples that
+        ask (vLLM's sampler returns them the same way): no second forward."""
+        asking = [(s, row) for s, row in zip(samples, rows) if s.request.params.logprobs]
+        if asking:
+            k = max(s.request.params.logprobs for s, _ in asking)
+            for (s, _), top in zip(asking, self.runner.top_logprobs([row for _, row in asking], k)):
+                s.top_logprobs.append(top[:s.request.params.logprobs])
 
     def _prefill(self, req: Request) -> None:
         """The prompt's KV into its prefix blocks, once for all its samples, and its next-token logits;

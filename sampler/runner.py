@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -39,6 +39,14 @@ class BatchGroup:
     slots: list[int]
     prefix_blocks: list[int]
     prefix_len: int
+
+
+@dataclass
+class Launched:
+    """A decode step started by `ModelRunner.launch`: its [2, rows] tokens and log-probs on the host
+    once `done` (a CUDA event; None on CPU, where the step has ended) has passed."""
+    out: torch.Tensor
+    done: Optional[torch.cuda.Event]
 
 
 def graph_batch_sizes(max_batch_size: int) -> list[int]:
@@ -127,16 +135,36 @@ class ModelRunner:
         self.prefix_lens[:num_groups] = torch.tensor(lens, dtype=torch.int32)
         self.batch_size, self.padded_size, self.num_groups = size, padded, num_groups
 
-    def decode(self) -> tuple[list[int], list[float]]:
-        """One decode step of the batch; returns each row's sampled token and its log-prob."""
+    def launch(self) -> Launched:
+        """Start one decode step of the batch. Its sampled tokens and log-probs are copied out as
+        soon as it ends, so the next steps may be launched before `collect` reads them: on CUDA
+        the host goes on (the engine's overlap) while the GPU runs the step."""
         graph = self.graphs.get(self.padded_size)
         if graph is not None:
             graph.replay()
             self.logits = self._logits[:self.padded_size]
         else:
             self._decode_step(self.padded_size, self.num_groups)
-        tokens, logprobs = self.out[:, :self.batch_size].tolist()
+        out = self.out[:, :self.batch_size]
+        if not out.is_cuda:
+            return Launched(out.clone(), None)
+        host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+        host.copy_(out, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return Launched(host, done)
+
+    @staticmethod
+    def collect(launched: Launched) -> tuple[list[int], list[float]]:
+        """A launched step's sampled token and log-prob per row (waits for the step on CUDA)."""
+        if launched.done is not None:
+            launched.done.synchronize()
+        tokens, logprobs = launched.out.tolist()
         return [int(t) for t in tokens], logprobs
+
+    def decode(self) -> tuple[list[int], list[float]]:
+        """One decode step of the batch; returns each row's sampled token and its log-prob."""
+        return self.collect(self.launch())
 
     def _decode_step(self, size: int, num_groups: int) -> None:
         rows = self.rows[:size]

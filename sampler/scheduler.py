@@ -38,11 +38,12 @@ class Scheduler:
         self.max_running = max_batch_size  # lowered by shrink (out of memory)
         self.changed = False  # the running set changed since the engine last built its batch
 
-    def grow(self) -> tuple[list[BlockUpdate], int]:
+    def grow(self, ahead: int = 0) -> tuple[list[BlockUpdate], int]:
         """The block-table updates for running samples that grew into a new block (at suffix
-        position len(token_ids) - 1), and how many samples were preempted to make room."""
+        position len(token_ids) - 1 + ahead: `ahead` tokens are sampled but not appended yet, by a
+        step in flight), and how many samples were preempted to make room."""
         bs = self.pool.block_size
-        need = [s for s in self.running if len(s.blocks) * bs < len(s.token_ids)]
+        need = [s for s in self.running if len(s.blocks) * bs < len(s.token_ids) + ahead]
         preempted = 0
         while len(need) > self.pool.num_free:
             if not self.reclaim_prefix():
@@ -86,6 +87,7 @@ class Scheduler:
                 admitted.readmitted.append(sample)
             sample.blocks = self.pool.allocate(own)
             sample.slot = self.free_slots.pop()
+            sample.admissions += 1
             req.running += 1
             self.running.append(sample)
             self.changed = True

@@ -44,3 +44,4 @@ class Sample:
     slot: Optional[int] = None        # while running
     blocks: list[int] = field(default_factory=list)  # its suffix KV blocks while running
     streamed: int = 0                 # characters of its text a stream has been given
+    admissions: int = 0               # times it got a slot: a step launched before the last one is not its own

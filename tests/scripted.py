@@ -3,6 +3,10 @@ everything above it run; only the model's sampled tokens (and the top log-probs 
 are replaced by scripts."""
 from __future__ import annotations
 
+import torch
+
+from sampler.runner import Launched
+
 
 def logprob_of(step: int) -> float:
     """The log-prob a scripted token reports at a step (distinct, so kept sums can be checked)."""
@@ -23,11 +27,14 @@ def script(sampler, monkeypatch, scripts: dict[tuple[int, ...], list[list[int]]]
         last[:] = [next_of(s) for s in samples]
         return [t for t, _ in last], [lp for _, lp in last]
 
+    def launch():  # the engine postprocesses each step before it launches the next (no overlap on CPU)
+        return Launched(torch.tensor(emit(engine._batch), dtype=torch.float64), None)
+
     def top_logprobs(rows, k):
         """The step's top k per row, as the runner reads them from its logits: the scripted token
         first, then the next ids, each less likely."""
         return [[((last[r][0] + j) % vocab, last[r][1] - j) for j in range(k)] for r in rows]
 
-    monkeypatch.setattr(engine.runner, "decode", lambda: emit(engine._batch))
+    monkeypatch.setattr(engine.runner, "launch", launch)
     monkeypatch.setattr(engine.runner, "sample_first", lambda samples, logits: emit(samples))
     monkeypatch.setattr(engine.runner, "top_logprobs", top_logprobs)

@@ -1,7 +1,8 @@
 """Paged KV under a memory budget: preemption (recompute) gives the samples of an unconstrained
 run; cancel and stream work under preemption; blocks all come back; budgets parse and fail clearly;
 out of memory (injected) in a decode step, a prefill or a graph capture lowers the batch or retries
-and changes no sample.
+and changes no sample. With the engine's overlap (step t + 1 launched before step t is
+postprocessed: CUDA's default, run here on CPU) every sample is the same too.
 
 Token ids must be identical. Log-probs agree to 1e-4: CPU BLAS picks its kernel by batch size
 (a row's logits move by ~1e-6 when the batch around it changes, with or without preemption)."""
@@ -45,12 +46,14 @@ def assert_same(got, want):
                                        atol=1e-4, rtol=0)
 
 
-def test_preemption_gives_the_samples_of_an_unconstrained_run(tiny_llama, ample):
+@pytest.mark.parametrize("overlap", [False, True], ids=["in-turn", "overlap"])
+def test_preemption_gives_the_samples_of_an_unconstrained_run(tiny_llama, ample, overlap):
     big, want = ample
     assert big.stats.preemptions == 0
     reasons = {c.finish_reason for per in want for c in per}
     assert reasons == {"stop", "eos", "length"}  # lengths vary
     s = tight(tiny_llama, tokens=192)
+    s.engine.overlap = overlap
     got = s.generate(PROMPTS, PARAMS)
     assert s.stats.preemptions > 20, s.stats
     assert s.stats.kv_blocks_total == 192 // BS == s.stats.kv_blocks_peak
@@ -58,19 +61,23 @@ def test_preemption_gives_the_samples_of_an_unconstrained_run(tiny_llama, ample)
     assert s.engine.pool.num_used == 0 and not s.engine.has_unfinished()
 
 
-def test_padded_batches_give_the_same_samples(tiny_llama, ample):
+@pytest.mark.parametrize("overlap", [False, True], ids=["in-turn", "overlap"])
+def test_padded_batches_give_the_same_samples(tiny_llama, ample, overlap):
     """The bookkeeping of CUDA-graph replay (batches padded to captured sizes, padding rows on the
     scratch slot in a group of their own), run eagerly on CPU, under preemption too."""
     _, want = ample
     s = tight(tiny_llama, tokens=320, max_batch_size=32)
+    s.engine.overlap = overlap
     s.engine.runner.padded_sizes = graph_batch_sizes(32)
     assert_same(s.generate(PROMPTS, PARAMS), want)
     assert s.stats.preemptions > 0
 
 
-def test_cancel_and_stream_under_preemption(tiny_llama, ample):
+@pytest.mark.parametrize("overlap", [False, True], ids=["in-turn", "overlap"])
+def test_cancel_and_stream_under_preemption(tiny_llama, ample, overlap):
     _, want = ample
     s = tight(tiny_llama, tokens=160)
+    s.engine.overlap = overlap
     stream = s.stream(PROMPTS, PARAMS)
     got = {0: [], 1: [], 2: []}
     for i, c in stream:
@@ -166,16 +173,18 @@ def oom_over(limit: int):
     return check
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["in-turn", "overlap"])
 def test_out_of_memory_in_a_decode_step_halves_the_batch_and_changes_no_sample(tiny_llama, ample, monkeypatch,
-                                                                               caplog):
+                                                                               caplog, overlap):
     _, want = ample
     s = Sampler.from_pretrained(str(tiny_llama), max_batch_size=32)
-    runner, decode, check = s.engine.runner, s.engine.runner.decode, oom_over(10)
+    s.engine.overlap = overlap
+    runner, launch, check = s.engine.runner, s.engine.runner.launch, oom_over(10)
 
-    def tight_decode():
+    def tight_launch():
         check(runner.batch_size)
-        return decode()
-    monkeypatch.setattr(runner, "decode", tight_decode)
+        return launch()
+    monkeypatch.setattr(runner, "launch", tight_launch)
     assert_same(s.generate(PROMPTS, PARAMS), want)
     assert s.engine.scheduler.max_running == 8 and s.stats.preemptions >= 24
     warnings = [r.getMessage() for r in caplog.records if "out of memory" in r.getMessage()]
@@ -187,7 +196,7 @@ def test_out_of_memory_in_a_decode_step_halves_the_batch_and_changes_no_sample(t
 
 def test_out_of_memory_with_one_sample_running_names_the_numbers(tiny_llama, monkeypatch):
     s = Sampler.from_pretrained(str(tiny_llama), max_batch_size=4)
-    monkeypatch.setattr(s.engine.runner, "decode", lambda: oom_over(0)(1))
+    monkeypatch.setattr(s.engine.runner, "launch", lambda: oom_over(0)(1))
     with pytest.raises(InvalidInput, match=r"out of memory in a decode step with one sample running \(\d+ prompt "
                                            r"\+ 1 new tokens\) beside a KV cache of [\d.]+ GiB: lower kv_cache_memory"):
         s.generate(["x"], SamplingParams(n=4, max_new_tokens=8, seed=0))
