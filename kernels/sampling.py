@@ -5,17 +5,18 @@ order: top-k, then top-p on the top-k renormalised distribution (a token survive
 strictly above it is below top_p), then min-p (keep p >= min_p * p_max, order-independent). The
 returned log-prob is the chosen token's under the unmodified distribution (T = 1, no truncation).
 
-The draw is rejection sampling over nested candidate sets (after FlashInfer's sorting-free top-p
-sampling, Ye et al. 2025), so the top-p threshold is never searched for: round r draws a token j
-from the candidates (inverse CDF: the first candidate whose cumulative mass, in vocabulary order,
-reaches u_r times theirs), and accepts it when it is kept: its s passes min-p and, with top-p, the
-mass above it is below top_p. A rejected j proves every token with s <= s_j is cut, so the next
-round's candidates are those above it; each round's draw is exact given the candidates, so the
-accepted token follows the truncated distribution exactly. With top-p a round accepts with
-probability >= top_p (the nucleus holds that share of any candidate set containing it), so one
-round almost always suffices; after ROUNDS rejections the kept set is found exactly (the top-p
-threshold by search) and drawn from with u_ROUNDS. Top-k's threshold, the k-th largest s, is
-always searched for, before the rounds.
+The draw is rejection sampling over nested candidate sets (after FlashInfer's sorting-free
+sampling, Ye et al. 2025), so no threshold is searched for: round r draws a token j from the
+candidates (inverse CDF: the first candidate whose cumulative mass, in vocabulary order, reaches
+u_r times theirs) and accepts it when it is kept: its s passes min-p, with top-p the mass above it
+is below top_p, with top-k fewer than k tokens are above it. A rejected j proves every token with
+s <= s_j is cut, so the next round's candidates are those above it; each round's draw is exact
+given the candidates, so the accepted token follows the truncated distribution exactly. With
+top-p a round accepts with probability >= top_p (the nucleus holds that share of any candidate
+set containing it), so one round almost always suffices; top-k accepts with the top k's share of
+the candidates' mass, high for a trained model's peaked rows. After ROUNDS rejections, and for
+rows with both top-k and top-p (top-p's mass is then the top-k's, known only once the top-k are),
+the kept set is found exactly (each threshold by search) and drawn from with u_ROUNDS.
 
 u_r comes from a counter-based hash of (seed, sample index, step, r), so a sample's tokens do not
 depend on which other samples share its batch, and the Triton kernel draws the very same u_r as
@@ -27,10 +28,10 @@ cost more than the model's forward there). u_r has 24 bits, the resolution of a 
 The kernels never sort. Each row is split into chunks, one program per (row, chunk); a launch is a
 pass, and a pass's per-chunk sums are combined by the next launch's programs, so small batches of
 a large vocabulary still fill the GPU. Under the paper's sampling (top-p) a step streams the logits
-twice: stats (max, log-sum-exp, argmax per chunk), then the check of round 0's token (the mass
-above it, per chunk: also the next round's candidate masses); each draw scans only the one chunk
-of its row that holds the target. Launches of rows with nothing to do return at once. Top-k's (and
-the rare fallback's top-p) threshold search is a 16-way search on the float's bits (8 passes).
+twice: stats (max, log-sum-exp, argmax per chunk), then the check of round 0's token (the mass and
+count above it, per chunk: also the next round's candidate masses); each draw scans only the one
+chunk of its row that holds the target. Launches of rows with nothing to do return at once. The
+fallback's threshold searches are 16-way searches on the float's bits (8 passes each).
 """
 from __future__ import annotations
 
@@ -134,25 +135,6 @@ def _sorted_descending(x: torch.Tensor) -> torch.Tensor:
     return torch.sort(x, dim=-1, descending=True).values
 
 
-def top_k_floor(scaled: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
-    """Per row, the smallest scaled logit top-k keeps (its k-th largest; -inf without top-k). On
-    CPU numpy's partition, linear in V: torch.topk took 1.5 ms at 256 x 512, k = 50."""
-    B, V = scaled.shape
-    floor = torch.full((B,), float("-inf"), device=scaled.device)
-    rows = torch.nonzero((top_k > 0) & (top_k < V)).flatten()
-    if not len(rows):
-        return floor
-    k = top_k[rows].long()
-    if scaled.device.type != "cpu":
-        floor[rows] = scaled[rows].topk(int(k.max()), dim=-1).values.gather(1, k.unsqueeze(1) - 1).squeeze(1)
-        return floor
-    import numpy as np
-    for kk in k.unique().tolist():  # rows of one k at a time (a batch has one or a few)
-        at = rows[k == kk]
-        floor[at] = torch.from_numpy(np.partition(scaled[at].numpy(), V - kk, axis=-1)[:, V - kk])
-    return floor
-
-
 def draw_ref(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor,
              keys: torch.Tensor) -> torch.Tensor:
     """Tokens [B] drawn from the truncated softmax of scaled [B, V]: the rejection rounds, then
@@ -161,29 +143,34 @@ def draw_ref(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min
     B, V = scaled.shape
     m = scaled.amax(dim=-1, keepdim=True)
     w = torch.exp(scaled - m)
-    floor = top_k_floor(scaled, top_k)
-    cand = torch.where(scaled >= floor.unsqueeze(1), w, 0.0) if bool(floor.isfinite().any()) else w
-    z_k = cand.sum(dim=-1)  # the mass top-p weighs against
-    with_min_p = bool((min_p > 0).any())
     cut = torch.where(min_p > 0, torch.log(min_p.clamp_min(1e-30)), float("-inf")) + m.squeeze(1)  # min-p's
+    with_k = (top_k > 0) & (top_k < V)
     tokens = torch.full((B,), -1, dtype=torch.int64, device=scaled.device)
-    rows = torch.arange(B, device=scaled.device)
-    for r in range(ROUNDS):
-        j = first_reaching(cand, uniform(keys, r), of_total=True)
-        s_j = scaled.gather(1, j.unsqueeze(1))
-        passes = s_j.squeeze(1) >= cut
-        accept = passes & (top_p >= 1)
-        if not bool(accept.all()):  # the mass above j, among the tokens top-k and min-p keep (j is in the top-k)
-            above = torch.where((scaled > s_j) & (scaled >= cut.unsqueeze(1)) if with_min_p else scaled > s_j, w, 0.0)
-            accept |= passes & (above.sum(dim=-1) < top_p * z_k)
+    rows = torch.nonzero(~(with_k & (top_p < 1))).flatten()  # (top-p among the top-k needs their mass)
+    s, ws, ks, k, p, c, wk = ((x[rows] for x in (scaled, w, keys, top_k, top_p, cut, with_k)) if len(rows) < B
+                              else (scaled, w, keys, top_k, top_p, cut, with_k))
+    cand, z = ws, ws.sum(dim=-1)
+    any_min_p, any_k = bool((min_p > 0).any()), bool(with_k.any())
+    for r in range(ROUNDS if len(rows) else 0):
+        j = first_reaching(cand, uniform(ks, r), of_total=True)
+        s_j = s.gather(1, j.unsqueeze(1))
+        passes = s_j.squeeze(1) >= c
+        accept = passes & (p >= 1) & ~wk
+        if not bool(accept.all()):  # the mass above j that min-p keeps, and how many tokens are above it
+            higher = s > s_j
+            above = torch.where(higher & (s >= c.unsqueeze(1)) if any_min_p else higher, ws, 0.0)
+            accept |= passes & ((p >= 1) | (above.sum(dim=-1) < p * z)) \
+                & (~wk | (higher.sum(dim=-1) < k if any_k else True))
         tokens[rows[accept]] = j[accept]
         if bool(accept.all()):
-            return tokens
+            break
         rest = ~accept
-        rows, cand, scaled, w, keys = rows[rest], above[rest], scaled[rest], w[rest], keys[rest]
-        top_k, top_p, min_p, z_k, cut = top_k[rest], top_p[rest], min_p[rest], z_k[rest], cut[rest]
-    keep = truncation_mask(scaled, top_k, top_p, min_p)
-    tokens[rows] = first_reaching(torch.where(keep, w, 0.0), uniform(keys, ROUNDS), of_total=True)
+        rows, cand, s, ws, ks, k, p, z, c, wk = (x[rest] for x in (rows, above, s, ws, ks, k, p, z, c, wk))
+    left = torch.nonzero(tokens < 0).flatten()
+    if not len(left):
+        return tokens
+    keep = truncation_mask(scaled[left], top_k[left], top_p[left], min_p[left])
+    tokens[left] = first_reaching(torch.where(keep, w[left], 0.0), uniform(keys[left], ROUNDS), of_total=True)
     return tokens
 
 
@@ -374,7 +361,7 @@ def _search_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, STATS, SEARCH, PART, KEYS,
         top_p = tl.load(TOP_P + row)
         use = (temperature > 0.0) & (top_p < 1.0) & (tl.load(DONE + row) < 0)
     else:
-        use = use_k
+        use = use_k & (tl.load(DONE + row) < 0)
     if use:
         m, z = _merged(STATS, row, C, 1, BLOCK_C)
         PART += row * (PASSES * C * NB)
@@ -412,7 +399,7 @@ def _mass_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, STATS, SEARCH, PART_K
     if FINAL:
         use = (temperature > 0.0) & (tl.load(DONE + row) < 0)
     else:
-        use = use_k
+        use = use_k & (tl.load(DONE + row) < 0)
     if use:
         m, z = _merged(STATS, row, C, 1, BLOCK_C)
         s_min = float("-inf")
@@ -461,39 +448,48 @@ def _scan(ROW, lo, hi, temperature, m, key_min, s_low, s_min, running, target, V
 
 
 @triton.jit
-def _pick_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, SEEDS, SAMPLE_IDX, STEPS, STATS, KEYS, KMASS, MASS, CAND,
+def _in_rounds(TOP_K, TOP_P, row, V):
+    """Whether a sampled row is drawn by the rounds (not with both top-k and top-p: top-p's mass
+    is then the top-k's, known only after top-k's search), and whether it has top-k."""
+    top_k = tl.load(TOP_K + row)
+    use_k = (top_k > 0) & (top_k < V)
+    return ~(use_k & (tl.load(TOP_P + row) < 1.0)), use_k, top_k
+
+
+@triton.jit
+def _pick_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, SEEDS, SAMPLE_IDX, STEPS, STATS, MASS, COUNT, CAND,
                  DONE, stride_b, V, chunk, C, B, R: tl.constexpr, SALT: tl.constexpr, DRAW: tl.constexpr,
                  BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr):
     """One program per row. Settles round R - 1 (accepts its token, or its candidates become the
     tokens above it) and, with DRAW, draws round R's token: the chunk where the candidates'
     cumulative mass reaches u_R times theirs, then the token within it (the only chunk scanned).
-    A token with top-p off and past min-p is accepted at once."""
+    A token past min-p with neither top-p nor top-k is accepted at once."""
     row = tl.program_id(0).to(tl.int64)
     temperature = tl.load(TEMPERATURE + row)
-    top_k = tl.load(TOP_K + row)
-    if temperature > 0.0:
+    rounds, use_k, top_k = _in_rounds(TOP_K, TOP_P, row, V)
+    if (temperature > 0.0) & rounds:
         m, z = _merged(STATS, row, C, 1, BLOCK_C)
         s_min = _min_p_cut(MIN_P, row, m)
         top_p = tl.load(TOP_P + row)
-        use_k = (top_k > 0) & (top_k < V)
-        key_min, z_k = _top_k_mass(KEYS, KMASS, row, C, z, use_k, BLOCK_C)
         c = tl.arange(0, BLOCK_C)
         ROW = LOGITS + row * stride_b
-        if R == 0:  # the candidates: the top-k, min-p not yet applied (its cut needs the max)
+        if R == 0:  # the candidates: every token (min-p's cut needs the max)
             done = tl.full([], -1, tl.int64)
             s_low = float("-inf")
             s_cut = float("-inf")
             ms = tl.load(STATS + (row * C + c) * 4 + 2, mask=c < C, other=float("-inf"))
             zs = tl.load(STATS + (row * C + c) * 4 + 3, mask=c < C, other=0.0)
-            masses = tl.where(use_k, tl.load(KMASS + row * C + c, mask=c < C, other=0.0), zs * tl.exp(ms - m))
+            masses = zs * tl.exp(ms - m)
         else:
             done = tl.load(DONE + row)
             j = tl.where(done < 0, tl.load(CAND + (R - 1) * B + row), 0)  # unwritten for rows settled before
             s_low = tl.load(ROW + j).to(tl.float32) / temperature
             s_cut = s_min
-            masses = tl.load(MASS + ((R - 1) * B + row) * C + c, mask=c < C, other=0.0)
+            at = ((R - 1) * B + row) * C + c
+            masses = tl.load(MASS + at, mask=c < C, other=0.0)
             if done < 0:
-                if (s_low >= s_min) & ((top_p >= 1.0) | (tl.sum(masses, 0) < top_p * z_k)):
+                higher = tl.sum(tl.load(COUNT + at, mask=c < C, other=0), 0)
+                if (s_low >= s_min) & ((top_p >= 1.0) | (tl.sum(masses, 0) < top_p * z)) & (~use_k | (higher < top_k)):
                     done = j
                     tl.store(DONE + row, j)
         if DRAW:
@@ -503,32 +499,41 @@ def _pick_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, SEEDS, SAMPLE_IDX, ST
                 k = tl.minimum(tl.sum(((ends < target) & (c < C)).to(tl.int32), 0), C - 1)
                 before = tl.sum(tl.where(c == k - 1, ends, 0.0), 0)
                 lo = k * chunk
-                first, last = _scan(ROW, lo, tl.minimum(lo + chunk, V), temperature, m, key_min, s_low, s_cut,
+                first, last = _scan(ROW, lo, tl.minimum(lo + chunk, V), temperature, m, -2147483648, s_low, s_cut,
                                     before, target, V, BLOCK_V)
                 j = tl.where(first < V, first, last).to(tl.int64)
                 tl.store(CAND + R * B + row, j)
-                if (top_p >= 1.0) & (tl.load(ROW + j).to(tl.float32) / temperature >= s_min):
+                if (top_p >= 1.0) & ~use_k & (tl.load(ROW + j).to(tl.float32) / temperature >= s_min):
                     tl.store(DONE + row, j)
 
 
 @triton.jit
-def _check_kernel(LOGITS, TEMPERATURE, TOP_K, MIN_P, STATS, KEYS, CAND, DONE, MASS, stride_b, V, chunk, B,
+def _check_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, STATS, CAND, DONE, MASS, COUNT, stride_b, V, chunk, B,
                   R: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Round R's unsettled rows: this chunk's mass above the round's token, among the tokens top-k
-    and min-p keep: what top-p weighs the token by, and the next round's candidate mass."""
-    row, C, temperature, top_k, use_k = _row(TEMPERATURE, TOP_K, V)
-    if (temperature > 0.0) & (tl.load(DONE + row) < 0):
+    """Round R's unsettled rows, this chunk's share of what the round's token is weighed by: the
+    mass above it among the tokens min-p keeps (top-p's measure, and the next round's candidate
+    mass) and how many tokens are above it (top-k's)."""
+    row = tl.program_id(0).to(tl.int64)
+    C = tl.num_programs(1)
+    rounds = _in_rounds(TOP_K, TOP_P, row, V)[0]
+    temperature = tl.load(TEMPERATURE + row)
+    if (temperature > 0.0) & rounds & (tl.load(DONE + row) < 0):
         m, z = _merged(STATS, row, C, 1, BLOCK_C)
         s_min = _min_p_cut(MIN_P, row, m)
-        key_min = tl.where(use_k, tl.load(KEYS + row * 2), -2147483648)
         ROW = LOGITS + row * stride_b
         s_j = tl.load(ROW + tl.load(CAND + R * B + row)).to(tl.float32) / temperature
         start0, end = _chunk_bounds(V, chunk)
         total = tl.zeros([BLOCK_V], tl.float32)  # per lane; reduced once, after the loop
+        count = tl.zeros([BLOCK_V], tl.int32)
         for start in range(start0, end, BLOCK_V):
-            s, key = _scaled_chunk(ROW, start + tl.arange(0, BLOCK_V), end, temperature)
-            total += tl.where((key >= key_min) & (s > s_j) & (s >= s_min), tl.exp(s - m), 0.0)
-        tl.store(MASS + (R * B + row) * C + tl.program_id(1), tl.sum(total, 0))
+            offs = start + tl.arange(0, BLOCK_V)
+            s = _scaled_chunk(ROW, offs, end, temperature)[0]
+            higher = (offs < end) & (s > s_j)
+            total += tl.where(higher & (s >= s_min), tl.exp(s - m), 0.0)
+            count += higher.to(tl.int32)
+        at = (R * B + row) * C + tl.program_id(1)
+        tl.store(MASS + at, tl.sum(total, 0))
+        tl.store(COUNT + at, tl.sum(count, 0))
 
 
 @triton.jit
@@ -605,6 +610,7 @@ def sample_triton(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.
     part_k, part_p = (torch.empty(B, PASSES, C, NB, dtype=torch.float32, device=device) for _ in range(2))
     kmass, dmass = (torch.empty(B, C, dtype=torch.float32, device=device) for _ in range(2))
     mass = torch.empty(ROUNDS, B, C, dtype=torch.float32, device=device)  # per round: candidate mass above its token
+    count = torch.empty(ROUNDS, B, C, dtype=torch.int32, device=device)  # per round: tokens above it
     cand = torch.empty(ROUNDS, B, dtype=torch.int64, device=device)  # per round: the token drawn
     done = torch.full((B,), -1, dtype=torch.int64, device=device)  # the accepted token, -1 while none
     search = torch.empty(B, 2, 2, 2, dtype=torch.int64, device=device)  # per search, two slots of [lo, hi]
@@ -614,22 +620,19 @@ def sample_triton(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.
     per_row = dict(BLOCK_V=block_v, BLOCK_C=tile["BLOCK_C"], num_warps=4)
 
     _stats_kernel[grid](logits, temperature, stats, argmax, stride, V, chunk, BLOCK_V=block_v, num_warps=4)
-    for p in range(PASSES):
-        _search_kernel[grid](logits, temperature, top_k, top_p, stats, search, part_k, keys, kmass, done, stride, V,
-                             chunk, p, TOP_P_SEARCH=False, BLOCK=min(block_v, 256), **tile)
-    _mass_kernel[grid](logits, temperature, top_k, top_p, min_p, stats, search, part_k, part_p, keys, kmass, done,
-                       kmass, stride, V, chunk, FINAL=False, BLOCK_V=block_v, **tile)
     for r in range(ROUNDS + 1):
-        _pick_kernel[(B,)](logits, temperature, top_k, top_p, min_p, seeds, sample_idx, steps, stats, keys, kmass, mass,
+        _pick_kernel[(B,)](logits, temperature, top_k, top_p, min_p, seeds, sample_idx, steps, stats, mass, count,
                            cand, done, stride, V, chunk, C, B, R=r, SALT=_salt(r), DRAW=r < ROUNDS, **per_row)
         if r < ROUNDS:
-            _check_kernel[grid](logits, temperature, top_k, min_p, stats, keys, cand, done, mass, stride, V, chunk, B,
-                                R=r, **per_row)
-    for p in range(PASSES):
-        _search_kernel[grid](logits, temperature, top_k, top_p, stats, search, part_p, keys, kmass, done, stride, V,
-                             chunk, p, TOP_P_SEARCH=True, BLOCK=min(block_v, 256), **tile)
-    _mass_kernel[grid](logits, temperature, top_k, top_p, min_p, stats, search, part_k, part_p, keys, kmass, done,
-                       dmass, stride, V, chunk, FINAL=True, BLOCK_V=block_v, **tile)
+            _check_kernel[grid](logits, temperature, top_k, top_p, min_p, stats, cand, done, mass, count, stride, V,
+                                chunk, B, R=r, **per_row)
+    # the fallback, for rows the rounds did not settle: the exact thresholds, then the draw
+    for top_p_search, part, kept in ((False, part_k, kmass), (True, part_p, dmass)):
+        for p in range(PASSES):
+            _search_kernel[grid](logits, temperature, top_k, top_p, stats, search, part, keys, kmass, done, stride, V,
+                                 chunk, p, TOP_P_SEARCH=top_p_search, BLOCK=min(block_v, 256), **tile)
+        _mass_kernel[grid](logits, temperature, top_k, top_p, min_p, stats, search, part_k, part_p, keys, kmass, done,
+                           kept, stride, V, chunk, FINAL=top_p_search, BLOCK_V=block_v, **tile)
     _draw_kernel[grid](logits, temperature, min_p, seeds, sample_idx, steps, stats, keys, dmass, done, first, last,
                        stride, V, chunk, SALT=_salt(ROUNDS), **per_row)
     _finish_kernel[(B,)](logits, temperature, stats, argmax, done, first, last, tokens, logprobs, stride, V, C,

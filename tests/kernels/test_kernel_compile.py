@@ -48,7 +48,7 @@ def sampling_variants(sampling):
     rows = dict(LOGITS=BF16, TEMPERATURE="fp32", TOP_K="i32", TOP_P="fp32", MIN_P="fp32", SEEDS="i64",
                 SAMPLE_IDX="i64", STEPS="i64", STATS="fp32", ARGMAX="i32", SEARCH="i64", PART="fp32", PART_K="fp32",
                 PART_P="fp32", KEYS="i64", KMASS="fp32", DMASS="fp32", OUT="fp32", FIRST="i32", LAST="i32",
-                TOKENS="i64", LOGPROBS="fp32", MASS="fp32", CAND="i64", DONE="i64")
+                TOKENS="i64", LOGPROBS="fp32", MASS="fp32", COUNT="i32", CAND="i64", DONE="i64")
     tile = dict(BLOCK_C=64, NB=sampling.NB, PASSES=sampling.PASSES)
     last = sampling.ROUNDS
     return [(sampling._stats_kernel, rows, dict(BLOCK_V=1024)),

@@ -64,7 +64,8 @@ def test_fallback_matches_reference(rounds, monkeypatch):
 
 @pytest.mark.parametrize("rounds", [0, 1, 3])
 @pytest.mark.parametrize("temperature, top_k, top_p, min_p", [
-    (1.0, 0, 0.5, 0.0), (0.8, 0, 0.95, 0.0), (1.5, 0, 1.0, 0.3), (1.0, 5, 0.7, 0.0), (0.7, 0, 0.9, 0.1)])
+    (1.0, 0, 0.5, 0.0), (0.8, 0, 0.95, 0.0), (1.5, 0, 1.0, 0.3), (1.0, 5, 0.7, 0.0), (0.7, 0, 0.9, 0.1),
+    (1.0, 3, 1.0, 0.0), (1.2, 4, 1.0, 0.2)])
 def test_reference_draws_the_truncated_softmax(temperature, top_k, top_p, min_p, rounds, monkeypatch):
     """The rejection rounds and the fallback draw exactly the truncated softmax: 40,000 draws of
     the reference (the kernel draws its tokens, above) have a total variation distance to it
