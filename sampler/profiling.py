@@ -33,8 +33,8 @@ PEAK_TFLOPS = ((r"H100.*PCIe", 756.0, 51.0), (r"H[12]00.*NVL", 835.0, 60.0), (r"
 # Op groups of a step. A CPU op counts in the group of its innermost labelled call (the kernels' entry
 # points, wrapped in profiler ranges named after them while profiling), a CUDA kernel in the group its
 # own name matches; what matches none is "other".
-GROUPS = {"attention prefix": r"prefix_(part|attention)", "attention suffix": r"suffix_(part|attention)",
-          "attention merge": r"merge", "sampling": r"sample|_(stats|search|mass|draw|finish)_kernel",
+GROUPS = {"attention": r"(prefix|suffix)_attention|_attention_kernel",  # one kernel on CUDA: prefix and suffix
+          "attention merge": r"merge", "sampling": r"sample|_(stats|search|mass|pick|check|draw|finish)_kernel",
           "norms": r"rms_norm", "RoPE + KV write": r"rope", "SiLU x up": r"silu",
           "matmuls": r"gemm|gemv|nvjet|cutlass|xmma|splitK|^aten::(linear|matmul|mm|addmm|bmm)$"}
 ENTRY_POINTS = ((kernels.attention, "prefix_attention_ref"), (kernels.attention, "suffix_attention_ref"),

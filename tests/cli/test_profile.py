@@ -25,7 +25,7 @@ def test_profile_numbers_are_consistent(tmp_path, capsys):
         assert 0 < r["mbu"] <= 1 and 0 < r["mfu"] <= 1
         assert r["mbu"] == pytest.approx(r["step_bytes"] / result["bandwidth_bytes_per_s"] / (r["step_ms"] / 1e3))
         assert r["tokens_per_s"]["step"] <= min(r["tokens_per_s"]["matmul floor"], r["tokens_per_s"]["memory"])
-        assert r["parts_ms"]["matmuls"] > 0 and r["parts_ms"]["attention suffix"] > 0 and r["parts_ms"]["sampling"] > 0
+        assert r["parts_ms"]["matmuls"] > 0 and r["parts_ms"]["attention"] > 0 and r["parts_ms"]["sampling"] > 0
     kv = result["kv_cache"]
     assert kv["samples_fit"] * kv["bytes_per_sample"] <= kv["blocks_total"] * kv["block_size"] * kv["bytes_per_token"]
     assert result["prompt_tokens"] + result["new_tokens"] <= 512  # the default prompt fits toy-xs' context
