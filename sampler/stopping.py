@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Optional
 
 logger = logging.getLogger("sampler")
@@ -66,19 +67,25 @@ class Detokenizer:
         # special tokens let the byte runs on either side join)
         self.holds = {i for t, i in tokenizer.get_vocab().items() if _BYTE_PIECE.fullmatch(t)}
         self.holds |= set(getattr(tokenizer, "added_tokens_decoder", {}))
-        self._context = tokenizer.encode("a", add_special_tokens=False)[-1:]  # a plain token to decode after
-        self._context_text = self.decode(self._context)
+        self.tokenizer = tokenizer
         self._pieces: dict[int, Optional[str]] = {}
         self._warned = False
+
+    @cached_property
+    def _context(self) -> tuple[list[int], str]:
+        """A plain token that pieces are decoded after, and its text."""
+        ids = self.tokenizer.encode("a", add_special_tokens=False)[-1:]
+        return ids, self.decode(ids)
 
     def piece(self, token_id: int) -> Optional[str]:
         """The text a token adds after a plain one (a guess where the text around it can still
         change, as for a byte piece); None for a partial character, where the lazy stop search
         decodes."""
         if token_id not in self._pieces:
-            text = self.decode(self._context + [token_id])
-            plain = text.startswith(self._context_text) and "\ufffd" not in text
-            self._pieces[token_id] = text[len(self._context_text):] if plain else None
+            ids, before = self._context
+            text = self.decode(ids + [token_id])
+            plain = text.startswith(before) and "\ufffd" not in text
+            self._pieces[token_id] = text[len(before):] if plain else None
         return self._pieces[token_id]
 
     def prompt(self, prompt_ids: list[int]) -> "PromptText":
