@@ -149,7 +149,7 @@ def draw_ref(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min
     rows = torch.nonzero(~(with_k & (top_p < 1))).flatten()  # (top-p among the top-k needs their mass)
     s, ws, ks, k, p, c, wk = ((x[rows] for x in (scaled, w, keys, top_k, top_p, cut, with_k)) if len(rows) < B
                               else (scaled, w, keys, top_k, top_p, cut, with_k))
-    cand, z = ws, ws.sum(dim=-1)
+    cand, z = ws, (ws.sum(dim=-1) if bool((p < 1).any()) else p)  # z: top-p's measure (unused without)
     any_min_p, any_k = bool((min_p > 0).any()), bool(with_k.any())
     for r in range(ROUNDS if len(rows) else 0):
         j = first_reaching(cand, uniform(ks, r), of_total=True)
