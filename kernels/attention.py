@@ -119,8 +119,27 @@ def prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_l
     return out, lse
 
 
+SUFFIX_BUCKET_ROWS = 64  # rows per length bucket of the suffix reference
+
+
 def suffix_attention_ref(q, suffix_k, suffix_v, suffix_tables, suffix_lens, scale):
-    """Suffix part. Rows with no suffix get out = 0 and lse = -inf."""
+    """Suffix part. Rows with no suffix get out = 0 and lse = -inf. Past SUFFIX_BUCKET_ROWS rows,
+    rows are taken in buckets of similar suffix length, each padded to its own longest: padding
+    every row to the batch's longest made a step of samples refilled across prompts (lengths 1 to
+    ~300, mean 79) cost 1.7x a step of one prompt's samples at the mean length."""
+    B, H, D = q.shape
+    if B <= SUFFIX_BUCKET_ROWS:
+        return _suffix_bucket(q, suffix_k, suffix_v, suffix_tables, suffix_lens, scale)
+    out = torch.empty(B, H, D, dtype=torch.float32, device=q.device)
+    lse = torch.empty(B, H, dtype=torch.float32, device=q.device)
+    order = torch.argsort(suffix_lens)
+    for rows in order.split(SUFFIX_BUCKET_ROWS):
+        out[rows], lse[rows] = _suffix_bucket(q[rows], suffix_k, suffix_v, suffix_tables[rows], suffix_lens[rows],
+                                              scale)
+    return out, lse
+
+
+def _suffix_bucket(q, suffix_k, suffix_v, suffix_tables, suffix_lens, scale):
     B, H, D = q.shape
     hkv = suffix_k.shape[0]
     ratio = H // hkv
