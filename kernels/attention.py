@@ -124,11 +124,12 @@ SUFFIX_BUCKET_ROWS = 64  # rows per length bucket of the suffix reference
 
 def suffix_attention_ref(q, suffix_k, suffix_v, suffix_tables, suffix_lens, scale):
     """Suffix part. Rows with no suffix get out = 0 and lse = -inf. Past SUFFIX_BUCKET_ROWS rows,
-    rows are taken in buckets of similar suffix length, each padded to its own longest: padding
-    every row to the batch's longest made a step of samples refilled across prompts (lengths 1 to
-    ~300, mean 79) cost 1.7x a step of one prompt's samples at the mean length."""
+    where padding every row to the longest would be over a quarter of the work, rows are taken in
+    buckets of similar suffix length, each padded to its own longest: one padding made a step of
+    samples refilled across prompts (lengths 1 to ~300, mean 79) cost 1.7x a step of one prompt's
+    samples at the mean length."""
     B, H, D = q.shape
-    if B <= SUFFIX_BUCKET_ROWS:
+    if B <= SUFFIX_BUCKET_ROWS or 4 * int(suffix_lens.sum()) >= 3 * B * int(suffix_lens.max()):
         return _suffix_bucket(q, suffix_k, suffix_v, suffix_tables, suffix_lens, scale)
     out = torch.empty(B, H, D, dtype=torch.float32, device=q.device)
     lse = torch.empty(B, H, dtype=torch.float32, device=q.device)
