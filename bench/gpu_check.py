@@ -7,8 +7,9 @@ Parts, in this order (most needed first: --time-limit cuts the tail):
    Qwen2.5-1.5B's shape, and the decode step's fraction of the memory roofline: minimum bytes a
    step must move / measured copy bandwidth / measured step time;
 3. end to end under the paper's sampling (bench/e2e.py's run_paper: HumanEval prompts and stop
-   strings, T = 0.8, top-p 0.95, real lengths, slots refilled across prompts) at n = 64 and 256,
-   the engine's overlap on and off, against n / (the step alone at batch n);
+   strings, T = 0.8, top-p 0.95, real lengths, slots refilled across prompts) at n = 64, 200 and
+   256, the engine's overlap on and off, against n / (the step alone at batch n), and at n = 200
+   transformers' generate beside it;
 4. the README's main job on this device (`budget-sampler eval --device cuda`);
 5. shared-prefix attention vs torch SDPA over KV replicated per sample (and flash-attn when it is
    installed) at n in {16, 64, 256, 1024} samples and prefixes of {512, 2048, 8192} tokens;
@@ -45,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # our `kernels`, not a same-named installed package
 
 import torch  # noqa: E402
-from e2e import forced_scripts, make_tokenizer, run_hf, run_ours, run_paper  # noqa: E402
+from e2e import PAPER, forced_scripts, make_tokenizer, run_hf, run_ours, run_paper  # noqa: E402
 from kernel_inputs import (  # noqa: E402
     QWEN_1_5B,
     attention_inputs,
@@ -99,7 +100,8 @@ class Setup:
         self.micro_n = 4 if dry else 256
         self.model = TINY if dry else QWEN2_5_1_5B
         self.e2e_n = [2] if dry else [16, 64, 256]
-        self.paper_n, self.paper_prompts = ([3], 2) if dry else ([64, 256], 16)
+        self.paper_n, self.paper_prompts = ([3], 2) if dry else ([64, 200, 256], 16)
+        self.paper_hf_n = 3 if dry else 200  # where transformers' generate is run beside
         self.prompt_tokens = 12 if dry else 512
         self.new_tokens = 4 if dry else 128
 
@@ -358,7 +360,11 @@ def release(setup: Setup) -> None:
 
 def paper(setup: Setup) -> dict:
     """Tokens/s under the paper's sampling with real lengths and stops, the engine's overlap on and
-    off (CUDA only), against the ideal n / step time (issue 21's bar: >= 0.9 of it)."""
+    off (CUDA only), against the ideal n / step time (issue 21's bar: >= 0.9 of it); at
+    paper_hf_n also transformers' generate on the first prompt, its length forced to the runs' mean
+    (it has no stop strings to check, which only favours it)."""
+    from transformers import AutoModelForCausalLM
+
     from sampler import Sampler
     from sampler.profiling import measure
     rows = []
@@ -378,8 +384,15 @@ def paper(setup: Setup) -> dict:
             row = dict(n=n, step_ms=step_ms, ideal_tokens_per_s=n / step_ms * 1e3)
             rows.append(dict(row, **{mode: dict(r, share_of_ideal=r["tokens_per_s"] / row["ideal_tokens_per_s"])
                                      for mode, r in runs.items()}))
+            prompt_ids = sampler.encode(next(iter(scripts)))
             del sampler
             release(setup)
+            if n == setup.paper_hf_n:
+                model = AutoModelForCausalLM.from_pretrained(d, dtype=setup.dtype).to(setup.device).eval()
+                hf = run_hf(model, prompt_ids, n, round(mean_tokens), PAPER["top_p"])
+                rows[-1]["hf"] = dict(hf, speedup=run["tokens_per_s"] / hf["tokens_per_s"])
+                del model
+                release(setup)
     return dict(prompts=setup.paper_prompts, rows=rows)
 
 
@@ -437,7 +450,9 @@ def table(result: dict) -> str:
                 cells = [f"{r[m]['tokens_per_s']:13.0f} ({r[m]['share_of_ideal']:.2f}, {r[m]['host_share']:.0%})"
                          if m in r else f"{'-':>13}" for m in ("overlap", "in_turn")]
                 lines.append(f"{'':16}{r['n']:5d}  {r['step_ms']:8.2f}  {r['ideal_tokens_per_s']:12.0f}  "
-                             + "   ".join(cells))
+                             + "   ".join(cells)
+                             + (f"   HF {r['hf']['tokens_per_s']:.0f} tok/s: {r['hf']['speedup']:.1f}x" if "hf" in r
+                                else ""))
         elif name == "main_job":
             lines.append(f"main job ({part['command']}): {part['seconds']:.0f} s; pass@k at the largest k: "
                          + ", ".join(f"{model} {list(m['pass@k'].values())[-1]:.3f}"
