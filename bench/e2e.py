@@ -118,6 +118,16 @@ def run_paper(sampler, scripts: dict[str, list[list[int]]], n: int) -> dict:
     stats = engine.stats.as_dict()
     tokens = sum(len(c.token_ids) for o in out for c in o)
     assert all(c.finish_reason == "stop" for o in out for c in o)
-    return dict(n=n, prompts=len(scripts), tokens=tokens, seconds=seconds, tokens_per_s=tokens / seconds,
-                decode_steps=stats["decode_steps"], mean_batch=tokens / max(stats["decode_steps"], 1),
-                host_postprocess_seconds=host[0], host_share=host[0] / seconds, stats=stats)
+    return dict(n=n, prompts=len(scripts), tokens=tokens, mean_new_tokens=tokens / (len(scripts) * n),
+                seconds=seconds, tokens_per_s=tokens / seconds, decode_steps=stats["decode_steps"],
+                mean_batch=tokens / max(stats["decode_steps"], 1), host_postprocess_seconds=host[0],
+                host_share=host[0] / seconds, stats=stats)
+
+
+def paper_step_ms(sampler, scripts: dict[str, list[list[int]]], run: dict, repeats: int) -> float:
+    """The engine's step alone at a run's batch n and mean suffix length (sampler.profiling.measure,
+    which times it at half the new tokens it is given), one scripted prompt's samples, no stop
+    strings: what n / step, the run's ideal, divides by."""
+    from sampler.profiling import measure
+    return measure(sampler, sampler.encode(next(iter(scripts))), run["n"], PAPER["top_p"],
+                   2 * round(run["mean_new_tokens"]), repeats)["step_ms"]

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # our `kernels`, not a same-named installed package
 
 import torch  # noqa: E402
-from e2e import PAPER, forced_scripts, make_tokenizer, run_hf, run_ours, run_paper  # noqa: E402
+from e2e import PAPER, forced_scripts, make_tokenizer, paper_step_ms, run_hf, run_ours, run_paper  # noqa: E402
 from kernel_inputs import (  # noqa: E402
     QWEN_1_5B,
     attention_inputs,
@@ -366,7 +366,6 @@ def paper(setup: Setup) -> dict:
     from transformers import AutoModelForCausalLM
 
     from sampler import Sampler
-    from sampler.profiling import measure
     rows = []
     with tempfile.TemporaryDirectory() as d:
         make_checkpoint(setup, Path(d))
@@ -377,10 +376,8 @@ def paper(setup: Setup) -> dict:
             for overlap in ([True, False] if setup.device == "cuda" else [False]):
                 sampler.engine.overlap = overlap
                 runs["overlap" if overlap else "in_turn"] = run_paper(sampler, scripts, n)
-            run = next(iter(runs.values()))  # the step at batch n and the runs' mean suffix length
-            mean_tokens = run["tokens"] / (run["prompts"] * n)
-            step_ms = measure(sampler, sampler.encode(next(iter(scripts))), n, 0.95, 2 * round(mean_tokens),
-                              repeats=3 if setup.dry else 10)["step_ms"]
+            run = next(iter(runs.values()))
+            step_ms = paper_step_ms(sampler, scripts, run, repeats=3 if setup.dry else 10)
             row = dict(n=n, step_ms=step_ms, ideal_tokens_per_s=n / step_ms * 1e3)
             rows.append(dict(row, **{mode: dict(r, share_of_ideal=r["tokens_per_s"] / row["ideal_tokens_per_s"])
                                      for mode, r in runs.items()}))
@@ -389,7 +386,7 @@ def paper(setup: Setup) -> dict:
             release(setup)
             if n == setup.paper_hf_n:
                 model = AutoModelForCausalLM.from_pretrained(d, dtype=setup.dtype).to(setup.device).eval()
-                hf = run_hf(model, prompt_ids, n, round(mean_tokens), PAPER["top_p"])
+                hf = run_hf(model, prompt_ids, n, round(run["mean_new_tokens"]), PAPER["top_p"])
                 rows[-1]["hf"] = dict(hf, speedup=run["tokens_per_s"] / hf["tokens_per_s"])
                 del model
                 release(setup)

@@ -22,17 +22,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from e2e import forced_scripts, run_paper
+from e2e import forced_scripts, paper_step_ms, run_paper
 from throughput import SHAPES, make_model
 
 from sampler import Sampler
-from sampler.profiling import measure
-
-
-def mean_length(run: dict) -> int:
-    """Twice a run's mean new tokens per sample: `measure` times the step at half of what it is given,
-    so at the run's mean suffix length."""
-    return 2 * round(run["tokens"] / (run["prompts"] * run["n"]))
 
 
 def main(argv=None) -> int:
@@ -51,14 +44,14 @@ def main(argv=None) -> int:
             sampler = Sampler.from_pretrained(d, max_batch_size=n)
             scripts = forced_scripts(sampler, n, args.prompts)
             runs = [run_paper(sampler, scripts, n) for _ in range(args.repeats)]
-            step = measure(sampler, sampler.encode(next(iter(scripts))), n, 0.95, mean_length(runs[0]), repeats=5)
+            step_ms = paper_step_ms(sampler, scripts, runs[0], repeats=5)
             tok_s = statistics.median(r["tokens_per_s"] for r in runs)
-            row = dict(n=n, tokens_per_s=tok_s, step_ms=step["step_ms"], ideal_tokens_per_s=n / step["step_ms"] * 1e3,
-                       share_of_ideal=tok_s / (n / step["step_ms"] * 1e3),
+            row = dict(n=n, tokens_per_s=tok_s, step_ms=step_ms, ideal_tokens_per_s=n / step_ms * 1e3,
+                       share_of_ideal=tok_s / (n / step_ms * 1e3),
                        host_share=statistics.median(r["host_share"] for r in runs),
                        mean_batch=statistics.median(r["mean_batch"] for r in runs), runs=runs)
             rows.append(row)
-            print(f"n={n}: {tok_s:,.0f} tok/s, step {step['step_ms']:.2f} ms (ideal {row['ideal_tokens_per_s']:,.0f} "
+            print(f"n={n}: {tok_s:,.0f} tok/s, step {step_ms:.2f} ms (ideal {row['ideal_tokens_per_s']:,.0f} "
                   f"tok/s): {row['share_of_ideal']:.2f} of it; mean batch {row['mean_batch']:.1f}; "
                   f"host postprocess {row['host_share']:.1%} of the time", flush=True)
     out = Path(args.out or Path(__file__).parent / "results" / "paper_e2e_cpu-2core.json")

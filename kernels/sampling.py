@@ -67,9 +67,13 @@ ROUNDS = 3  # rejection rounds before the exact fallback: each accepts with prob
 ROUND_SALT = 0x7FEB352D  # round r's uniform hashes the row key plus r times this (mod 2^32)
 
 
+def _salt(r: int) -> int:
+    return r * ROUND_SALT & MASK32
+
+
 def uniform(keys: torch.Tensor, r: int) -> torch.Tensor:
     """Round r's u in (0, 1) per row: the 24 high bits of the hashed row key, centred in their bucket."""
-    h = mix32((keys + r * ROUND_SALT) & MASK32)
+    h = mix32((keys + _salt(r)) & MASK32)
     return ((h >> 8).to(torch.float32) + 0.5) * (1.0 / 16777216.0)
 
 
@@ -212,10 +216,6 @@ def _uniform(SEEDS, SAMPLE_IDX, STEPS, row, SALT: tl.constexpr):
     h = _mix32(h + (tl.load(STEPS + row).to(tl.int64) & 0xFFFFFFFF).to(tl.uint32) * 0x9E3779B9)
     h = _mix32(h + SALT)
     return ((h >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
-
-
-def _salt(r: int) -> int:
-    return r * ROUND_SALT & MASK32
 
 
 @triton.jit

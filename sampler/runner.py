@@ -162,10 +162,6 @@ class ModelRunner:
         tokens, logprobs = launched.out.tolist()
         return [int(t) for t in tokens], logprobs
 
-    def decode(self) -> tuple[list[int], list[float]]:
-        """One decode step of the batch; returns each row's sampled token and its log-prob."""
-        return self.collect(self.launch())
-
     def _decode_step(self, size: int, num_groups: int) -> None:
         rows = self.rows[:size]
         steps = self.step[rows]
