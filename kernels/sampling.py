@@ -354,9 +354,9 @@ def _row(TEMPERATURE, TOP_K, V):
 def _search_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, STATS, SEARCH, PART, KEYS, KMASS, DONE, stride_b, V, chunk, p,
                    TOP_P_SEARCH: tl.constexpr, BLOCK: tl.constexpr, BLOCK_C: tl.constexpr, NB: tl.constexpr,
                    PASSES: tl.constexpr):
-    """Pass p of top-k's threshold search (on counts) or top-p's (on mass, among the top-k; rows
-    the rounds did not settle): this chunk's shares of G at the NB thresholds that split the
-    pass's interval."""
+    """Pass p of the fallback's top-k threshold search (on counts) or top-p's (on mass, among the
+    top-k), for rows the rounds did not settle: this chunk's shares of G at the NB thresholds that
+    split the pass's interval."""
     row, C, temperature, top_k, use_k = _row(TEMPERATURE, TOP_K, V)
     if TOP_P_SEARCH:
         top_p = tl.load(TOP_P + row)
@@ -394,8 +394,8 @@ def _mass_kernel(LOGITS, TEMPERATURE, TOP_K, TOP_P, MIN_P, STATS, SEARCH, PART_K
                  stride_b, V, chunk, FINAL: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr,
                  NB: tl.constexpr, PASSES: tl.constexpr):
     """Ends a search: the smallest kept key after top-k (KEYS[row, 0]), or, FINAL, after top-p too
-    (KEYS[row, 1], rows the rounds did not settle); and this chunk's kept mass (sum of exp(s - max))
-    under it: the rounds' and top-p's base, or, FINAL, with min-p applied too, the fallback draw's."""
+    (KEYS[row, 1]), for rows the rounds did not settle; and this chunk's kept mass (sum of
+    exp(s - max)) under it: top-p's base, or, FINAL, with min-p applied too, the fallback draw's."""
     row, C, temperature, top_k, use_k = _row(TEMPERATURE, TOP_K, V)
     if FINAL:
         use = (temperature > 0.0) & (tl.load(DONE + row) < 0)
