@@ -19,7 +19,7 @@ from kernel_inputs import (
     sdpa_replicated,
 )
 
-from kernels import attention, norm, rope, sampling
+from budget_sampler_kernels import attention, norm, rope, sampling
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"

@@ -36,7 +36,7 @@ CONFIGS = {  # name -> (extra eval arguments, extra environment)
 def run(out: Path, slice_args: list[str], extra: list[str], env: dict) -> dict:
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "sampler.cli", "eval", *slice_args, "--out", str(out), *extra],
+    subprocess.run([sys.executable, "-m", "budget_sampler.cli", "eval", *slice_args, "--out", str(out), *extra],
                    check=True, cwd=HERE.parent, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
     engine = [json.loads(line) for path in sorted(out.glob("*/engine.jsonl")) for line in path.read_text().splitlines()]

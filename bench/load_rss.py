@@ -64,7 +64,7 @@ def write_checkpoint(path: Path, layers: int, hidden: int, vocab: int = 32000) -
 
 def measure(path: Path, how: str, dtype: str) -> dict:
     """Runs in the child process: load, then report memory before, peak, and the model's bytes."""
-    from sampler.models import load_hf_config, load_model, parse_dtype
+    from budget_sampler.models import load_hf_config, load_model, parse_dtype
     config = load_hf_config(path)
     before = vm("VmRSS")
     if how == "streamed":

@@ -17,14 +17,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from checkout import import_paths, package
+
 HERE = Path(__file__).resolve().parent
 
 
 def run(root: Path, out: Path) -> tuple[float, dict]:
     """Wall seconds of the main job run from `root`'s own sampler package, and its pass@k / rank-score@k."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "sampler.cli", "eval", "--out", str(out)], check=True, cwd=root,
-                   env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", f"{package(root)}.cli", "eval", "--out", str(out)], check=True, cwd=root,
+                   env={**os.environ, "PYTHONPATH": os.pathsep.join(import_paths(root))}, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
     models = json.loads((out / "report.json").read_text())["models"]
     return seconds, {name: {k: v for k, v in m.items() if k.startswith(("pass@", "rank_score@"))}

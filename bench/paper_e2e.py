@@ -25,7 +25,7 @@ import torch
 from e2e import forced_scripts, paper_step_ms, run_paper
 from throughput import SHAPES, make_model
 
-from sampler import Sampler
+from budget_sampler import Sampler
 
 
 def main(argv=None) -> int:

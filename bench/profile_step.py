@@ -2,10 +2,10 @@
 linear layers alone at the same batch (the matmul floor, also replayed from a graph), and the
 kernels of an eager step as the torch profiler sees them, by name and by op group, per step.
 
-    PYTHONPATH=. python bench/profile_step.py                  # CUDA: Qwen2.5-1.5B's shape, random weights
-    PYTHONPATH=. python bench/profile_step.py --dry-run        # CPU: a tiny shape, the same code paths
+    python bench/profile_step.py                  # CUDA: Qwen2.5-1.5B's shape, random weights
+    python bench/profile_step.py --dry-run        # CPU: a tiny shape, the same code paths
 
-The measurement is sampler/profiling.py's (`budget-sampler profile` runs it on any model), timed at
+The measurement is budget_sampler/profiling.py's (`budget-sampler profile` runs it on any model), timed at
 each sample's new_tokens / 2-th token. Writes $OUT/profile_step_<device>.json (or --out) and prints
 one table per (n, top_p).
 """
@@ -24,12 +24,14 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+from checkout import import_paths  # noqa: E402 (bench/, the script's folder, is on sys.path)
+
+sys.path[:0] = import_paths(ROOT)  # this checkout's packages, installed or not (the GPU machine has no registry)
 
 import torch  # noqa: E402
 from gpu_check import Setup, make_checkpoint, release  # noqa: E402
 
-from sampler.profiling import measure  # noqa: E402
+from budget_sampler.profiling import measure  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -42,7 +44,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     setup = Setup(args.dry_run)
     ns = args.n or setup.e2e_n
-    from sampler import Sampler
+    from budget_sampler import Sampler
     rows = []
     with tempfile.TemporaryDirectory() as d:
         make_checkpoint(setup, Path(d))

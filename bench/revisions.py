@@ -15,14 +15,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+from checkout import import_paths, package
+
 HERE = Path(__file__).resolve().parent
 
 # run in the checkout under test: its own sampler package, the model built by this checkout's bench
 CHILD = """
 import json, sys, torch
-sys.path[:0] = [{root!r}, {bench!r}]
+sys.path[:0] = {paths!r} + [{bench!r}]
 from e2e import run_ours
-from sampler import Sampler
+from {package} import Sampler
 torch.set_num_threads({threads})
 torch.manual_seed(1)
 prompt = torch.randint(2, {vocab}, ({prompt_tokens},)).tolist()
@@ -33,8 +35,9 @@ print(json.dumps(dict(tokens_per_s=r["tokens_per_s"], decode_step_ms=r["decode_s
 
 
 def run(root: Path, model: Path, shape: dict, n: int, args) -> dict:
-    code = CHILD.format(root=str(root), bench=str(HERE), threads=args.threads, vocab=shape["config"]["vocab_size"],
-                        prompt_tokens=args.prompt_tokens, model=str(model), max_batch_size=args.max_batch_size,
+    code = CHILD.format(paths=import_paths(root), package=package(root), bench=str(HERE), threads=args.threads,
+                        vocab=shape["config"]["vocab_size"], prompt_tokens=args.prompt_tokens, model=str(model),
+                        max_batch_size=args.max_batch_size,
                         n=n, new_tokens=args.new_tokens, top_p=shape["top_p"])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     return json.loads(out.stdout.strip().splitlines()[-1])

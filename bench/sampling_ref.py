@@ -1,4 +1,4 @@
-"""The CPU sampling reference (kernels/sampling.py's sample_ref, what a CPU decode step samples with)
+"""The CPU sampling reference (budget_sampler_kernels/sampling.py's sample_ref, what a CPU decode step samples with)
 at this checkout and at another one, alternating in one process, one thread, median of --repeats.
 
 Logits are bench/kernel_inputs.py's (randn x 3: a few peaked tokens), T = 0.8, at the toy ladder's
@@ -18,20 +18,20 @@ import time
 from pathlib import Path
 
 import torch
+from checkout import kernels_dir
+from kernel_inputs import sampling_inputs
+
+import budget_sampler_kernels._triton  # noqa: F401  (the checkouts' sampling modules import it relatively)
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from kernel_inputs import sampling_inputs  # noqa: E402
-
-import kernels._triton  # noqa: E402,F401  (the checkouts' sampling modules import it relatively)
 
 SHAPES = [(256, 512), (64, 4096), (256, 4096), (64, 32000), (256, 32000)]
 SETTINGS = {"top_p=0.95": dict(top_p=0.95), "top_k=50": dict(top_p=1.0, top_k=50), "T only": dict(top_p=1.0)}
 
 
 def load(root: Path, name: str):
-    """kernels/sampling.py of a checkout, as a module of the `kernels` package."""
-    spec = importlib.util.spec_from_file_location(f"kernels.{name}", root / "kernels" / "sampling.py")
+    """The sampling.py of a checkout's kernels, as a module of this checkout's kernels package."""
+    spec = importlib.util.spec_from_file_location(f"budget_sampler_kernels.{name}", kernels_dir(root) / "sampling.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

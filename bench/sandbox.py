@@ -23,10 +23,10 @@ import threading
 import time
 from pathlib import Path
 
-from sampler.eval import jail
-from sampler.eval.config import DEFAULT_PROBLEMS
-from sampler.eval.execute import ExecutionPool
-from sampler.eval.tasks import load_benchmark
+from budget_sampler.eval import jail
+from budget_sampler.eval.config import DEFAULT_PROBLEMS
+from budget_sampler.eval.execute import ExecutionPool
+from budget_sampler.eval.tasks import load_benchmark
 
 MODES = ("process", "namespaces")
 BOMB = "import ctypes\nlibc = ctypes.CDLL(None)\nlibc.prctl(15, b'forkbomb', 0, 0, 0)\nwhile True:\n    libc.fork()\n"

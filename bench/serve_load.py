@@ -1,6 +1,6 @@
 """Load on `budget-sampler serve`: N concurrent clients on loopback, streamed vs not streamed.
 
-The server runs as its own process (`python -m sampler.cli serve`, torch limited to --threads); this
+The server runs as its own process (`python -m budget_sampler.cli serve`, torch limited to --threads); this
 process drives it with --clients concurrent httpx clients, each sending --requests completions in
 turn (n samples of --max-tokens forced tokens, fixed seeds, so both modes do the same work). Per
 mode: generated tokens per second of wall time, time to first token (first text chunk; not
@@ -84,7 +84,7 @@ def start_server(args) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), HF_HUB_OFFLINE="1")
-    server = subprocess.Popen([sys.executable, "-m", "sampler.cli", "serve", "--model", args.model, "--port",
+    server = subprocess.Popen([sys.executable, "-m", "budget_sampler.cli", "serve", "--model", args.model, "--port",
                                str(port), "--max-batch-size", str(args.max_batch_size)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300

@@ -30,7 +30,7 @@ def draw(engine, prompt_ids: list[int], params, stream: bool) -> float:
 
 
 def main(argv=None) -> int:
-    from sampler import Sampler, SamplingParams
+    from budget_sampler import Sampler, SamplingParams
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="toy-s")
     ap.add_argument("--n", type=int, default=64)

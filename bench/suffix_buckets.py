@@ -18,8 +18,8 @@ import torch
 from e2e import forced_scripts, run_paper
 from throughput import SHAPES, make_model
 
-import kernels.attention
-from sampler import Sampler
+import budget_sampler_kernels.attention as attention_module
+from budget_sampler import Sampler
 
 
 def main() -> int:
@@ -31,7 +31,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "suffix_buckets_cpu-2core.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    bucket_rows = kernels.attention.SUFFIX_BUCKET_ROWS
+    bucket_rows = attention_module.SUFFIX_BUCKET_ROWS
     runs = {"one padding": [], "buckets": []}
     with tempfile.TemporaryDirectory() as d:
         make_model(Path(d), SHAPES["gqa"]["config"])
@@ -39,7 +39,7 @@ def main() -> int:
         scripts = forced_scripts(sampler, args.n, args.prompts)
         for _ in range(args.repeats):
             for side, rows in (("one padding", 1 << 30), ("buckets", bucket_rows)):
-                kernels.attention.SUFFIX_BUCKET_ROWS = rows
+                attention_module.SUFFIX_BUCKET_ROWS = rows
                 runs[side].append(run_paper(sampler, scripts, args.n)["tokens_per_s"])
                 print(f"{side}: {runs[side][-1]:,.0f} tok/s", flush=True)
     median = {side: statistics.median(v) for side, v in runs.items()}

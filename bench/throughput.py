@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from e2e import make_tokenizer, run_hf, run_ours
 
-from sampler.profiling import matmul_floor_ms
+from budget_sampler.profiling import matmul_floor_ms
 
 BASE = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=1024,
             bos_token_id=0, eos_token_id=1, tie_word_embeddings=False)
@@ -44,7 +44,7 @@ def make_model(path: Path, config: dict) -> int:
 def bench_shape(name: str, ns: list[int], args) -> dict:
     from transformers import AutoModelForCausalLM
 
-    from sampler import Sampler
+    from budget_sampler import Sampler
     shape = SHAPES[name]
     torch.manual_seed(1)
     prompt_ids = torch.randint(2, shape["config"]["vocab_size"], (args.prompt_tokens,)).tolist()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from sampler.runner import Launched
+from budget_sampler.runner import Launched
 
 
 def logprob_of(step: int) -> float:

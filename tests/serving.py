@@ -6,8 +6,8 @@ from contextlib import contextmanager
 
 import uvicorn
 
-from sampler.server.app import build_app
-from sampler.server.protocol import Limits
+from budget_sampler.server.app import build_app
+from budget_sampler.server.protocol import Limits
 
 WAIT_SECONDS = 60  # upper bound for a condition the test waits for, not a timing assertion
 

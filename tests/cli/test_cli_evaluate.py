@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sampler.cli import main
+from budget_sampler.cli import main
 
 DATA = Path(__file__).parents[1] / "data"
 MBPP = {r["task_id"]: r for r in map(json.loads, (DATA / "mbpp_rows.jsonl").read_text().splitlines())}

@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-from sampler.cli import main
+from budget_sampler.cli import main
 
 
 def run(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "sampler.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "budget_sampler.cli", *args], capture_output=True, text=True,
                           timeout=300, **kw)
 
 

@@ -1,7 +1,6 @@
 """bench/gpu_check.py runs end to end in its CPU dry mode (Triton interpreter, tiny shapes), so the
 one-call GPU check cannot rot between the sessions that have a GPU."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_dry_run_writes_json_and_table(tmp_path):
     out = tmp_path / "gpu_check.json"
     run = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run", "--out", str(out)],
-                         cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
-                         timeout=300)
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["environment"]["dry_run"] and result["environment"]["triton_interpret"]

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from sampler.cli import main
-from sampler.models import load_hf_config, resolve_model_path
-from sampler.plan import decode_step_bytes, decode_step_flops
+from budget_sampler.cli import main
+from budget_sampler.models import load_hf_config, resolve_model_path
+from budget_sampler.plan import decode_step_bytes, decode_step_flops
 
 
 def test_profile_numbers_are_consistent(tmp_path, capsys):

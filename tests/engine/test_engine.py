@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from sampler import InvalidInput, Sampler, SamplingParams
+from budget_sampler import InvalidInput, Sampler, SamplingParams
 
 PROMPT = "def add(a, b):\n    return"
 
@@ -175,7 +175,7 @@ def test_eos_is_the_union_of_generation_config_config_and_tokenizer(tiny_llama, 
     generation_config.json lists other ids; ignore_eos still runs to max_new_tokens."""
     from transformers import AutoTokenizer, GenerationConfig
 
-    from sampler.models.loader import eos_token_ids
+    from budget_sampler.models.loader import eos_token_ids
 
     greedy = SamplingParams(n=1, temperature=0, max_new_tokens=12, ignore_eos=True)
     ids = sampler.generate([PROMPT], greedy)[0][0].token_ids

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sampler import Sampler, SamplingParams
-from sampler.errors import InvalidInput
+from budget_sampler import Sampler, SamplingParams
+from budget_sampler.errors import InvalidInput
 
 from checkpoints import make_checkpoint
 
@@ -36,7 +36,7 @@ def build_hub_cache(hf_home: Path, repo_id: str, checkpoint: Path) -> Path:
 def generate(hf_home: Path, *args, **env):
     """`budget-sampler generate` in a fresh process, so huggingface_hub reads this environment."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_OFFLINE"))}
-    return subprocess.run([sys.executable, "-m", "sampler.cli", "generate", "--prompt", "def add(a, b):",
+    return subprocess.run([sys.executable, "-m", "budget_sampler.cli", "generate", "--prompt", "def add(a, b):",
                            "--temperature", "0", "--max-new-tokens", "4", *args], capture_output=True, text=True,
                           timeout=300, env={**environ, "HF_HOME": str(hf_home), **env})
 
@@ -117,7 +117,7 @@ def test_families_that_do_not_fit_name_the_supported_ones(tmp_path, model_type, 
 
 def test_a_toy_name_without_weights_is_one_clear_error(monkeypatch, tmp_path):
     """Whoever resolves the name (from_pretrained, eval, plan) gets an InvalidInput: exit 2, one line."""
-    from sampler.models import resolve_model_path
+    from budget_sampler.models import resolve_model_path
     monkeypatch.setenv("BUDGET_SAMPLER_TOY_WEIGHTS", str(tmp_path))
     with pytest.raises(InvalidInput, match="model 'toy-s': toy model 'toy-s' has no checkpoint at .*retrain"):
         resolve_model_path("toy-s")

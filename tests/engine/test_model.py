@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from sampler import Sampler, SamplingParams
+from budget_sampler import Sampler, SamplingParams
 
 from checkpoints import make_checkpoint
 

@@ -9,11 +9,11 @@ Token ids must be identical. Log-probs agree to 1e-4: CPU BLAS picks its kernel 
 import pytest
 import torch
 
-from sampler import InvalidInput, Sampler, SamplingParams
-from sampler.cache import PrefillBatch
-from sampler.engine import default_block_size
-from sampler.memory import kv_bytes_per_token, parse_memory
-from sampler.runner import graph_batch_sizes
+from budget_sampler import InvalidInput, Sampler, SamplingParams
+from budget_sampler.cache import PrefillBatch
+from budget_sampler.engine import default_block_size
+from budget_sampler.memory import kv_bytes_per_token, parse_memory
+from budget_sampler.runner import graph_batch_sizes
 
 BS = default_block_size(torch.device("cpu"))  # tokens per block on CPU
 
@@ -30,8 +30,8 @@ def ample(tiny_llama):
 
 def tight(tiny_llama, tokens: int, max_batch_size: int = 32) -> Sampler:
     """A sampler whose pool holds `tokens` tokens (in usable blocks)."""
-    from sampler.models import load_hf_config
-    from sampler.models.llama import ModelConfig
+    from budget_sampler.models import load_hf_config
+    from budget_sampler.models.llama import ModelConfig
     cfg = ModelConfig.from_hf(load_hf_config(tiny_llama))
     return Sampler.from_pretrained(str(tiny_llama), max_batch_size=max_batch_size,
                                    kv_cache_memory=(tokens // BS + 1) * BS * kv_bytes_per_token(cfg, torch.float32))
@@ -141,7 +141,7 @@ def test_bad_kv_cache_memory(tiny_llama, value, match):
 def test_cuda_fraction_counts_memory_the_allocator_holds_unused(monkeypatch):
     """A freed model's KV pool stays reserved by torch's caching allocator: the next model of a
     ladder must be able to budget it, not only what the driver reports free."""
-    from sampler.memory import kv_cache_bytes
+    from budget_sampler.memory import kv_cache_bytes
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 * 2 ** 30, 80 * 2 ** 30))
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 60 * 2 ** 30)
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 4 * 2 ** 30)

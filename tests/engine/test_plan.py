@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sampler.cli import main
-from sampler.plan import plan
+from budget_sampler.cli import main
+from budget_sampler.plan import plan
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bench" / "configs"
 

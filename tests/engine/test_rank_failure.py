@@ -1,5 +1,5 @@
 """A tensor-parallel rank that stops answering (stopped by SIGSTOP, or killed) fails the call that needs it
-with RankFailure naming it, instead of hanging rank 0 in the model's all-reduce (sampler/parallel/watchdog.py).
+with RankFailure naming it, instead of hanging rank 0 in the model's all-reduce (budget_sampler/parallel/watchdog.py).
 A module of its own: test_tensor_parallel.py keeps a tensor-parallel Sampler open for its whole module."""
 import multiprocessing
 import os
@@ -8,9 +8,9 @@ import signal
 import pytest
 import torch.distributed as dist
 
-from sampler import Sampler, SamplingParams
-from sampler.parallel import watchdog
-from sampler.parallel.watchdog import RankFailure
+from budget_sampler import Sampler, SamplingParams
+from budget_sampler.parallel import watchdog
+from budget_sampler.parallel.watchdog import RankFailure
 
 
 @pytest.mark.parametrize("how, message", [

@@ -7,7 +7,7 @@ Truncated-away tokens must never appear.
 import pytest
 import torch
 
-from kernels.sampling import sample_ref
+from budget_sampler_kernels.sampling import sample_ref
 
 N, V = 40_000, 12
 

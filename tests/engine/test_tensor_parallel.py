@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from kernels.sampling import sample_ref
-from sampler import Sampler, SamplingParams
-from sampler.errors import InvalidInput
+from budget_sampler import Sampler, SamplingParams
+from budget_sampler.errors import InvalidInput
+from budget_sampler_kernels.sampling import sample_ref
 
 from checkpoints import make_checkpoint
 
@@ -125,7 +125,7 @@ def test_cli_generate_tensor_parallel(tiny_llama, tmp_path):
     outs = []
     for tp in ("1", "2"):
         out = tmp_path / f"out{tp}.jsonl"
-        r = subprocess.run([sys.executable, "-m", "sampler.cli", "generate", "--model", str(tiny_llama),
+        r = subprocess.run([sys.executable, "-m", "budget_sampler.cli", "generate", "--model", str(tiny_llama),
                             "--prompts", str(prompts), "-n", "3", "--max-new-tokens", "6", "--seed", "1",
                             "--tensor-parallel", tp, "--out", str(out)], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr

@@ -11,9 +11,9 @@ import random
 import httpx
 import pytest
 
-from sampler import Sampler, SamplingParams, cli
-from sampler.cli import common
-from sampler.eval.tasks import STOP
+from budget_sampler import Sampler, SamplingParams, cli
+from budget_sampler.cli import common
+from budget_sampler.eval.tasks import STOP
 
 from family_tokenizers import KINDS, make_family_checkpoint
 from scripted import logprob_of, script
@@ -109,7 +109,7 @@ def test_text_equals_the_full_decode_rule(kind_sampler, monkeypatch, caplog):
     guess of the text is right for these tokenizers: no sample needs the full replay."""
     kind, sampler = kind_sampler
     tok = sampler.tokenizer
-    with caplog.at_level("WARNING", logger="sampler"):
+    with caplog.at_level("WARNING", logger="budget_sampler"):
         prompts, scripts, pad, params, out = generate_scripted(kind, sampler, monkeypatch, PROMPTS_PER_KIND)
     assert not [r for r in caplog.records if "disagreed" in r.getMessage()]
     reasons, detokenizer = {"stop": 0, "eos": 0, "length": 0}, sampler.engine.detokenizer

@@ -11,8 +11,8 @@ from transformers import (
     Starcoder2Config,
 )
 
-from sampler.errors import InvalidInput
-from sampler.eval.budget import PAPER_TOKENS, CostModel, ModelShape, budget_grid, flops_per_sample
+from budget_sampler.errors import InvalidInput
+from budget_sampler.eval.budget import PAPER_TOKENS, CostModel, ModelShape, budget_grid, flops_per_sample
 
 TINY = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2)
 CONFIGS = {

@@ -1,4 +1,4 @@
-"""Data parallel on Ray (sampler/eval/distributed.py): `eval --data-parallel 2` on a local Ray
+"""Data parallel on Ray (budget_sampler/eval/distributed.py): `eval --data-parallel 2` on a local Ray
 cluster of 2 CPU actors against one process, on a slice of the shipped toy ladder and suite.
 
 Compared: the samples and greedy samples as sets of (task_id, index, completion), and the report's
@@ -18,13 +18,13 @@ import time
 import pytest
 import ray
 
-from sampler import cli
-from sampler.api import LoadOptions
-from sampler.cli import eval as eval_cli
-from sampler.errors import InvalidInput
-from sampler.eval import distributed, run
-from sampler.eval.records import SampleSet
-from sampler.params import GenerationStats, SamplingParams
+from budget_sampler import cli
+from budget_sampler.api import LoadOptions
+from budget_sampler.cli import eval as eval_cli
+from budget_sampler.errors import InvalidInput
+from budget_sampler.eval import distributed, run
+from budget_sampler.eval.records import SampleSet
+from budget_sampler.params import GenerationStats, SamplingParams
 
 SLICE = ("--models", "toy-xs,toy-s", "--limit", 6, "--n", 6, "--max-new-tokens", 48)
 MODELS = ("toy-xs", "toy-s")
@@ -144,7 +144,7 @@ def test_sigterm_stops_the_actors_and_the_rerun_resumes(one_process, tmp_path):
     """Ray's init makes SIGTERM a bare exit of its own; eval keeps it an interrupt that unwinds."""
     out = tmp_path / "out"
     argv = ["--timeout", "2", "--workers", "2", *map(str, SLICE), "--out", str(out), "--data-parallel", "2"]
-    proc = subprocess.Popen([sys.executable, "-m", "sampler.cli", "eval", *argv], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "budget_sampler.cli", "eval", *argv], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     while proc.poll() is None and not (out / "toy-xs" / "samples.jsonl").is_file():
         time.sleep(0.01)

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from sampler.cli import main
-from sampler.errors import InvalidInput
-from sampler.eval import apps
-from sampler.eval.apps_judge import call_output_matches, stdout_matches
-from sampler.eval.execute import ExecutionPool
-from sampler.eval.tasks import load_benchmark
+from budget_sampler.cli import main
+from budget_sampler.errors import InvalidInput
+from budget_sampler.eval import apps
+from budget_sampler.eval.apps_judge import call_output_matches, stdout_matches
+from budget_sampler.eval.execute import ExecutionPool
+from budget_sampler.eval.tasks import load_benchmark
 
 ROWS_PATH = Path(__file__).parents[1] / "data" / "apps_rows.jsonl"
 ROWS = {r["problem_id"]: r for r in map(json.loads, ROWS_PATH.read_text().splitlines())}
@@ -161,5 +161,5 @@ def test_cli_bad_file_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
 def test_judge_program_is_self_contained(problems):
     """The program carries the judge's source: nothing of this package is imported inside."""
     program = apps.judge_program(problems["APPS/0"], "print(3)\n", 2.0)
-    assert "import sampler" not in program and "from sampler" not in program
+    assert "import sampler" not in program and "from budget_sampler" not in program
     assert program.endswith(f"judge('print(3)\\n', {problems['APPS/0']['test']!r}, 2.0)\n")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from sampler.cli import main
-from sampler.errors import InvalidInput
-from sampler.eval import mbpp
-from sampler.eval.execute import ExecutionPool, check_program, run_program
-from sampler.eval.tasks import load_benchmark
+from budget_sampler.cli import main
+from budget_sampler.errors import InvalidInput
+from budget_sampler.eval import mbpp
+from budget_sampler.eval.execute import ExecutionPool, check_program, run_program
+from budget_sampler.eval.tasks import load_benchmark
 
 ROWS_PATH = Path(__file__).parents[1] / "data" / "mbpp_rows.jsonl"
 ROWS = {r["task_id"]: r for r in map(json.loads, ROWS_PATH.read_text().splitlines())}

@@ -12,12 +12,12 @@ import sys
 
 import pytest
 
-from sampler import cli
-from sampler.api import LoadOptions, SampleStream
-from sampler.cli import eval as eval_cli
-from sampler.errors import InvalidInput
-from sampler.eval import execute, run
-from sampler.params import Completion, GenerationStats
+from budget_sampler import cli
+from budget_sampler.api import LoadOptions, SampleStream
+from budget_sampler.cli import eval as eval_cli
+from budget_sampler.errors import InvalidInput
+from budget_sampler.eval import execute, run
+from budget_sampler.params import Completion, GenerationStats
 
 from checkpoints import make_checkpoint
 

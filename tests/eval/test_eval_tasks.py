@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from sampler.errors import InvalidInput
-from sampler.eval.tasks import STOP, load_benchmark
+from budget_sampler.errors import InvalidInput
+from budget_sampler.eval.tasks import STOP, load_benchmark
 
 PROBLEM = {"task_id": "X/0", "prompt": "def f():\n", "entry_point": "f",
            "test": "def check(candidate):\n    assert candidate() == 1\n"}

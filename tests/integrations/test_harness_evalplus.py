@@ -8,8 +8,8 @@ import os
 import subprocess
 import sys
 
-from sampler import Sampler
-from sampler.server.protocol import Limits
+from budget_sampler import Sampler
+from budget_sampler.server.protocol import Limits
 
 from serving import serving
 

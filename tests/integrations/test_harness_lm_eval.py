@@ -7,8 +7,8 @@ import pytest
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 
-from sampler import Sampler
-from sampler.integrations.lm_eval_model import BudgetSamplerLM
+from budget_sampler import Sampler
+from budget_sampler.integrations.lm_eval_model import BudgetSamplerLM
 
 from serving import serving
 

@@ -1,8 +1,8 @@
 """The evalplus decoder asks the engine for ONE prompt with n = num_samples."""
 import pytest
 
-from sampler import Completion, InvalidInput, Sampler, SamplingParams
-from sampler.integrations.evalplus_decoder import STOP, SamplerDecoder
+from budget_sampler import Completion, InvalidInput, Sampler, SamplingParams
+from budget_sampler.integrations.evalplus_decoder import STOP, SamplerDecoder
 
 
 class FakeSampler:

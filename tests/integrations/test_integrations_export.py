@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from sampler import Sampler, SamplingParams
-from sampler.cli import main
-from sampler.eval.tasks import STOP
+from budget_sampler import Sampler, SamplingParams
+from budget_sampler.cli import main
+from budget_sampler.eval.tasks import STOP
 
 PROBLEMS = [
     {"task_id": "T/0", "prompt": "def add(a, b):\n", "entry_point": "add",

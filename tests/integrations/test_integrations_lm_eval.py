@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from sampler import Completion, InvalidInput, Sampler, SamplingParams
-from sampler.integrations.lm_eval_model import BudgetSamplerLM, group_identical, main
+from budget_sampler import Completion, InvalidInput, Sampler, SamplingParams
+from budget_sampler.integrations.lm_eval_model import BudgetSamplerLM, group_identical, main
 
 
 @dataclass

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from sampler import InvalidInput
-from sampler.integrations.sample_files import (
+from budget_sampler import InvalidInput
+from budget_sampler.integrations.sample_files import (
     read_generations_json,
     read_samples_jsonl,
     write_generations_json,

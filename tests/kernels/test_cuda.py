@@ -6,8 +6,8 @@ engine's (the sampling kernel draws the reference's uniforms).
 import pytest
 import torch
 
-from sampler import Sampler, SamplingParams
-from sampler.memory import kv_bytes_per_token
+from budget_sampler import Sampler, SamplingParams
+from budget_sampler.memory import kv_bytes_per_token
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -44,8 +44,8 @@ def test_graphs_replay_the_eager_step(tiny_llama, eager):
 
 
 def test_graphs_under_preemption(tiny_llama, eager):
-    from sampler.models import load_hf_config
-    from sampler.models.llama import ModelConfig
+    from budget_sampler.models import load_hf_config
+    from budget_sampler.models.llama import ModelConfig
     cfg = ModelConfig.from_hf(load_hf_config(tiny_llama))
     s = Sampler.from_pretrained(str(tiny_llama), device="cuda", dtype=torch.float32, max_batch_size=32,
                                 cuda_graphs=True, kv_cache_memory=400 * kv_bytes_per_token(cfg, torch.float32))

@@ -6,8 +6,8 @@ place (silu is rounded to float16 before the multiply in both, so only an exp ul
 import pytest
 import torch
 
-import kernels
-from kernels.activation import silu_and_mul_ref, silu_and_mul_triton
+import budget_sampler_kernels as kernels
+from budget_sampler_kernels.activation import silu_and_mul_ref, silu_and_mul_triton
 
 TOL = {torch.float32: dict(atol=1e-6, rtol=2e-6), torch.float16: dict(atol=1e-3, rtol=1e-3)}
 

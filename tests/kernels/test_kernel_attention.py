@@ -12,8 +12,8 @@ and the output is float16).
 import pytest
 import torch
 
-import kernels.attention
-from kernels.attention import launch_plan, shared_prefix_attention_ref, shared_prefix_attention_triton
+import budget_sampler_kernels.attention as attention_module
+from budget_sampler_kernels.attention import launch_plan, shared_prefix_attention_ref, shared_prefix_attention_triton
 
 TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float16: dict(atol=2e-3, rtol=2e-3)}
 
@@ -117,7 +117,7 @@ def test_launch_plan_on_a_gpu(monkeypatch):
     """With an H200's 132 SMs: one launch where the tiles fill the GPU, splits where they do not
     (no more than the block tables can fill), and the launcher's own split path matches the
     reference."""
-    monkeypatch.setattr(kernels.attention, "sm_count", lambda device: 132)
+    monkeypatch.setattr(attention_module, "sm_count", lambda device: 132)
 
     def plan(n, prefix, ratio=6, hkv=2, head_dim=128):
         a = make_inputs([n], [prefix], hkv, ratio, head_dim, 5, 16, torch.float32)
@@ -134,7 +134,7 @@ def test_launch_plan_on_a_gpu(monkeypatch):
 
 def test_gather_blocks_view_and_copy_agree():
     """A sequence in consecutive blocks is read as a view of the cache; scattered ones are copied."""
-    from kernels.attention import gather_blocks
+    from budget_sampler_kernels.attention import gather_blocks
     cache = torch.randn(2, 12, 4, 8)
     for table in ([3, 4, 5, 0], [5, 3, 4, 0]):
         t = torch.tensor([table], dtype=torch.int32)

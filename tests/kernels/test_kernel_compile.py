@@ -16,7 +16,7 @@ BF16 = "bf16"
 def variants():
     """(kernel, element type of each pointer argument, constexprs) per compiled variant; the other
     arguments are i32, except the float ones."""
-    from kernels import activation, attention, norm, rope, sampling
+    from budget_sampler_kernels import activation, attention, norm, rope, sampling
     att = dict(Q=BF16, PREFIX_K=BF16, PREFIX_V=BF16, SUFFIX_K=BF16, SUFFIX_V=BF16, OUT=BF16, LSE=BF16,
                ROW_PTR="i32", PREFIX_TABLES="i32", PREFIX_LENS="i32", SUFFIX_TABLES="i32", SUFFIX_LENS="i32",
                RESULT=BF16)
@@ -81,8 +81,6 @@ def test_kernels_compile_for_sm90():
     pytest.importorskip("triton")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     probe = subprocess.run([sys.executable, "-c", "from triton.backends.nvidia.compiler import CUDABackend"],
                            env=env, capture_output=True, text=True)
     if probe.returncode != 0:

@@ -3,13 +3,13 @@ references: greedy exactly, and seeded sampling too (the sampling kernel draws t
 uniforms). Two prompts of different lengths make two prefix groups."""
 import pytest
 
-import kernels
-import kernels.activation
-import kernels.attention
-import kernels.norm
-import kernels.rope
-import kernels.sampling
-from sampler import Sampler, SamplingParams
+import budget_sampler_kernels as kernels
+import budget_sampler_kernels.activation
+import budget_sampler_kernels.attention
+import budget_sampler_kernels.norm
+import budget_sampler_kernels.rope
+import budget_sampler_kernels.sampling  # noqa: F401 (the submodules patched below)
+from budget_sampler import Sampler, SamplingParams
 
 PROMPTS = ["def add(a, b):\n    return", "for i in range(10):"]
 

@@ -7,7 +7,7 @@ The new residual is a plain add in the input dtype, so it must match exactly.
 import pytest
 import torch
 
-from kernels.norm import rms_norm_ref, rms_norm_triton
+from budget_sampler_kernels.norm import rms_norm_ref, rms_norm_triton
 
 TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float16: dict(atol=1e-3, rtol=1e-3)}
 

@@ -4,7 +4,7 @@ against the reference in float32 (1e-5: summation order only)."""
 import pytest
 import torch
 
-from kernels.prefill import prefill_attention, prefill_attention_ref
+from budget_sampler_kernels.prefill import prefill_attention, prefill_attention_ref
 
 NUM_BLOCKS = 24
 

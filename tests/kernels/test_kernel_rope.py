@@ -8,7 +8,7 @@ V is copied, so it must match exactly.
 import pytest
 import torch
 
-from kernels.rope import rope_write_kv_ref, rope_write_kv_triton
+from budget_sampler_kernels.rope import rope_write_kv_ref, rope_write_kv_triton
 
 TOL = {torch.float32: dict(atol=1e-6, rtol=1e-6), torch.float16: dict(atol=2e-3, rtol=1e-3)}
 

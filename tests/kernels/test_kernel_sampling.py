@@ -13,8 +13,8 @@ appears with probability > 1 - 1e-11).
 import pytest
 import torch
 
-from kernels import sampling
-from kernels.sampling import first_reaching, sample_ref, sample_triton, truncation_mask
+from budget_sampler_kernels import sampling
+from budget_sampler_kernels.sampling import first_reaching, sample_ref, sample_triton, truncation_mask
 
 ROW_PARAMS = [  # temperature, top_k, top_p, min_p: one row each
     (0.0, 0, 1.0, 0.0), (1.0, 0, 1.0, 0.0), (0.7, 0, 0.9, 0.0), (1.3, 0, 1.0, 0.1), (1.0, 5, 1.0, 0.0),

@@ -12,11 +12,11 @@ import httpx
 import openai
 import pytest
 
-from sampler import Completion, InvalidInput, Sampler
-from sampler.errors import check_context
-from sampler.params import GenerationStats, SchedulerStats
-from sampler.scoring import Scored
-from sampler.server.protocol import Limits
+from budget_sampler import Completion, InvalidInput, Sampler
+from budget_sampler.errors import check_context
+from budget_sampler.params import GenerationStats, SchedulerStats
+from budget_sampler.scoring import Scored
+from budget_sampler.server.protocol import Limits
 
 from serving import WAIT_SECONDS, serving, wait_until
 
@@ -317,12 +317,12 @@ def test_engine_failure_is_a_500_and_the_server_keeps_serving(fake):
 
 def test_one_log_line_per_request(fake, caplog):
     _, client = fake
-    with caplog.at_level(logging.INFO, logger="sampler.server"):
+    with caplog.at_level(logging.INFO, logger="budget_sampler.server"):
         client.post("/v1/completions", json={"prompt": "a", "n": 2, "max_tokens": 2})
         client.post("/v1/completions", json={"prompt": "a", "n": 0})
         client.get("/health")
         wait_until(lambda: len(caplog.records) >= 3)
-    lines = sorted(r.getMessage().split(" ", 1)[1] for r in caplog.records if r.name == "sampler.server")
+    lines = sorted(r.getMessage().split(" ", 1)[1] for r in caplog.records if r.name == "budget_sampler.server")
     assert len(lines) == 3
     assert lines[0].startswith('"GET /health" 200')
     assert lines[1].startswith('"POST /v1/completions" 200') and "n=2" in lines[1]
@@ -444,7 +444,7 @@ def test_real_bad_input_from_the_engine(real):
 
 
 def test_cli_defaults_to_loopback_and_checks_its_bounds(capsys):
-    from sampler.cli import build_parser, main
+    from budget_sampler.cli import build_parser, main
 
     args = build_parser().parse_args(["serve", "--model", "m"])
     assert (args.host, args.port) == ("127.0.0.1", 8000)
@@ -458,8 +458,8 @@ def test_cli_chat_template_serves_a_model_without_one(tiny_llama, tmp_path, monk
     from starlette.testclient import TestClient
     from transformers import AutoTokenizer
 
-    from sampler.cli import main
-    from sampler.server import run
+    from budget_sampler.cli import main
+    from budget_sampler.server import run
 
     from checkpoints import CHAT_TEMPLATE
 
@@ -488,7 +488,7 @@ def test_cli_chat_template_serves_a_model_without_one(tiny_llama, tmp_path, monk
 ])
 def test_cli_bad_chat_template_is_one_line_and_exit_2_before_the_model_loads(tmp_path, capsys,
                                                                              content, message):
-    from sampler.cli import main
+    from budget_sampler.cli import main
 
     path = tmp_path / "chat.jinja"
     if content == "dir":
@@ -629,7 +629,7 @@ def test_stream_disconnect_cancels_and_missing_routes_do_not_log(served, monkeyp
         with caplog.at_level(logging.INFO):
             for _ in range(50):  # a client retrying a missing route in a loop
                 assert http.post(f"{url}/v1/nope", json={}).status_code == 404
-    assert not [r for r in caplog.records if r.name.startswith(("sampler", "uvicorn"))]
+    assert not [r for r in caplog.records if r.name.startswith(("budget_sampler", "uvicorn"))]
 
 
 # ---------------------------------------------------------------- backpressure, timeouts, shutdown
@@ -686,8 +686,8 @@ def test_shutdown_lets_requests_finish_then_cancels_them_past_the_timeout():
 
     import uvicorn
 
-    from sampler.server.app import build_app
-    from sampler.server.run import GracefulServer
+    from budget_sampler.server.app import build_app
+    from budget_sampler.server.run import GracefulServer
 
     sampler = FakeSampler()
     engine = sampler.engine
@@ -721,7 +721,7 @@ def test_shutdown_lets_requests_finish_then_cancels_them_past_the_timeout():
     ("--shutdown-timeout", "nan", "--shutdown-timeout=nan is invalid"),
 ])
 def test_cli_bad_serving_bounds_are_one_line_and_exit_2(capsys, flag, value, message):
-    from sampler.cli import main
+    from budget_sampler.cli import main
 
     assert main(["serve", "--model", "m", flag, value]) == 2
     err = capsys.readouterr().err

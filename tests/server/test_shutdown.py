@@ -33,8 +33,9 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0_without_orphans():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # torch references: faster
-    server = subprocess.Popen([sys.executable, "-m", "sampler.cli", "serve", "--model", "toy-xs", "--port", str(port),
-                               "--tensor-parallel", "2", "--max-batch-size", "4", "--shutdown-timeout", "60"],
+    server = subprocess.Popen([sys.executable, "-m", "budget_sampler.cli", "serve", "--model", "toy-xs", "--port",
+                               str(port), "--tensor-parallel", "2", "--max-batch-size", "4",
+                               "--shutdown-timeout", "60"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -5,8 +5,8 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sampler import Sampler, SamplingParams
-from sampler.server.protocol import Limits
+from budget_sampler import Sampler, SamplingParams
+from budget_sampler.server.protocol import Limits
 
 from checkpoints import CHAT_TEMPLATE
 from serving import WAIT_SECONDS, serving

@@ -1,0 +1,189 @@
+"""`budget-sampler eval` (an EvalConfig, which budget_sampler/cli/eval.py builds from its arguments): sample
+a ladder of models on a benchmark, run the unit tests, and report which model wins at each budget
+(Hassid et al. 2024), under FLOPs and measured time, with unit tests (pass@k) and without
+(rank-score@k).
+
+With no arguments it runs the embedded default, the shipped toy ladder on the toy suite, sized by
+DEFAULT_N and DEFAULT_PROBLEMS (config.py) to finish within 10 minutes on a 2-core CPU. Every argument is
+checked before anything is written. Re-running the same command resumes: finished samples and
+results are on disk and are neither drawn nor executed again. With --data-parallel N or
+--ray-address the draws run on Ray actors (distributed.py); all else, writes included, stays here.
+"""
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..api import Sampler
+from ..errors import ContextOverflow, InvalidInput, check_context
+from ..jsonl import append_jsonl, write_atomic, write_jsonl_atomic
+from ..models import ModelConfig, check_device, load_hf_config, parse_dtype, resolve_model_path
+from ..models.shape import ModelShape
+from ..params import SamplingParams
+from . import distributed
+from .config import DEFAULT_PROBLEMS, EvalConfig
+from .execute import ExecutionPool, check_pool_arguments, resolve_sandbox
+from .loop import execute, generate, score
+from .metrics import parse_ks
+from .records import SampleSet, model_dir, open_for_append, ranks_log
+from .render import write_report
+from .report import build_report
+from .tasks import Benchmark, load_benchmark
+
+SETTINGS = ("benchmark", "problems_sha256", "n", "temperature", "top_p", "max_new_tokens", "seed",
+            "stop", "timeout", "sandbox")  # what samples and results depend on: a resumed run must match them
+
+
+@dataclass
+class Model:
+    name: str
+    path: Path
+    shape: ModelShape
+
+
+@dataclass
+class RunPlan:
+    """Everything a run needs, checked; nothing written yet."""
+    out: Path
+    bench: Benchmark
+    params: SamplingParams
+    models: list[Model]
+    ranker: Optional[Model]
+    settings: dict  # what samples and results depend on (SETTINGS), kept in the run's config.json
+    report_config: dict  # the settings and the rest of the run's arguments, as its report shows them
+    on_ray: bool  # draw on Ray actors (distributed.py) instead of in this process
+
+
+def plan(config: EvalConfig) -> RunPlan:
+    names = [m.strip() for m in str(config.models).split(",")]
+    if not all(names) or len({model_dir("", n).name for n in names}) != len(names):
+        raise InvalidInput(f"--models {config.models!r} is invalid: give distinct comma-separated model names")
+    limit = config.limit if config.limit is not None or config.benchmark != "toy" else DEFAULT_PROBLEMS
+    bench = load_benchmark(config.benchmark, limit)
+    max_new_tokens = bench.max_new_tokens if config.max_new_tokens is None else config.max_new_tokens
+    params = SamplingParams(n=config.n, temperature=config.temperature, top_p=config.top_p,
+                            max_new_tokens=max_new_tokens, stop=bench.stop, seed=config.seed)
+    ks = None if config.k is None else parse_ks(config.k, params.n)
+    check_pool_arguments(config.timeout, config.workers)
+    on_ray = distributed.requested(config.data_parallel, config.ray_address, config.until_pass, config.load.device,
+                                   config.item_timeout)
+    parse_dtype(config.load.dtype)
+    check_device(config.load.device)
+    models = [_model(name, bench, params.max_new_tokens, config.load.revision) for name in names]
+    ranker = None if config.ranker == "self" else next(
+        (m for m in models if m.name == config.ranker), None) or _model(config.ranker, bench, params.max_new_tokens,
+                                                                       config.load.revision)
+    settings = {"benchmark": bench.name, "problems_sha256": hashlib.sha256(
+                    json.dumps(bench.problems, sort_keys=True).encode()).hexdigest(),
+                "n": params.n, "temperature": params.temperature, "top_p": params.top_p,
+                "max_new_tokens": params.max_new_tokens, "seed": params.seed, "stop": params.stop,
+                "timeout": config.timeout, "sandbox": resolve_sandbox(config.sandbox)}
+    out = Path(config.out)
+    if (out / "config.json").is_file():
+        old = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        diff = [f"{k}={old.get(k)!r}" for k in SETTINGS if old.get(k) != settings[k]]
+        if diff:
+            raise InvalidInput(f"{out} holds a run with other settings ({', '.join(diff)}): "
+                               "re-run with those settings to resume it, or choose another --out")
+    report_config = {"models": names, **{k: v for k, v in settings.items() if k != "problems_sha256"},
+                     "problems": len(bench.problems), "budget": config.budget, "ranker": config.ranker, "k": ks,
+                     "until_pass": config.until_pass, "device": config.load.device, "dtype": config.load.dtype,
+                     "data_parallel": config.data_parallel}
+    return RunPlan(out, bench, params, models, ranker, settings, report_config, on_ray)
+
+
+def _model(name: str, bench: Benchmark, max_new_tokens: int, revision: Optional[str]) -> Model:
+    """Resolve (download) a model and check that its config is supported and the prompts fit its context."""
+    from transformers import AutoTokenizer
+    path = resolve_model_path(name, revision)
+    hf_config = load_hf_config(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    longest = max(len(tokenizer(p["prompt"]).input_ids) for p in bench.problems)
+    try:
+        check_context(longest, max_new_tokens, ModelConfig.from_hf(hf_config).max_context)
+    except ContextOverflow as e:
+        raise InvalidInput(f"model {name!r}: the longest prompt ({e.prompt_tokens} tokens) + max_new_tokens "
+                           f"({e.new_tokens}) exceeds its context of {e.max_context} tokens") from None
+    return Model(name, path, ModelShape.from_config(hf_config))
+
+
+class LoadedOnce:
+    """A model of the ladder, loaded on first use and freed (with its workers) when the block ends,
+    before the next one loads."""
+
+    def __init__(self, load: Callable[[str], Sampler], model: Model):
+        self._load, self._model, self._sampler = load, model, None
+
+    def __call__(self) -> Sampler:
+        if self._sampler is None:
+            self._sampler = self._load(str(self._model.path))
+        return self._sampler
+
+    def __enter__(self) -> "LoadedOnce":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._sampler is not None:
+            self._sampler.close()
+            self._sampler = None
+            gc.collect()  # a reference cycle would keep its weights and KV pool allocated
+
+
+def main(config: EvalConfig, load_sampler: Optional[Callable[[str], Sampler]] = None) -> int:
+    """Runs the plan; `load_sampler(path)` (default: config.load.load) loads one model of the ladder
+    or the ranker (with data parallel, in each Ray actor: it must pickle)."""
+    p = plan(config)
+    problems = p.bench.problems
+    load_sampler = load_sampler or config.load.load
+    greedy_params = SamplingParams(n=1, temperature=0.0, max_new_tokens=p.params.max_new_tokens,
+                                   stop=p.params.stop)
+    with ExitStack() as stack:
+        cluster = stack.enter_context(distributed.connect(
+            config.data_parallel, config.load.tensor_parallel, config.ray_address, config.load.device,
+            config.load.max_batch_size, config.item_timeout)) if p.on_ray else None
+        if not (p.out / "config.json").is_file():
+            write_atomic(p.out / "config.json", json.dumps(p.settings, indent=2) + "\n")
+        write_jsonl_atomic(p.out / "problems.jsonl", problems)
+        pool = stack.enter_context(ExecutionPool(p.out / "exec_cache.jsonl", config.workers, config.timeout,
+                                                  sandbox=p.settings["sandbox"]))
+        sets = {}
+        for m in p.models:
+            directory = model_dir(p.out, m.name)
+            write_atomic(directory / "model.json", json.dumps(
+                {"name": m.name, "path": str(m.path), "shape": m.shape.as_dict()}, indent=2) + "\n")
+            greedy, samples = sets[m.name] = SampleSet(directory, "greedy"), SampleSet(directory, "samples")
+            stack.callback(greedy.close)
+            stack.callback(samples.close)
+            jobs = [(greedy_params, greedy), (p.params, samples)]
+            if cluster is not None:
+                stats = distributed.generate(cluster, load_sampler, m.name, str(m.path), problems, p.params.seed, jobs)
+            else:
+                with LoadedOnce(load_sampler, m) as load:
+                    if config.until_pass:  # which problems are solved already?
+                        execute(problems, samples, pool, f"{m.name} execute")
+                    stats = generate(load, m.name, problems, p.params.seed, jobs, pool if config.until_pass else None)
+            if stats is not None:
+                with open_for_append(directory / "engine.jsonl") as f:
+                    append_jsonl(f, stats)
+        if cluster is not None:
+            cluster.release()  # the engines' memory, before a ranker loads here
+        for m in p.models:
+            for s in sets[m.name]:
+                execute(problems, s, pool, f"{m.name} execute {s.samples.path.stem}")
+        if p.ranker is not None:
+            load = stack.enter_context(LoadedOnce(load_sampler, p.ranker))
+            for m in p.models:
+                if m.name == p.ranker.name:
+                    continue  # its own log-probs are in its samples
+                log = ranks_log(model_dir(p.out, m.name), p.ranker.name)
+                stack.callback(log.close)
+                score(load, problems, sets[m.name][1], log, f"{m.name} rank by {p.ranker.name}")
+    markdown = write_report(p.out, build_report(p.out, p.report_config))
+    print(markdown)
+    print(f"Report: {p.out / 'report.md'}, {p.out / 'report.json'}")
+    return 0
