@@ -67,20 +67,20 @@ def rope_write_kv(q, k, v, cos, sin, k_cache, v_cache, cache_rows):
     return rope_write_kv_ref(q, k, v, cos, sin, k_cache, v_cache, cache_rows)
 
 
-def prefill_attention(q, k_cache, v_cache, table, scale):
+def prefill_attention(q, k_cache, v_cache, table, scale, softcap=None, window=None):
     """Causal attention of one prompt over its paged K/V (SDPA on every device; see prefill.py)."""
     from .prefill import prefill_attention as attend
-    return attend(q, k_cache, v_cache, table, scale)
+    return attend(q, k_cache, v_cache, table, scale, softcap, window)
 
 
 def shared_prefix_attention(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens,
-                            suffix_k, suffix_v, suffix_tables, suffix_lens, scale):
+                            suffix_k, suffix_v, suffix_tables, suffix_lens, scale, softcap=None, window=None):
     if _use_triton(q):
         from .attention import shared_prefix_attention_triton
         return shared_prefix_attention_triton(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens,
-                                              suffix_k, suffix_v, suffix_tables, suffix_lens, scale)
+                                              suffix_k, suffix_v, suffix_tables, suffix_lens, scale, softcap, window)
     return shared_prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens,
-                                       suffix_k, suffix_v, suffix_tables, suffix_lens, scale)
+                                       suffix_k, suffix_v, suffix_tables, suffix_lens, scale, softcap, window)
 
 
 def sample(logits, temperature, top_k, top_p, min_p, seeds, sample_idx, steps):

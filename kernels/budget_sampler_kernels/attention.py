@@ -35,6 +35,15 @@ every row's suffix alike); then each split writes a partial (out, lse) and a sec
 merges them exactly like the two parts above.
 Every launch decision comes from tensor shapes, never from tensor values: no host sync, so the
 decode step can be captured in a CUDA graph.
+
+Two per-layer options (Gemma 2 / Gemma 3, Mistral-style windows), each a constexpr switch of the kernel
+so layers without them run the plain code:
+- soft-capping: scores s = softcap * tanh(q.k * scale / softcap) before the softmax;
+- sliding window: a row whose query sits at position P + S - 1 (prefix length P, suffix length S)
+  attends only to positions >= P + S - window, the last `window` positions including its own, which
+  may cut into the shared prefix: prefix keys are masked per row, each suffix starts late.
+KV blocks that fall out of a window are not freed: a block holds the token's K/V of every layer, and
+the full-attention layers (every other Gemma 2 layer, one in six of Gemma 3) still read it.
 """
 from __future__ import annotations
 
@@ -90,8 +99,16 @@ def gather_blocks(cache: torch.Tensor, tables: torch.Tensor, length: int, worksp
     return blocks.view(hkv, tables.shape[0], nb * bs, d)
 
 
-def prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens, scale):
-    """Prefix part. Returns (out [B, H, D] float32, lse [B, H] float32)."""
+def _scores(s, scale, softcap):
+    """Raw q.k products to attention scores: scaled, then soft-capped (Gemma 2) if softcap is set."""
+    s = s * scale
+    return s if softcap is None else torch.tanh(s / softcap) * softcap
+
+
+def prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens, scale, softcap=None,
+                         first=None):
+    """Prefix part. `first` (int [B], optional): each row's first visible prefix position (its sliding
+    window's start). Returns (out [B, H, D] float32, lse [B, H] float32)."""
     B, H, D = q.shape
     hkv = prefix_k.shape[0]
     ratio = H // hkv
@@ -112,7 +129,10 @@ def prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_l
             continue
         k, v = keys[:, g, :n].float(), values[:, g, :n].float()  # [Hkv, L, D]
         qg = q[r0:r1].float().view(m, hkv, ratio, D).permute(1, 0, 2, 3).reshape(hkv, m * ratio, D)
-        s = torch.bmm(qg, k.transpose(1, 2)) * scale  # [Hkv, m*ratio, L]
+        s = _scores(torch.bmm(qg, k.transpose(1, 2)), scale, softcap)  # [Hkv, m*ratio, L]
+        if first is not None:  # stacked row i is row r0 + i // ratio
+            early = torch.arange(n, device=q.device) < first[r0:r1].repeat_interleave(ratio).unsqueeze(1)
+            s = s.masked_fill(early, float("-inf"))
         o, l = _softmax_attend(s, v)
         out[r0:r1] = o.view(hkv, m, ratio, D).permute(1, 0, 2, 3).reshape(m, H, D)
         lse[r0:r1] = l.view(hkv, m, ratio).permute(1, 0, 2).reshape(m, H)
@@ -122,25 +142,26 @@ def prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_l
 SUFFIX_BUCKET_ROWS = 64  # rows per length bucket of the suffix reference
 
 
-def suffix_attention_ref(q, suffix_k, suffix_v, suffix_tables, suffix_lens, scale):
-    """Suffix part. Rows with no suffix get out = 0 and lse = -inf. Past SUFFIX_BUCKET_ROWS rows,
+def suffix_attention_ref(q, suffix_k, suffix_v, suffix_tables, suffix_lens, scale, softcap=None, window=None):
+    """Suffix part; with a window, row b sees its last `window` suffix tokens at most. Rows with no
+    suffix get out = 0 and lse = -inf. Past SUFFIX_BUCKET_ROWS rows,
     where padding every row to the longest would be over a quarter of the work, rows are taken in
     buckets of similar suffix length, each padded to its own longest: one padding made a step of
     samples refilled across prompts (lengths 1 to ~300, mean 79) cost 1.7x a step of one prompt's
     samples at the mean length."""
     B, H, D = q.shape
     if B <= SUFFIX_BUCKET_ROWS or 4 * int(suffix_lens.sum()) >= 3 * B * int(suffix_lens.max()):
-        return _suffix_bucket(q, suffix_k, suffix_v, suffix_tables, suffix_lens, scale)
+        return _suffix_bucket(q, suffix_k, suffix_v, suffix_tables, suffix_lens, scale, softcap, window)
     out = torch.empty(B, H, D, dtype=torch.float32, device=q.device)
     lse = torch.empty(B, H, dtype=torch.float32, device=q.device)
     order = torch.argsort(suffix_lens)
     for rows in order.split(SUFFIX_BUCKET_ROWS):
         out[rows], lse[rows] = _suffix_bucket(q[rows], suffix_k, suffix_v, suffix_tables[rows], suffix_lens[rows],
-                                              scale)
+                                              scale, softcap, window)
     return out, lse
 
 
-def _suffix_bucket(q, suffix_k, suffix_v, suffix_tables, suffix_lens, scale):
+def _suffix_bucket(q, suffix_k, suffix_v, suffix_tables, suffix_lens, scale, softcap, window):
     B, H, D = q.shape
     hkv = suffix_k.shape[0]
     ratio = H // hkv
@@ -151,8 +172,9 @@ def _suffix_bucket(q, suffix_k, suffix_v, suffix_tables, suffix_lens, scale):
     k = gather_blocks(suffix_k, suffix_tables, t, "suffix k").float()  # [Hkv, B, T, D], T = t rounded up to blocks
     v = gather_blocks(suffix_v, suffix_tables, t, "suffix v").float()
     qg = q.float().view(B, hkv, ratio, D).transpose(0, 1)  # [Hkv, B, ratio, D]
-    s = torch.matmul(qg, k.transpose(-1, -2)) * scale  # [Hkv, B, ratio, T]
-    valid = torch.arange(k.shape[2], device=q.device).view(1, 1, 1, -1) < suffix_lens.view(1, B, 1, 1)
+    s = _scores(torch.matmul(qg, k.transpose(-1, -2)), scale, softcap)  # [Hkv, B, ratio, T]
+    t, lens = torch.arange(k.shape[2], device=q.device).view(1, 1, 1, -1), suffix_lens.view(1, B, 1, 1)
+    valid = t < lens if window is None else (t < lens) & (t >= lens - window)
     o, l = _softmax_attend(s.masked_fill(~valid, float("-inf")), v)
     return o.transpose(0, 1).reshape(B, H, D), l.transpose(0, 1).reshape(B, H)
 
@@ -166,10 +188,15 @@ def merge_attention_ref(out_a, lse_a, out_b, lse_b):
 
 
 def shared_prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens,
-                                suffix_k, suffix_v, suffix_tables, suffix_lens, scale):
+                                suffix_k, suffix_v, suffix_tables, suffix_lens, scale, softcap=None, window=None):
     """Prefix part + suffix part + merge. Returns out [B, H, D] in q's dtype."""
-    out_p, lse_p = prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens, scale)
-    out_s, lse_s = suffix_attention_ref(q, suffix_k, suffix_v, suffix_tables, suffix_lens, scale)
+    first = None
+    if window is not None:  # row b's query is at position P + S - 1: it sees positions >= P + S - window
+        rows_per_group = (row_ptr[1:] - row_ptr[:-1]).long()
+        first = torch.repeat_interleave(prefix_lens.long(), rows_per_group) + suffix_lens.long() - window
+    out_p, lse_p = prefix_attention_ref(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens, scale, softcap,
+                                        first)
+    out_s, lse_s = suffix_attention_ref(q, suffix_k, suffix_v, suffix_tables, suffix_lens, scale, softcap, window)
     out, _ = merge_attention_ref(out_p, lse_p, out_s, lse_s)
     return out.to(q.dtype)
 
@@ -199,12 +226,24 @@ def _load_keys(K, V, TABLE, t, ok, stride_kb, stride_kt, stride_vb, stride_vt, d
 
 
 @triton.jit
-def _attend(q, k, v, valid, acc, l, m, qk_scale, PRECISION: tl.constexpr):
+def _tanh(x):
+    """tanh from one exp2 of -2|x| (it never overflows), in plain tl ops the interpreter runs too."""
+    e = tl.exp2(-2.8853900817779268 * tl.abs(x))  # 2 log2(e)
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(x < 0, -t, t)
+
+
+@triton.jit
+def _attend(q, k, v, valid, acc, l, m, qk_scale, softcap, SOFTCAP: tl.constexpr, PRECISION: tl.constexpr):
     """One step of the online softmax of q [BLOCK_M, BLOCK_D] over keys k / values v [BLOCK_N, BLOCK_D],
-    in base 2: scores s = q.k * qk_scale (qk_scale = scale * log2(e)) where valid, m = max s,
+    in base 2: scores s = q.k * qk_scale (qk_scale = scale * log2(e)), or with SOFTCAP
+    s = softcap * tanh(q.k * qk_scale) (then qk_scale = scale / cap, softcap = cap * log2(e)), where valid, m = max s,
     l = sum 2^(s - m), acc = sum 2^(s - m) v, in float32. A row with no valid score yet keeps
     m = -inf, l = 0 and acc = 0 (its exponentials take 0 as reference, so nothing is NaN)."""
-    s = tl.where(valid, tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale, float("-inf"))
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+    if SOFTCAP:
+        s = softcap * _tanh(s)
+    s = tl.where(valid, s, float("-inf"))
     m_new = tl.maximum(m, tl.max(s, 1))
     ref = tl.where(m_new > float("-inf"), m_new, 0.0)
     alpha = tl.exp2(m - ref)
@@ -229,10 +268,11 @@ def _attention_kernel(Q, PREFIX_K, PREFIX_V, ROW_PTR, PREFIX_TABLES, PREFIX_LENS
                       stride_qb, stride_qh, stride_pkh, stride_pkb, stride_pkt, stride_pvh, stride_pvb, stride_pvt,
                       stride_ptg, stride_skh, stride_skb, stride_skt, stride_svh, stride_svb, stride_svt, stride_stb,
                       stride_os, stride_ob, stride_oh, stride_ls, stride_lb, n_groups, n_kv_heads, n_splits, qk_scale,
-                      RATIO: tl.constexpr, PREFIX_PAGE: tl.constexpr, SUFFIX_PAGE: tl.constexpr,
+                      softcap, window, RATIO: tl.constexpr, PREFIX_PAGE: tl.constexpr, SUFFIX_PAGE: tl.constexpr,
                       HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr,
                       BLOCK_D: tl.constexpr, BLOCK_G: tl.constexpr, PREFIX_MIN: tl.constexpr,
-                      SUFFIX_MIN: tl.constexpr, SPLIT: tl.constexpr, PRECISION: tl.constexpr):
+                      SUFFIX_MIN: tl.constexpr, SPLIT: tl.constexpr, SOFTCAP: tl.constexpr, WINDOW: tl.constexpr,
+                      PRECISION: tl.constexpr):
     """BLOCK_M stacked query rows of one group (its rows x the RATIO query heads of one KV head)
     against [prefix; each row's suffix], one online softmax carried from the prefix part into the
     suffix part:
@@ -244,7 +284,9 @@ def _attention_kernel(Q, PREFIX_K, PREFIX_V, ROW_PTR, PREFIX_TABLES, PREFIX_LENS
       the tensor cores do the row-wise dot products.
     Without SPLIT the program writes the normalized output. With SPLIT, program split takes one
     split of the prefix and one of each row's suffix (counted from the last split, so a short
-    prefix and short suffixes fill different programs) and writes a partial (out, lse)."""
+    prefix and short suffixes fill different programs) and writes a partial (out, lse).
+    With WINDOW a stacked row masks the prefix keys before its window's start (the tile's prefix
+    loop starts at the earliest of its rows) and each row's suffix starts at its window's start."""
     # tile-major order: the first tiles' programs start first; the grid's bound has one tile more
     # per group (a CUDA graph's padded batch: one empty group per row), whose programs exit at once
     pid = tl.program_id(0)
@@ -278,21 +320,30 @@ def _attention_kernel(Q, PREFIX_K, PREFIX_V, ROW_PTR, PREFIX_TABLES, PREFIX_LENS
     j = tl.arange(0, BLOCK_N)
 
     # prefix part
-    lo, hi = _split_range(tl.where(live, tl.load(PREFIX_LENS + group), 0), split, n_splits, BLOCK_N, PREFIX_MIN)
+    prefix_len = tl.where(live, tl.load(PREFIX_LENS + group), 0)
+    lo, hi = _split_range(prefix_len, split, n_splits, BLOCK_N, PREFIX_MIN)
+    if WINDOW:  # stacked row i sees prefix positions >= first[i]
+        first = prefix_len + tl.load(SUFFIX_LENS + row, mask=row_ok, other=0) - window
+        lo = tl.maximum(lo, tl.min(tl.where(row_ok, first, prefix_len), 0))
     table = PREFIX_TABLES + group.to(tl.int64) * stride_ptg
     for start in range(lo, hi, BLOCK_N):
         t = start + j
         ok = t < hi
         k, v = _load_keys(PREFIX_K + kvh * stride_pkh, PREFIX_V + kvh * stride_pvh, table, t, ok,
                           stride_pkb, stride_pkt, stride_pvb, stride_pvt, d, d_mask, PREFIX_PAGE)
-        acc, l, m = _attend(q, k, v, ok[None, :], acc, l, m, qk_scale, PRECISION)
+        valid = ok[None, :]
+        if WINDOW:
+            valid = valid & (t[None, :] >= first[:, None])
+        acc, l, m = _attend(q, k, v, valid, acc, l, m, qk_scale, softcap, SOFTCAP, PRECISION)
 
     # suffix part: key j of a step is token j % BLOCK_S (of this split's share) of the tile's row j // BLOCK_S
     key_row = tile * BLOCK_M // RATIO + j // BLOCK_S
     key_ok = (key_row < n_rows) & (key_row * RATIO < tile * BLOCK_M + BLOCK_M)
     key_b = (row0 + key_row).to(tl.int64)
-    lo, hi = _split_range(tl.load(SUFFIX_LENS + key_b, mask=key_ok, other=0), n_splits - 1 - split, n_splits,
-                          BLOCK_S, SUFFIX_MIN)
+    suffix_len = tl.load(SUFFIX_LENS + key_b, mask=key_ok, other=0)
+    lo, hi = _split_range(suffix_len, n_splits - 1 - split, n_splits, BLOCK_S, SUFFIX_MIN)
+    if WINDOW:  # a row's suffix tokens before its window's start are skipped
+        lo = tl.maximum(lo, suffix_len - window)
     table = SUFFIX_TABLES + key_b * stride_stb
     for start in range(0, tl.max(hi - lo, 0), BLOCK_S):
         t = lo + start + j % BLOCK_S
@@ -301,7 +352,7 @@ def _attention_kernel(Q, PREFIX_K, PREFIX_V, ROW_PTR, PREFIX_TABLES, PREFIX_LENS
                           stride_skb, stride_skt, stride_svb, stride_svt, d, d_mask, SUFFIX_PAGE)
         # a stacked row keeps the keys of its own row (block-diagonal mask)
         own = (i // RATIO)[:, None] == tl.where(ok, key_row, -1)[None, :]
-        acc, l, m = _attend(q, k, v, own, acc, l, m, qk_scale, PRECISION)
+        acc, l, m = _attend(q, k, v, own, acc, l, m, qk_scale, softcap, SOFTCAP, PRECISION)
 
     if SPLIT:
         _store_part(OUT + split * stride_os + row[:, None] * stride_ob + head[:, None] * stride_oh + d[None, :],
@@ -374,7 +425,7 @@ def launch_plan(q, prefix_k, prefix_tables, suffix_k, suffix_tables) -> LaunchPl
 
 
 def shared_prefix_attention_triton(q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens,
-                                   suffix_k, suffix_v, suffix_tables, suffix_lens, scale, *,
+                                   suffix_k, suffix_v, suffix_tables, suffix_lens, scale, softcap=None, window=None, *,
                                    splits: Optional[int] = None):
     """Same contract as `shared_prefix_attention_ref`. `splits` overrides how many parts the keys
     are split into (default: `launch_plan`'s)."""
@@ -404,11 +455,13 @@ def shared_prefix_attention_triton(q, prefix_k, prefix_v, row_ptr, prefix_tables
         q, prefix_k, prefix_v, row_ptr, prefix_tables, prefix_lens, suffix_k, suffix_v, suffix_tables, suffix_lens,
         parts_out, parts_lse, q.stride(0), q.stride(1), *prefix_k.stride()[:3], *prefix_v.stride()[:3],
         prefix_tables.stride(0), *suffix_k.stride()[:3], *suffix_v.stride()[:3], suffix_tables.stride(0),
-        *part_strides, n_groups, hkv, n_splits, scale * LOG2E,
+        *part_strides, n_groups, hkv, n_splits, scale * LOG2E if softcap is None else scale / softcap,
+        (softcap or 0.0) * LOG2E, window or 0,
         RATIO=ratio, PREFIX_PAGE=prefix_k.shape[2], SUFFIX_PAGE=suffix_k.shape[2], HEAD_DIM=D,
         BLOCK_M=plan.block_m, BLOCK_N=BLOCK_N, BLOCK_S=plan.block_s, BLOCK_D=block_d,
         BLOCK_G=triton.next_power_of_2(max(n_groups, 1)), PREFIX_MIN=PREFIX_MIN,
-        SUFFIX_MIN=SUFFIX_MIN_STEPS * plan.block_s, SPLIT=n_splits > 1,
+        SUFFIX_MIN=SUFFIX_MIN_STEPS * plan.block_s, SPLIT=n_splits > 1, SOFTCAP=softcap is not None,
+        WINDOW=window is not None,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # tf32 only ever applies to float32
         num_warps=4)
     if n_splits > 1:

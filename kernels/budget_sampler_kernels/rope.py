@@ -3,7 +3,9 @@
 The cache is addressed by flat rows: a cache tensor viewed as [rows, kv_heads, head_dim] and one
 destination row per token, so the same op fills a prompt's prefix blocks (prefill) and each
 sample's suffix blocks (decode) of the one block pool. cos/sin are Hugging Face's
-[tokens, head_dim] tables (halves duplicated).
+[tokens, rotary_dim] tables (halves duplicated). A rotary_dim below head_dim (Phi-3's
+partial_rotary_factor) rotates the first rotary_dim dimensions of each head, pairing i with
+i + rotary_dim / 2, and leaves the rest as they are.
 """
 from __future__ import annotations
 
@@ -18,9 +20,12 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def rope_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [tokens, heads, head_dim]; cos/sin: [tokens, head_dim]."""
+    """x: [tokens, heads, head_dim]; cos/sin: [tokens, rotary_dim]."""
     cos = cos.to(x.dtype).unsqueeze(1)
     sin = sin.to(x.dtype).unsqueeze(1)
+    r = cos.shape[-1]
+    if r < x.shape[-1]:
+        return torch.cat((x[..., :r] * cos + _rotate_half(x[..., :r]) * sin, x[..., r:]), dim=-1)
     return x * cos + _rotate_half(x) * sin
 
 
@@ -51,8 +56,10 @@ def _rope_write_kv_kernel(Q, K, V, COS, SIN, K_CACHE, V_CACHE, ROWS, Q_OUT,
                           stride_qn, stride_qh, stride_kn, stride_kh, stride_vn, stride_vh,
                           stride_cn, stride_sn, stride_kcr, stride_kch, stride_vcr, stride_vch,
                           stride_on, stride_oh, n_heads, n_kv_heads,
-                          HALF: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_HALF: tl.constexpr):
-    """One token per program: rotate its q and k, store q, and write k and v to its cache row."""
+                          HALF: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_HALF: tl.constexpr,
+                          PASS: tl.constexpr, BLOCK_PASS: tl.constexpr):
+    """One token per program: rotate its q and k, store q, and write k and v to its cache row. The
+    first 2 * HALF dimensions of a head rotate; the PASS dimensions after them are copied."""
     n = tl.program_id(0).to(tl.int64)
     row = tl.load(ROWS + n).to(tl.int64)
     h = tl.arange(0, BLOCK_H)[:, None]
@@ -81,6 +88,17 @@ def _rope_write_kv_kernel(Q, K, V, COS, SIN, K_CACHE, V_CACHE, ROWS, Q_OUT,
     tl.store(dst, tl.load(src, mask=kv_mask).to(V_CACHE.dtype.element_ty), mask=kv_mask)
     tl.store(dst + HALF, tl.load(src + HALF, mask=kv_mask).to(V_CACHE.dtype.element_ty), mask=kv_mask)
 
+    if PASS > 0:  # partial rotary: the dimensions past the rotated ones, as they are
+        p = 2 * HALF + tl.arange(0, BLOCK_PASS)[None, :]
+        q_mask = (h < n_heads) & (p < 2 * HALF + PASS)
+        kv_mask = (h < n_kv_heads) & (p < 2 * HALF + PASS)
+        x = tl.load(Q + n * stride_qn + h * stride_qh + p, mask=q_mask)
+        tl.store(Q_OUT + n * stride_on + h * stride_oh + p, x.to(Q_OUT.dtype.element_ty), mask=q_mask)
+        x = tl.load(K + n * stride_kn + h * stride_kh + p, mask=kv_mask)
+        tl.store(K_CACHE + row * stride_kcr + h * stride_kch + p, x.to(K_CACHE.dtype.element_ty), mask=kv_mask)
+        x = tl.load(V + n * stride_vn + h * stride_vh + p, mask=kv_mask)
+        tl.store(V_CACHE + row * stride_vcr + h * stride_vch + p, x.to(V_CACHE.dtype.element_ty), mask=kv_mask)
+
 
 def rope_write_kv_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor,
                          sin: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -88,8 +106,10 @@ def rope_write_kv_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos:
     """Same contract as `rope_write_kv_ref`, one kernel launch; q/k/v may be strided views (the
     split of a fused qkv projection) as long as head_dim is contiguous."""
     n, h, d = q.shape
-    if d % 2:
-        raise ValueError(f"head_dim={d} is invalid for rotary embedding: it must be even")
+    r = cos.shape[-1]
+    if r % 2 or r > d:
+        raise ValueError(f"rotary_dim={r} (cos/sin width) is invalid for head_dim={d}: it must be even and "
+                         f"at most head_dim")
     for name, t in (("q", q), ("k", k), ("v", v), ("cos", cos), ("sin", sin), ("k_cache", k_cache),
                     ("v_cache", v_cache)):
         if t.stride(-1) != 1:
@@ -102,6 +122,6 @@ def rope_write_kv_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos:
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         cos.stride(0), sin.stride(0), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
         q_out.stride(0), q_out.stride(1), h, k.shape[1],
-        HALF=d // 2, BLOCK_H=triton.next_power_of_2(max(h, k.shape[1])),
-        BLOCK_HALF=triton.next_power_of_2(d // 2))
+        HALF=r // 2, BLOCK_H=triton.next_power_of_2(max(h, k.shape[1])),
+        BLOCK_HALF=triton.next_power_of_2(r // 2), PASS=d - r, BLOCK_PASS=triton.next_power_of_2(max(d - r, 1)))
     return q_out

@@ -7,7 +7,8 @@ keys split across programs with partial results merged by a second launch (the i
 
 Tolerances: float32 1e-5 (only the summation order differs); float16 2e-3 absolute and relative
 (the kernels round the softmax weights to float16 before the PV product, as flash attention does,
-and the output is float16).
+and the output is float16). The same tolerances hold with soft-capping and a sliding window (the
+kernel's tanh is exp2-based, within 1e-7 relative of torch's in float32).
 """
 import pytest
 import torch
@@ -73,8 +74,9 @@ def sequence(cache, table, n):
     return torch.stack([cache[:, int(table[t // bs]), t % bs] for t in range(n)])
 
 
-def concatenated_attention(a):
-    """softmax(q K^T * scale) V in float64, with K, V = [group prefix; the row's suffix]."""
+def concatenated_attention(a, softcap=None, window=None):
+    """softmax(q K^T * scale) V in float64, with K, V = [group prefix; the row's suffix]; with softcap
+    the scores are softcap * tanh(s / softcap), with a window the row sees its last `window` keys."""
     B, H, D = a["q"].shape
     ratio = H // a["prefix_k"].shape[0]
     out = torch.empty(B, H, D, dtype=torch.float64)
@@ -85,8 +87,12 @@ def concatenated_attention(a):
             k = torch.cat([sequence(a["prefix_k"], ptable, length), sequence(a["suffix_k"], stable, n)]).double()
             v = torch.cat([sequence(a["prefix_v"], ptable, length), sequence(a["suffix_v"], stable, n)]).double()
             k, v = k.repeat_interleave(ratio, dim=1), v.repeat_interleave(ratio, dim=1)  # [L, H, D]
-            p = torch.softmax(torch.einsum("hd,lhd->hl", a["q"][b].double(), k) * a["scale"], dim=-1)
-            out[b] = torch.einsum("hl,lhd->hd", p, v)
+            s = torch.einsum("hd,lhd->hl", a["q"][b].double(), k) * a["scale"]
+            if softcap is not None:
+                s = torch.tanh(s / softcap) * softcap
+            if window is not None:
+                s[:, :max(0, length + n - window)] = float("-inf")
+            out[b] = torch.einsum("hl,lhd->hd", torch.softmax(s, dim=-1), v)
     return out
 
 
@@ -101,6 +107,35 @@ def test_matches_reference_and_plain_attention(groups, prefix_lens, hkv, ratio, 
         assert out.dtype == dtype and out.shape == a["q"].shape
         torch.testing.assert_close(out, want, **TOL[dtype])
         torch.testing.assert_close(out.double(), plain, **TOL[dtype])
+
+
+FP32, FP16 = torch.float32, torch.float16
+WINDOW_CASES = [
+    # a case like CASES', a window, a soft-cap, a dtype: windows that cut into the prefix for some
+    # rows and not others (one shorter than a block, one longer than every sequence), an empty
+    # prefix, rows without a suffix; soft-capping alone and with a window
+    (([3, 1, 0, 5], [17, 300, 4, 1], 1, 7, 128, 40, 16, 3), 150, None, FP32),
+    (([2, 3], [60, 17], 2, 4, 128, 30, 7, 4), 7, 1.5, FP32),
+    (([5, 1, 7], [0, 100, 1], 1, 6, 128, 70, 8, 5), 33, 2.0, FP16),
+    (([1, 3, 2], [100, 1, 17], 2, 6, 64, 40, 16, 5), 50, None, FP16),
+    (([2, 0, 3, 1], [40, 9, 200, 3], 2, 1, 128, 20, 16, 7), 5000, 1.5, FP16),
+    (CASES[1], None, 0.5, FP32),
+]
+
+
+@pytest.mark.parametrize("case, window, softcap, dtype", WINDOW_CASES)
+def test_window_and_softcap_match_reference_and_plain_attention(case, window, softcap, dtype):
+    groups, prefix_lens, hkv, ratio, head_dim, longest_suffix, block_size, splits = case
+    a = make_inputs(groups, prefix_lens, hkv, ratio, head_dim, longest_suffix, block_size, dtype,
+                    seed=(window or 0) + 7)
+    a["q"] = a["q"] * 3  # scores of a few units: a cap of 0.5-2 bends them
+    want = shared_prefix_attention_ref(**a, softcap=softcap, window=window)
+    torch.testing.assert_close(want.double(), concatenated_attention(a, softcap, window), **TOL[dtype])
+    if window is not None and window < max(prefix_lens) + longest_suffix:  # the window masks something
+        assert not torch.allclose(want, shared_prefix_attention_ref(**a, softcap=softcap), **TOL[dtype])
+    for n in (1, splits):
+        out = shared_prefix_attention_triton(**a, softcap=softcap, window=window, splits=n)
+        torch.testing.assert_close(out, want, **TOL[dtype])
 
 
 def test_splits_do_not_change_the_result():

@@ -23,7 +23,7 @@ def variants():
     split = {**att, "OUT": "fp32", "LSE": "fp32"}
     fp32_att = {**split, "Q": "fp32", "PREFIX_K": "fp32", "PREFIX_V": "fp32", "SUFFIX_K": "fp32", "SUFFIX_V": "fp32"}
     tile = dict(HEAD_DIM=128, BLOCK_M=64, BLOCK_N=64, BLOCK_S=4, BLOCK_D=128, BLOCK_G=4, PREFIX_PAGE=16,
-                SUFFIX_PAGE=16, PREFIX_MIN=256, SUFFIX_MIN=16, RATIO=6, PRECISION="tf32")
+                SUFFIX_PAGE=16, PREFIX_MIN=256, SUFFIX_MIN=16, RATIO=6, PRECISION="tf32", SOFTCAP=False, WINDOW=False)
     return [
         # Qwen2.5-1.5B's heads: one launch (n >= 256 on an H100) and the split path
         (attention._attention_kernel, att, dict(tile, SPLIT=False)),
@@ -32,13 +32,23 @@ def variants():
         (attention._attention_kernel, att, dict(tile, RATIO=4, BLOCK_M=16, BLOCK_S=16, SUFFIX_MIN=64, SPLIT=False)),
         (attention._attention_kernel, fp32_att, dict(tile, RATIO=1, BLOCK_S=1, SUFFIX_MIN=4, HEAD_DIM=64, BLOCK_D=64,
                                                      PREFIX_PAGE=32, SUFFIX_PAGE=7, PRECISION="ieee", SPLIT=True)),
+        # Gemma 2's layers: soft-capped scores, with and without a sliding window; Gemma 3's window alone
+        (attention._attention_kernel, att, dict(tile, RATIO=2, HEAD_DIM=256, BLOCK_D=256, SPLIT=False, SOFTCAP=True,
+                                                WINDOW=True)),
+        (attention._attention_kernel, split, dict(tile, RATIO=2, SPLIT=True, SOFTCAP=True, WINDOW=False)),
+        (attention._attention_kernel, split, dict(tile, RATIO=2, SPLIT=True, SOFTCAP=False, WINDOW=True)),
         (attention._merge_kernel, split, dict(HEAD_DIM=128, BLOCK_P=4, BLOCK_H=16, BLOCK_D=128)),
         (norm._rms_norm_kernel, dict(X=BF16, R=BF16, W=BF16, OUT=BF16, NEW_R=BF16),
          dict(HAS_RESIDUAL=True, BLOCK=2048)),
         (norm._rms_norm_kernel, dict(X="fp32", R="fp32", W="fp32", OUT="fp32", NEW_R="fp32"),
          dict(HAS_RESIDUAL=False, BLOCK=64)),
         (rope._rope_write_kv_kernel, dict(Q=BF16, K=BF16, V=BF16, COS="fp32", SIN="fp32", K_CACHE=BF16, V_CACHE=BF16,
-                                          ROWS="i64", Q_OUT=BF16), dict(HALF=64, BLOCK_H=16, BLOCK_HALF=64)),
+                                          ROWS="i64", Q_OUT=BF16), dict(HALF=64, BLOCK_H=16, BLOCK_HALF=64, PASS=0,
+                                                                        BLOCK_PASS=1)),
+        # Phi-4-mini's partial rotary: 96 of 128 dims rotate
+        (rope._rope_write_kv_kernel, dict(Q=BF16, K=BF16, V=BF16, COS="fp32", SIN="fp32", K_CACHE=BF16,
+                                          V_CACHE=BF16, ROWS="i64", Q_OUT=BF16),
+         dict(HALF=48, BLOCK_H=32, BLOCK_HALF=64, PASS=32, BLOCK_PASS=32)),
         (activation._silu_and_mul_kernel, dict(X=BF16, OUT=BF16), dict(BLOCK=1024)),
         *sampling_variants(sampling),
     ]
@@ -65,7 +75,7 @@ def compile_all() -> None:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    floats = {"eps", "qk_scale"}
+    floats = {"eps", "qk_scale", "softcap"}
     for fn, pointers, constexprs in variants():
         sig = {name: "constexpr" if name in constexprs else f"*{pointers[name]}" if name in pointers
                else "fp32" if name in floats else "i32" for name in fn.arg_names}

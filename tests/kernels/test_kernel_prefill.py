@@ -1,9 +1,11 @@
 """Prefill attention (one prompt, causal, over its paged K/V): the reference against causal softmax
 attention over the prompt's contiguous K/V in float64 (1e-10: the same math), and the SDPA op
-against the reference in float32 (1e-5: summation order only)."""
+against the reference in float32 (1e-5: summation order only), with and without a sliding window
+and soft-capping (the soft-capped path in chunks of query rows)."""
 import pytest
 import torch
 
+import budget_sampler_kernels.prefill as prefill_module
 from budget_sampler_kernels.prefill import prefill_attention, prefill_attention_ref
 
 NUM_BLOCKS = 24
@@ -23,20 +25,28 @@ def paged(k, v, block_size, g):
     return caches, torch.tensor([blocks + [0, 0]], dtype=torch.int32)  # padded past the end with block 0
 
 
+@pytest.mark.parametrize("window, softcap", [(None, None), (5, None), (None, 1.5), (16, 2.0), (100, None)],
+                         ids=["causal", "window", "softcap", "window-softcap", "window-longer-than-prompt"])
 @pytest.mark.parametrize("length,heads,hkv,d,block_size", [(1, 4, 4, 16, 16), (17, 8, 2, 32, 16),
                                                            (64, 6, 1, 64, 16), (45, 4, 2, 16, 7)])
-def test_prefill_matches_causal_attention(length, heads, hkv, d, block_size):
+def test_prefill_matches_causal_attention(length, heads, hkv, d, block_size, window, softcap, monkeypatch):
+    monkeypatch.setattr(prefill_module, "SOFTCAP_CHUNK", 7)  # several chunks, the last one short
     g = torch.Generator().manual_seed(length * 31 + heads)
-    q = torch.randn(length, heads, d, generator=g, dtype=torch.float64)
+    q = torch.randn(length, heads, d, generator=g, dtype=torch.float64) * 3  # scores a cap of 1.5-2 bends
     k, v = (torch.randn(hkv, length, d, generator=g, dtype=torch.float64) for _ in range(2))
     (k_cache, v_cache), table = paged(k, v, block_size, g)
     scale = d ** -0.5
     kk, vv = (t.repeat_interleave(heads // hkv, dim=0) for t in (k, v))  # [H, L, D]
     s = torch.einsum("lhd,htd->hlt", q, kk) * scale
-    s = s.masked_fill(~torch.ones(length, length, dtype=torch.bool).tril(), float("-inf"))
-    want = torch.einsum("hlt,htd->lhd", torch.softmax(s, -1), vv)
-    torch.testing.assert_close(prefill_attention_ref(q, k_cache, v_cache, table, scale), want,
+    if softcap is not None:
+        s = torch.tanh(s / softcap) * softcap
+    visible = torch.ones(length, length, dtype=torch.bool).tril()
+    if window is not None:
+        visible &= ~torch.ones(length, length, dtype=torch.bool).tril(-window)  # key t > query i - window
+    want = torch.einsum("hlt,htd->lhd", torch.softmax(s.masked_fill(~visible, float("-inf")), -1), vv)
+    torch.testing.assert_close(prefill_attention_ref(q, k_cache, v_cache, table, scale, softcap, window), want,
                                atol=1e-10, rtol=1e-10)
     q, k_cache, v_cache = q.float(), k_cache.float(), v_cache.float()
-    torch.testing.assert_close(prefill_attention(q, k_cache, v_cache, table, scale),
-                               prefill_attention_ref(q, k_cache, v_cache, table, scale), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(prefill_attention(q, k_cache, v_cache, table, scale, softcap, window),
+                               prefill_attention_ref(q, k_cache, v_cache, table, scale, softcap, window),
+                               atol=1e-5, rtol=1e-5)
