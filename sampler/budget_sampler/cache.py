@@ -13,7 +13,10 @@ captured decode step write there.
 
 Two batch views tell the model where to write K/V and how to attend: PrefillBatch (one prompt,
 causal attention over itself) and SuffixBatch (rows that each add one token to a sample's suffix
-after its group's prefix: decode steps, preemption recompute and teacher-forced scoring).
+after its group's prefix: decode steps, preemption recompute and teacher-forced scoring). A layer
+may soft-cap its scores or attend within a sliding window (see the kernels); a block's K/V serves
+every layer, so blocks stay allocated while a full-attention layer may still read them: a window
+saves reads, not memory.
 """
 from __future__ import annotations
 
@@ -95,8 +98,9 @@ class PrefillBatch:
     def write_cache(self, layer: int):
         return self.pool.rows(layer)
 
-    def attend(self, layer: int, q: torch.Tensor, scale: float) -> torch.Tensor:
-        return kernels.prefill_attention(q, self.pool.k[layer], self.pool.v[layer], self.table, scale)
+    def attend(self, layer: int, q: torch.Tensor, scale: float, softcap=None, window=None) -> torch.Tensor:
+        return kernels.prefill_attention(q, self.pool.k[layer], self.pool.v[layer], self.table, scale, softcap,
+                                         window)
 
 
 class SuffixBatch:
@@ -119,8 +123,8 @@ class SuffixBatch:
     def write_cache(self, layer: int):
         return self.suffix_pool.rows(layer)
 
-    def attend(self, layer: int, q: torch.Tensor, scale: float) -> torch.Tensor:
+    def attend(self, layer: int, q: torch.Tensor, scale: float, softcap=None, window=None) -> torch.Tensor:
         p, s = self.prefix_pool, self.suffix_pool
         return kernels.shared_prefix_attention(
             q, p.k[layer], p.v[layer], self.row_ptr, self.prefix_tables, self.prefix_lens,
-            s.k[layer], s.v[layer], self.suffix_tables, self.suffix_lens, scale)
+            s.k[layer], s.v[layer], self.suffix_tables, self.suffix_lens, scale, softcap, window)

@@ -40,10 +40,15 @@ def decode_step_bytes(hf_config, dtype: torch.dtype, batch: int, prompt_tokens: 
     """Least bytes one decode step of `batch` samples of one prompt moves on one GPU: every weight
     that does matmul work, once (the embedding table only as a tied LM head: the rows it looks up
     are negligible), the prompt's KV once, each sample's own KV of `suffix_tokens`, and the logits
-    written once and read once (the LM head is replicated under tensor parallel)."""
+    written once and read once (the LM head is replicated under tensor parallel). A layer with a
+    sliding window W reads the last W positions only: of the prompt what the samples' windows still
+    cover, of each suffix at most W tokens."""
     cfg = ModelConfig.from_hf(hf_config)
     weights = ModelShape.from_config(hf_config).matmul_parameters * dtype.itemsize // tensor_parallel
-    kv = kv_bytes_per_token(cfg, dtype) // tensor_parallel * (prompt_tokens + batch * suffix_tokens)
+    p, s = prompt_tokens, suffix_tokens
+    tokens = sum(p + batch * s if w is None else min(p, max(0, w - s)) + batch * min(s, w)
+                 for w in cfg.layer_windows)  # KV tokens read, summed over layers
+    kv = kv_bytes_per_token(cfg, dtype) // cfg.num_layers // tensor_parallel * tokens
     return weights + kv + 2 * batch * cfg.vocab_size * dtype.itemsize
 
 

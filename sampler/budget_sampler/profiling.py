@@ -61,8 +61,7 @@ def matmul_floor_ms(model, n: int, repeats: int = 20) -> float:
     """Median time of one decode step's linear layers alone at batch n, on our model's weights; on
     CUDA replayed from one graph, so no launch gaps count."""
     import torch.nn.functional as F
-    weights = [w for block in model.layers for w in (block.self_attn.qkv_proj.weight, block.self_attn.o_proj.weight,
-                                                     block.mlp.gate_up_proj.weight, block.mlp.down_proj.weight)]
+    weights = [m.weight for m in model.layers.modules() if isinstance(m, torch.nn.Linear)]  # any MLP's shape
     weights.append(model.embed_tokens.weight if model.lm_head is None else model.lm_head.weight)
     inputs = {w.shape[1]: torch.randn(n, w.shape[1], device=w.device, dtype=w.dtype) for w in weights}
 

@@ -13,7 +13,7 @@ import torch
 from budget_sampler import Sampler, SamplingParams
 from budget_sampler.errors import InvalidInput
 
-from checkpoints import make_checkpoint
+from checkpoints import make_checkpoint, make_config, make_tokenizer
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: connection refused at once
@@ -106,7 +106,8 @@ def test_weights_that_do_not_fit_the_config_are_one_clear_error(tmp_path, edit, 
 
 
 @pytest.mark.parametrize("model_type, message", [
-    ("gemma2", r"'gemma2' is not supported: its attention-logit soft-capping .*supported: llama, qwen2, qwen3"),
+    ("deepseek_v3", r"'deepseek_v3' is not supported; supported: llama, .*, gemma2, gemma3_text, phi3, granite, "
+                    r"olmo2, gemma3$"),
     ("gpt2", r"'gpt2' is not supported; supported: llama, qwen2, qwen3, mistral, starcoder2, gemma"),
 ])
 def test_families_that_do_not_fit_name_the_supported_ones(tmp_path, model_type, message):
@@ -121,3 +122,35 @@ def test_a_toy_name_without_weights_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("BUDGET_SAMPLER_TOY_WEIGHTS", str(tmp_path))
     with pytest.raises(InvalidInput, match="model 'toy-s': toy model 'toy-s' has no checkpoint at .*retrain"):
         resolve_model_path("toy-s")
+
+
+def test_multimodal_gemma3_loads_its_language_model(tmp_path):
+    """A `gemma3` checkpoint (vision tower, projector, nested text_config) loads its text model only:
+    teacher-forced log-probs equal Hugging Face's multimodal model on text (1e-4, float32)."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+    text = make_config("gemma3_text", sliding_window=6)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                  patch_size=14)
+    config = Gemma3Config(text_config=text.to_dict(), vision_config=vision, mm_tokens_per_image=4,
+                          boi_token_index=2, eoi_token_index=3, image_token_index=299)
+    torch.manual_seed(0)
+    hf = Gemma3ForConditionalGeneration(config).eval()
+    hf.save_pretrained(tmp_path)
+    make_tokenizer(text.vocab_size).save_pretrained(tmp_path)
+    ours = Sampler.from_pretrained(str(tmp_path))
+    assert ours.model.cfg.model_type == "gemma3_text"
+    ids = ours.encode("def add(a, b):\n    return a + b")
+    with torch.no_grad():
+        ref = torch.log_softmax(hf(input_ids=torch.tensor([ids])).logits[0].double(), dim=-1)
+    want = ref[1:-1].gather(1, torch.tensor(ids[2:]).unsqueeze(1)).squeeze(1)
+    got = torch.tensor(ours.score_ids(ids[:2], [ids[2:]])[0], dtype=torch.float64)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+def test_longrope_context_is_its_original_length():
+    """LongRoPE runs its short factors, which Hugging Face uses up to original_max_position_embeddings."""
+    from budget_sampler.models import ModelConfig
+    rope = {"rope_type": "longrope", "rope_theta": 1e4, "original_max_position_embeddings": 64,
+            "short_factor": [1.0] * 8, "long_factor": [2.0] * 8}
+    cfg = ModelConfig.from_hf(make_config("phi3", rope_parameters=rope, original_max_position_embeddings=64))
+    assert cfg.max_context == 64 and cfg.rope["attention_factor"] > 1.0

@@ -1,7 +1,10 @@
 """Our decoder against Hugging Face transformers on tiny random checkpoints (float32).
 
 Tolerance: logits and log-probs within 1e-4 absolute (both compute in float32; differences are
-summation order only); greedy generation token-for-token equal.
+summation order only); greedy generation token-for-token equal. The families past Llama's block run
+with their distinguishing features switched on: sliding windows shorter than prompt + completion
+(the windows cut into the shared prefix), soft-capped scores and logits, partial rotary, LongRoPE,
+Gemma 3's two RoPE bases, non-default Granite multipliers.
 """
 import pytest
 import torch
@@ -25,7 +28,27 @@ CASES = {
     "starcoder2-layernorm-gelu-bias": ("starcoder2", {}),
     "gemma-geglu-scaled-embedding": ("gemma", {}),
     "gemma-mqa-head-dim-32": ("gemma", {"num_key_value_heads": 1, "head_dim": 32}),
+    # alternating windows of 6 (prompt 10 + 24 new tokens), scores and logits capped low enough to bind
+    "gemma2-window-softcap": ("gemma2", {"num_hidden_layers": 3, "sliding_window": 6, "query_pre_attn_scalar": 24,
+                                         "attn_logit_softcapping": 5.0, "final_logit_softcapping": 3.0}),
+    "gemma3-window-two-ropes-qk-norm": ("gemma3_text", {
+        "num_hidden_layers": 3, "sliding_window": 6, "final_logit_softcapping": 3.0, "query_pre_attn_scalar": 24,
+        "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+        "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                            "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6}}}),
+    "phi3-partial-rotary-window": ("phi3", {"partial_rotary_factor": 0.5, "sliding_window": 6}),
+    # context 512 over an original 128: cos/sin scaled by sqrt(1 + ln 4 / ln 128), short factors
+    "phi3-longrope": ("phi3", {"max_position_embeddings": 512, "original_max_position_embeddings": 128,
+                               "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0,
+                                                   "original_max_position_embeddings": 128,
+                                                   "short_factor": [1.0, 1.3, 1.7, 2.0, 2.5, 3.0, 4.0, 6.0],
+                                                   "long_factor": [2.0] * 8}}),
+    "granite-multipliers": ("granite", {"embedding_multiplier": 3.0, "residual_multiplier": 0.5,
+                                        "attention_multiplier": 0.1, "logits_scaling": 2.0}),
+    "olmo2-post-norms-proj-qk-norm": ("olmo2", {}),
 }
+# the families with the features this module checks beyond Llama's block (their seeded samples too)
+FEATURE_CASES = [name for name in CASES if name.startswith(("gemma2", "gemma3", "phi3", "granite", "olmo2"))]
 PROMPTS = ["d", "def add(a, b):\n    return", "class Stack:\n    def push(self, x):\n" * 3]
 
 
@@ -78,6 +101,18 @@ def test_decode_step_logprobs_match_hf_logits(pair):
             1, torch.tensor(c.token_ids).unsqueeze(1)).squeeze(1)
         torch.testing.assert_close(torch.tensor(c.token_logprobs, dtype=torch.float64), ref, atol=1e-4, rtol=0)
         assert c.logprob == pytest.approx(float(ref.sum()), abs=1e-3)
+
+
+def test_seeded_samples_reproduce(pair, request):
+    """n = 8 seeded samples: the same seed draws the same samples and log-probs (the older families'
+    seeding is checked in test_engine)."""
+    if request.node.callspec.params["pair"] not in FEATURE_CASES:
+        pytest.skip("checked for the families with window / soft-cap / partial rotary / multiplier features")
+    _, ours = pair
+    params = SamplingParams(n=8, temperature=1.0, top_p=0.9, max_new_tokens=6, ignore_eos=True, seed=11)
+    first, again = (ours.generate([PROMPTS[1]], params)[0] for _ in range(2))
+    assert [(c.token_ids, c.logprob) for c in first] == [(c.token_ids, c.logprob) for c in again]
+    assert len({tuple(c.token_ids) for c in first}) > 1  # eight draws, not one sample copied
 
 
 def test_sharded_checkpoint_and_half_precision(tmp_path):

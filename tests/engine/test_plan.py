@@ -11,7 +11,8 @@ from budget_sampler.plan import plan
 CONFIGS = Path(__file__).resolve().parents[2] / "bench" / "configs"
 
 
-@pytest.mark.parametrize("name", ["codellama-7b", "codellama-13b", "codellama-34b", "qwen2.5-coder-7b"])
+@pytest.mark.parametrize("name", ["codellama-7b", "codellama-13b", "codellama-34b", "qwen2.5-coder-7b", "gemma-2-9b",
+                                  "gemma-3-12b", "phi-4", "granite-3.1-8b"])
 def test_parameters_match_transformers(name):
     from transformers import AutoConfig, AutoModelForCausalLM
     with torch.device("meta"):
@@ -31,6 +32,29 @@ def test_paper_setting_fits_with_paging_not_static():
     assert p.step_seconds == pytest.approx(p.step_bytes / 3.35e12)
     tp = plan(CONFIGS / "codellama-7b", 80 * 10 ** 9, torch.bfloat16, 300, 150, 512, tensor_parallel=2)
     assert tp.weight_bytes == p.weight_bytes // 2 and tp.kv_bytes_per_token == p.kv_bytes_per_token // 2
+
+
+def test_windowed_layers_count_their_window_only():
+    """Gemma 2 9B (every other layer attends to the last 4096 positions): FLOPs against a count of the
+    keys each position sees, and a decode step's bytes (prompt 5000, 16 samples at suffix 100: a
+    window layer reads the prompt's last 3996 positions and each suffix)."""
+    from budget_sampler.models import load_hf_config
+    from budget_sampler.models.shape import ModelShape
+    from budget_sampler.plan import decode_step_bytes
+    config = load_hf_config(CONFIGS / "gemma-2-9b")
+    shape = ModelShape.from_config(config)
+    assert shape.layer_windows == (4096, None) * 21
+
+    def flops(positions):  # 2 x matmul parameters per token, 4 x width per key seen per layer
+        keys = sum(min(t + 1, w or t + 1) for t in positions for w in shape.layer_windows)
+        return 2.0 * shape.matmul_parameters * len(positions) + 4.0 * shape.attention_width * keys
+
+    assert shape.prefill_flops(5000) == pytest.approx(flops(range(5000)), rel=1e-12)
+    assert shape.decode_flops(5000, 300) == pytest.approx(flops(range(5000, 5300)), rel=1e-12)
+    per_layer_token = 2 * 8 * 256 * 2  # K and V, 8 KV heads x 256, bf16
+    kv = per_layer_token * (21 * (5000 + 16 * 100) + 21 * (3996 + 16 * 100))
+    want = 2 * shape.matmul_parameters + kv + 2 * 16 * 256000 * 2
+    assert decode_step_bytes(config, torch.bfloat16, 16, 5000, 100) == want
 
 
 def test_cli(capsys):

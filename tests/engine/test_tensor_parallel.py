@@ -25,6 +25,7 @@ CASES = {
     "llama-gqa": ("llama", {}),
     "llama-mha": ("llama", {"num_key_value_heads": 4}),
     "qwen2-bias-tied": ("qwen2", {}),
+    "phi3-fused-partial-rotary": ("phi3", {"partial_rotary_factor": 0.5}),  # qkv_proj / gate_up_proj as shipped
 }
 PROMPTS = ["def add(a, b):\n    return", "class Stack:\n    def push(self, x):\n"]
 ATOL = 1e-5

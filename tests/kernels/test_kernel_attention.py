@@ -114,12 +114,13 @@ WINDOW_CASES = [
     # a case like CASES', a window, a soft-cap, a dtype: windows that cut into the prefix for some
     # rows and not others (one shorter than a block, one longer than every sequence), an empty
     # prefix, rows without a suffix; soft-capping alone and with a window
-    (([3, 1, 0, 5], [17, 300, 4, 1], 1, 7, 128, 40, 16, 3), 150, None, FP32),
-    (([2, 3], [60, 17], 2, 4, 128, 30, 7, 4), 7, 1.5, FP32),
-    (([5, 1, 7], [0, 100, 1], 1, 6, 128, 70, 8, 5), 33, 2.0, FP16),
-    (([1, 3, 2], [100, 1, 17], 2, 6, 64, 40, 16, 5), 50, None, FP16),
-    (([2, 0, 3, 1], [40, 9, 200, 3], 2, 1, 128, 20, 16, 7), 5000, 1.5, FP16),
-    (CASES[1], None, 0.5, FP32),
+    pytest.param(([3, 1, 0, 5], [17, 150, 4, 1], 1, 7, 128, 40, 16, 3), 90, None, FP32, id="window-fp32"),
+    pytest.param(([2, 3], [60, 17], 2, 4, 128, 30, 7, 4), 7, 1.5, FP32, id="short-window-softcap-fp32"),
+    pytest.param(([5, 1, 7], [0, 100, 1], 1, 6, 128, 30, 8, 5), 33, 2.0, FP16, id="window-softcap-fp16"),
+    pytest.param(([1, 3, 2], [100, 1, 17], 2, 6, 64, 40, 16, 5), 50, None, FP16, id="window-fp16"),
+    pytest.param(([2, 0, 3, 1], [40, 9, 200, 3], 2, 1, 128, 20, 16, 7), 5000, 1.5, FP16,
+                 id="window-longer-than-all-softcap-fp16"),
+    pytest.param(CASES[1], None, 0.5, FP32, id="softcap-fp32"),
 ]
 
 

@@ -3,7 +3,8 @@
 Weights stream from safetensors shard by shard: each tensor is read, converted to the target dtype
 and copied into its place in the model, already allocated on the target device, so host memory
 holds the model (on CPU) plus one tensor, never a second copy of the checkpoint. Hugging Face's
-separate q/k/v and gate/up projections land in their row ranges of our fused matrices. With tensor
+separate q/k/v and gate/up projections land in their row ranges of our fused matrices (Phi-3 ships
+them fused already); a multimodal Gemma 3 checkpoint gives its language model only. With tensor
 parallel, each rank builds its part of the model and reads only its part of each tensor (see
 budget_sampler/models/sharding.py).
 """
@@ -16,7 +17,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..errors import InvalidInput
-from .llama import ModelConfig, Transformer, check_model_type, rope_inv_freq
+from .llama import ModelConfig, Transformer, check_model_type, rope_buffers
 from .sharding import Shard, all_reduce_row_parallel
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -25,6 +26,11 @@ HUB_FILES = ["config.json", "generation_config.json", "tokenizer*", "vocab.*", "
              "special_tokens_map.json", "added_tokens.json", "*.safetensors", "*.safetensors.index.json"]
 # StarCoder2 names its (not gated) MLP projections after GPT-2's.
 RENAMES = {"mlp.c_fc.": "mlp.up_proj.", "mlp.c_proj.": "mlp.down_proj."}
+# Where a checkpoint keeps its decoder: a text model's `model.`, a multimodal Gemma 3's language model
+# (transformers 5 saves `model.language_model.`, the hub's files say `language_model.model.`).
+DECODER_PREFIXES = ("model.language_model.", "language_model.model.", "language_model.", "model.")
+# A multimodal checkpoint's other towers, not loaded.
+OTHER_TOWERS = ("vision_tower.", "multi_modal_projector.")
 
 
 def resolve_model_path(name_or_path: str, revision: Optional[str] = None, files: Sequence[str] = HUB_FILES) -> Path:
@@ -129,9 +135,16 @@ def _fused_rows(cfg: ModelConfig) -> dict[str, tuple[str, int, int]]:
     return rows
 
 
+def _part_rows(cfg: ModelConfig) -> dict[str, list[int]]:
+    """Our fused matrix -> the rows of each of its parts (for tensor-parallel reads of checkpoints
+    that ship them fused, like Phi-3)."""
+    q, kv, i = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.intermediate_size
+    return {"self_attn.qkv_proj": [q, kv, kv], "mlp.gate_up_proj": [i, i]}
+
+
 def _hf_name(key: str) -> str:
     """A checkpoint key in the Hugging Face decoder's terms (layers.0.self_attn.q_proj.weight)."""
-    name = key.removeprefix("model.")
+    name = next((key.removeprefix(p) for p in DECODER_PREFIXES if key.startswith(p)), key)
     for old, new in RENAMES.items():
         name = name.replace(old, new)
     return name
@@ -139,7 +152,8 @@ def _hf_name(key: str) -> str:
 
 def _destination(name: str, cfg: ModelConfig, fused: dict) -> Optional[tuple[str, Optional[slice]]]:
     """Where a checkpoint tensor goes: (our parameter, its row slice or None for all of it); None to skip."""
-    if name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and cfg.tie_word_embeddings):
+    if (name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and cfg.tie_word_embeddings)
+            or name.startswith(OTHER_TOWERS)):
         return None
     module, _, kind = name.rpartition(".")  # layers.0.self_attn.q_proj, weight
     parts = module.split(".")
@@ -159,7 +173,7 @@ def load_model(path: Path, hf_config, device: str, dtype: torch.dtype, shard: Sh
         model = Transformer(cfg).to(dtype)
     model.to_empty(device=device)  # uninitialised storage in the target dtype, on the device
     params = dict(model.named_parameters())
-    fused = _fused_rows(cfg)
+    fused, parts = _fused_rows(cfg), _part_rows(cfg)
     filled = dict.fromkeys(params, 0)  # rows written per parameter
     # on CUDA safetensors reads straight into device memory; on CPU it copies a tensor out of the mmap
     read_device = "cpu" if torch.device(device).type == "cpu" else str(device)
@@ -174,7 +188,7 @@ def load_model(path: Path, hf_config, device: str, dtype: torch.dtype, shard: Sh
                 if name not in params:
                     raise InvalidInput(f"{path}: unexpected weight {key!r} for model_type {cfg.model_type!r}")
                 target = params[name].data if rows is None else params[name].data[rows]
-                tensor = shard.read(f, key, hf_name)
+                tensor = shard.read(f, key, hf_name, parts.get(".".join(hf_name.split(".")[-3:-1])))
                 if tensor.shape != target.shape:
                     raise InvalidInput(f"{path}: weight {key!r} has shape {tuple(tensor.shape)}; "
                                        f"the config implies {tuple(target.shape)}")
@@ -184,7 +198,8 @@ def load_model(path: Path, hf_config, device: str, dtype: torch.dtype, shard: Sh
     missing = [name for name, p in params.items() if filled[name] != p.shape[0]]
     if missing:
         raise InvalidInput(f"{path}: weights missing for model_type {cfg.model_type!r}: {missing[:5]}")
-    model.inv_freq = rope_inv_freq(cfg).to(device)  # float32, as Hugging Face keeps it
+    for name, inv_freq in rope_buffers(cfg).items():
+        setattr(model, name, inv_freq.to(device))  # float32, as Hugging Face keeps them
     if shard.world_size > 1:
         all_reduce_row_parallel(model)
     return model.eval()

@@ -1,7 +1,8 @@
 """Megatron-style sharding of the decoder over tensor-parallel ranks (gpt-fast's tp.py, nano-vllm's
 column- and row-parallel linears), applied while the streamed loader reads each tensor.
 
-Column-parallel (q/k/v, gate/up; StarCoder2's up): each rank holds a contiguous 1/N of the output
+Column-parallel (q/k/v, gate/up; StarCoder2's up; Phi-3's fused qkv_proj and gate_up_proj part by
+part, so a rank holds its heads of q, of k and of v): each rank holds a contiguous 1/N of the output
 rows, that is whole heads and 1/N of the intermediate size, so its model is the same decoder with
 num_heads / N, num_kv_heads / N and intermediate_size / N, and its KV pool holds only its heads.
 Row-parallel (o_proj, down_proj): each rank holds the matching 1/N of the input columns and the
@@ -14,6 +15,7 @@ exchange every rank has the full logits, so sampling needs no gather and runs un
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -21,6 +23,7 @@ import torch.distributed as dist
 from ..errors import InvalidInput
 
 COLUMN_PARALLEL = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
+FUSED = ("qkv_proj", "gate_up_proj")  # shipped fused (Phi-3): column-parallel part by part
 ROW_PARALLEL = ("o_proj", "down_proj")
 
 
@@ -46,19 +49,26 @@ class Shard:
         """The model config of this rank's part: its heads, KV heads and intermediate slice."""
         check_divisible(cfg, self.world_size)
         n = self.world_size
+        if n > 1 and cfg.qk_norm == "proj":
+            raise InvalidInput(f"tensor_parallel={n} is not supported for model_type {cfg.model_type!r}: its q/k "
+                               "norm spans every head of the projection; use tensor_parallel=1")
         return replace(cfg, num_heads=cfg.num_heads // n, num_kv_heads=cfg.num_kv_heads // n,
                        intermediate_size=cfg.intermediate_size // n)
 
-    def read(self, f, key: str, name: str) -> torch.Tensor:
+    def read(self, f, key: str, name: str, parts: Optional[list[int]] = None) -> torch.Tensor:
         """This rank's part of checkpoint tensor `key` (named `name` in Hugging Face terms,
-        e.g. layers.0.self_attn.q_proj.weight) from an open safetensors file, reading only that part."""
+        e.g. layers.0.self_attn.q_proj.weight) from an open safetensors file, reading only that part.
+        `parts`: for a FUSED matrix, this rank's rows of each part (q, k, v or gate, up)."""
         *_, proj, kind = name.split(".")
-        if self.world_size == 1 or proj not in COLUMN_PARALLEL + ROW_PARALLEL:
+        if self.world_size == 1 or proj not in COLUMN_PARALLEL + ROW_PARALLEL + FUSED:
             return f.get_tensor(key)
         if proj in ROW_PARALLEL and kind == "bias":
             bias = f.get_tensor(key)
             return bias if self.rank == 0 else torch.zeros_like(bias)
         part = f.get_slice(key)
+        if proj in FUSED:  # part i holds rows start_i ... of the full matrix; this rank takes its share of each
+            starts = [self.world_size * sum(parts[:i]) for i in range(len(parts))]
+            return torch.cat([part[s + self.rank * p:s + (self.rank + 1) * p] for s, p in zip(starts, parts)])
         dim = 0 if proj in COLUMN_PARALLEL else 1
         size = part.get_shape()[dim] // self.world_size
         cut = slice(self.rank * size, (self.rank + 1) * size)
