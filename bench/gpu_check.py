@@ -168,9 +168,9 @@ def correctness(setup: Setup) -> list[dict]:
             got = attention.shared_prefix_attention_triton(**a, splits=splits)
             record("shared_prefix_attention", dtype, [(got, want)], splits=splits)
         # Gemma 2 / 3 layers: a sliding window that cuts into the prefix, soft-capped scores (a low cap
-        # that bends these scores), and both
+        # that bends these scores), and both (the dry run: both only)
         window = 20 if setup.dry else 600
-        for softcap, win in ((2.0, None), (None, window), (2.0, window)):
+        for softcap, win in ((2.0, window),) if setup.dry else ((2.0, None), (None, window), (2.0, window)):
             want = attention.shared_prefix_attention_ref(**a, softcap=softcap, window=win)
             for splits in [1, 3]:
                 got = attention.shared_prefix_attention_triton(**a, softcap=softcap, window=win, splits=splits)

@@ -187,15 +187,25 @@ def _gemma(c) -> dict:
                 hidden_act="gelu_pytorch_tanh" if act == "gelu" else act)
 
 
-def _gemma2(c) -> dict:
-    """Gemma plus four norms per block, query_pre_attn_scalar, soft-capped scores and logits."""
-    return _gemma(c) | dict(block_norms="sandwich", attn_scale=c.query_pre_attn_scalar ** -0.5,
-                            attn_softcap=c.attn_logit_softcapping, final_softcap=c.final_logit_softcapping)
+def _gemma2(c, pattern: int = 2) -> dict:
+    """Gemma plus four norms per block, query_pre_attn_scalar, soft-capped scores and logits. Configs
+    of transformers without layer_types: layer i slides unless (i + 1) % pattern == 0."""
+    fields = _gemma(c) | dict(block_norms="sandwich", attn_scale=c.query_pre_attn_scalar ** -0.5,
+                              attn_softcap=c.attn_logit_softcapping, final_softcap=c.final_logit_softcapping)
+    if getattr(c, "layer_types", None) is None:
+        fields["layer_windows"] = tuple(None if (i + 1) % pattern == 0 else c.sliding_window
+                                        for i in range(c.num_hidden_layers))
+    return fields
 
 
 def _gemma3(c) -> dict:
-    """Gemma 2 plus per-head q/k norm; its attention applies no soft-capping (HF passes none)."""
-    return _gemma2(c) | dict(qk_norm="head", attn_softcap=None)
+    """Gemma 2 plus per-head q/k norm; its attention applies no soft-capping (HF passes none).
+    Configs of transformers without per-layer-type rope parameters name the local base apart."""
+    fields = _gemma2(c, getattr(c, "sliding_window_pattern", 6)) | dict(qk_norm="head", attn_softcap=None)
+    nested = "full_attention" in (getattr(c, "rope_parameters", None) or {})
+    if not nested and getattr(c, "rope_local_base_freq", None) is not None:
+        fields["local_rope"] = {"rope_type": "default", "rope_theta": float(c.rope_local_base_freq)}
+    return fields
 
 
 def _granite(c) -> dict:
