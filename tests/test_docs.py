@@ -3,7 +3,9 @@
 Every ```python block of README.md and of each docs/*.md page is extracted and executed in this process,
 offline, on CPU (the shipped toy models load by name with no download). A page's blocks run in order in
 one namespace, as a reader would paste them into one session, with the working directory a temporary one.
-To keep this fast, `Sampler.from_pretrained` is memoized over the pages: equal arguments share one Sampler.
+To keep this fast, `Sampler.from_pretrained` is memoized over the pages (equal arguments share one Sampler)
+and torch runs on one thread: the examples' batches are tiny, and on a busy machine a second thread's
+waits made a step ~15x slower.
 
 Skipping a block: write `<!-- no-run: REASON -->` on the line just before its fence (an HTML comment, so
 neither GitHub nor the docs site shows it). Keep that for blocks that need a GPU, a server, the network or
@@ -55,9 +57,12 @@ def runnable_pages() -> list[Path]:
 @pytest.fixture(scope="module")
 def shared_loads():
     """Sampler.from_pretrained memoized for this module's tests (the examples load the same toy models)."""
+    import torch
+
     from budget_sampler import Sampler
 
-    original, loaded = Sampler.__dict__["from_pretrained"], {}
+    original, loaded, threads = Sampler.__dict__["from_pretrained"], {}, torch.get_num_threads()
+    torch.set_num_threads(1)
 
     def from_pretrained(cls, *args, **kwargs):
         key = repr((args, sorted(kwargs.items())))
@@ -68,6 +73,7 @@ def shared_loads():
     Sampler.from_pretrained = classmethod(from_pretrained)
     yield
     Sampler.from_pretrained = original
+    torch.set_num_threads(threads)
     for sampler in loaded.values():
         sampler.close()
 
