@@ -50,14 +50,19 @@ def resolve_model_path(name_or_path: str, revision: Optional[str] = None, files:
 
 def download(repo_id: str, revision: Optional[str] = None, files: Sequence[str] = HUB_FILES) -> Path:
     """snapshot_download with its own environment: HF_HOME / HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN;
-    it shows a progress bar and falls back to the cache when the hub cannot be reached."""
+    it shows a progress bar and falls back to the cache when the hub cannot be reached. huggingface_hub
+    1.x offline asks the hub before its cache for a commit revision, so the cache is asked once more."""
     from huggingface_hub import snapshot_download
-    try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(files)))
-    except Exception as e:  # not found, gated, offline with nothing cached: all one user error
-        reason = " ".join(str(e).split()) or type(e).__name__
-        raise InvalidInput(f"model {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
-                           + f" could not be downloaded or found in the Hugging Face cache: {reason}") from None
+    error = None
+    for cache_only in (False, True):
+        try:
+            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(files),
+                                          local_files_only=cache_only))
+        except Exception as e:  # not found, gated, offline with nothing cached: all one user error
+            error = error or e
+    reason = " ".join(str(error).split()) or type(error).__name__
+    raise InvalidInput(f"model {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+                       + f" could not be downloaded or found in the Hugging Face cache: {reason}") from None
 
 
 def parse_dtype(dtype) -> torch.dtype:
