@@ -58,6 +58,13 @@ class ModelConfig:
     gated_mlp: bool      # act(gate) * up (Llama) or act(up) (StarCoder2)
     qk_norm: bool        # Qwen3: RMSNorm over each query and key head before RoPE
     embed_scale: float   # Gemma multiplies the embeddings by sqrt(hidden_size)
+    # mixture of experts (Qwen3-MoE, Mixtral): the layers whose MLP is routed experts, each token's
+    # top num_experts_per_tok of num_experts, each expert a gated MLP of moe_intermediate_size
+    moe_layers: tuple[int, ...] = ()
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0
+    norm_topk_prob: bool = False  # renormalise the top-k routing weights to sum to 1
 
     @classmethod
     def from_hf(cls, c) -> "ModelConfig":
@@ -196,6 +203,29 @@ class MLP(nn.Module):
         return self.down_proj(self.act(gate) * up)
 
 
+class MoE(nn.Module):
+    """Routed experts in place of the MLP (Qwen3-MoE, Mixtral), as Hugging Face's TopKRouter and
+    Experts: router logits -> softmax in float32 -> top-k -> renormalised (Mixtral always, Qwen3-MoE
+    when norm_topk_prob); the weights stay float32 (HF's Qwen3-MoE rounds them to the model's dtype).
+    Each expert is a SiLU-gated MLP; gate/up of all experts stacked in one [E, 2I, H] tensor, down in
+    [E, H, I], so kernels.moe_experts runs them as grouped GEMMs."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.top_k, self.renormalize = cfg.num_experts_per_tok, cfg.norm_topk_prob
+        e, i, h = cfg.num_experts, cfg.moe_intermediate_size, cfg.hidden_size
+        self.gate = nn.Linear(h, e, bias=False)
+        self.gate_up_proj = nn.Parameter(torch.empty(e, 2 * i, h))
+        self.down_proj = nn.Parameter(torch.empty(e, h, i))
+
+    def forward(self, x):
+        probs = torch.softmax(self.gate(x).float(), dim=-1)
+        weights, ids = probs.topk(self.top_k, dim=-1)
+        if self.renormalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return kernels.moe_experts(x, self.gate_up_proj, self.down_proj, weights, ids)
+
+
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
@@ -203,7 +233,7 @@ class Block(nn.Module):
         self.input_layernorm = Norm(cfg, cfg.hidden_size)
         self.post_attention_layernorm = Norm(cfg, cfg.hidden_size)
         self.self_attn = Attention(cfg)
-        self.mlp = MLP(cfg)
+        self.mlp = MoE(cfg) if layer in cfg.moe_layers else MLP(cfg)
 
     def forward(self, x, residual, cos, sin, batch):
         h, residual = self.input_layernorm(x, residual)
