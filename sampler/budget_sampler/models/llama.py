@@ -24,7 +24,6 @@ import budget_sampler_kernels as kernels
 
 from ..errors import InvalidInput
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral", "starcoder2", "gemma")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 # Families that share the architecture but need attention our kernels do not have.
 UNSUPPORTED_MODEL_TYPES = {
@@ -68,39 +67,15 @@ class ModelConfig:
 
     @classmethod
     def from_hf(cls, c) -> "ModelConfig":
-        """Normalise a transformers config of any supported family (transformers 4.x and 5.x)."""
+        """Normalise a transformers config of any supported family (transformers 4.x and 5.x): the
+        Llama block's fields, then the family's deltas (FAMILIES)."""
         check_model_type(c.model_type)
-        t = c.model_type
-        rope = dict(getattr(c, "rope_parameters", None) or getattr(c, "rope_scaling", None) or {})
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type not in SUPPORTED_ROPE_TYPES:
-            raise InvalidInput(f"rope type {rope_type!r} is not supported; supported: "
-                               f"{', '.join(SUPPORTED_ROPE_TYPES)}")
-        rope["rope_type"] = rope_type
-        act = getattr(c, "hidden_activation", None) or c.hidden_act
-        if t == "gemma" and act == "gelu":  # Gemma configs say gelu, meaning tanh (transformers 5 corrects it too)
-            act = "gelu_pytorch_tanh"
-        if act not in ACTIVATIONS:
-            raise InvalidInput(f"hidden_act {act!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
-        heads = c.num_attention_heads
-        head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
-        bias = bool(c.use_bias if t == "starcoder2" else getattr(c, "attention_bias", False))
-        window = getattr(c, "sliding_window", None)
-        if t in ("qwen2", "qwen3") and not getattr(c, "use_sliding_window", False):
-            window = None
-        return cls(
-            model_type=t, vocab_size=c.vocab_size, hidden_size=c.hidden_size,
-            intermediate_size=c.intermediate_size, num_layers=c.num_hidden_layers, num_heads=heads,
-            num_kv_heads=getattr(c, "num_key_value_heads", None) or heads, head_dim=head_dim,
-            norm={"gemma": "gemma_rms", "starcoder2": "layer"}.get(t, "rms"),
-            norm_eps=c.norm_epsilon if t == "starcoder2" else c.rms_norm_eps,
-            max_position_embeddings=c.max_position_embeddings,
-            rope_theta=float(rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))),
-            rope_scaling=rope, qkv_bias=t == "qwen2" or bias, o_bias=bias and t != "qwen2",
-            mlp_bias=bool(getattr(c, "mlp_bias", False)) or (t == "starcoder2" and bias),
-            tie_word_embeddings=bool(getattr(c, "tie_word_embeddings", False)), sliding_window=window,
-            hidden_act=act, gated_mlp=t != "starcoder2", qk_norm=t == "qwen3",
-            embed_scale=c.hidden_size ** 0.5 if t == "gemma" else 1.0)
+        fields = _llama_fields(c)
+        fields.update(FAMILIES[c.model_type](c))
+        if fields["hidden_act"] not in ACTIVATIONS:
+            raise InvalidInput(f"hidden_act {fields['hidden_act']!r} is not supported; supported: "
+                               f"{', '.join(ACTIVATIONS)}")
+        return cls(**fields)
 
     @property
     def max_context(self) -> int:
@@ -108,6 +83,68 @@ class ModelConfig:
         if self.sliding_window:
             return min(self.max_position_embeddings, self.sliding_window)
         return self.max_position_embeddings
+
+
+def _rope_fields(c) -> dict:
+    rope = dict(getattr(c, "rope_parameters", None) or getattr(c, "rope_scaling", None) or {})
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in SUPPORTED_ROPE_TYPES:
+        raise InvalidInput(f"rope type {rope_type!r} is not supported; supported: "
+                           f"{', '.join(SUPPORTED_ROPE_TYPES)}")
+    rope["rope_type"] = rope_type
+    return dict(rope_theta=float(rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))), rope_scaling=rope)
+
+
+def _llama_fields(c) -> dict:
+    """The Llama block (Llama, CodeLlama, Llama 3, Mistral): what every family starts from."""
+    heads = c.num_attention_heads
+    bias = bool(getattr(c, "attention_bias", False))
+    return dict(
+        model_type=c.model_type, vocab_size=c.vocab_size, hidden_size=c.hidden_size,
+        intermediate_size=c.intermediate_size, num_layers=c.num_hidden_layers, num_heads=heads,
+        num_kv_heads=getattr(c, "num_key_value_heads", None) or heads,
+        head_dim=getattr(c, "head_dim", None) or c.hidden_size // heads,
+        norm="rms", norm_eps=getattr(c, "rms_norm_eps", None), max_position_embeddings=c.max_position_embeddings,
+        **_rope_fields(c), qkv_bias=bias, o_bias=bias, mlp_bias=bool(getattr(c, "mlp_bias", False)),
+        tie_word_embeddings=bool(getattr(c, "tie_word_embeddings", False)),
+        sliding_window=getattr(c, "sliding_window", None),
+        hidden_act=getattr(c, "hidden_activation", None) or c.hidden_act,
+        gated_mlp=True, qk_norm=False, embed_scale=1.0)
+
+
+def _qwen(c) -> dict:
+    """Qwen2 / Qwen3: a window only when use_sliding_window says so."""
+    return {"sliding_window": c.sliding_window if getattr(c, "use_sliding_window", False) else None}
+
+
+def _qwen2(c) -> dict:
+    return _qwen(c) | {"qkv_bias": True, "o_bias": False}
+
+
+def _qwen3(c) -> dict:
+    return _qwen(c) | {"qk_norm": True}
+
+
+def _starcoder2(c) -> dict:
+    """LayerNorm with bias, a plain (not gated) MLP, one use_bias switch for every projection."""
+    bias = bool(c.use_bias)
+    return dict(norm="layer", norm_eps=c.norm_epsilon, qkv_bias=bias, o_bias=bias,
+                mlp_bias=bool(getattr(c, "mlp_bias", False)) or bias, gated_mlp=False)
+
+
+def _gemma(c) -> dict:
+    """(1 + w) RMSNorm, embeddings x sqrt(hidden); older configs say gelu, meaning tanh (transformers
+    5 corrects it too)."""
+    act = getattr(c, "hidden_activation", None) or c.hidden_act
+    return dict(norm="gemma_rms", embed_scale=c.hidden_size ** 0.5,
+                hidden_act="gelu_pytorch_tanh" if act == "gelu" else act)
+
+
+# Each supported model_type's deltas from the Llama block: a function of the HF config returning the
+# ModelConfig fields it changes.
+FAMILIES = {"llama": lambda c: {}, "mistral": lambda c: {}, "qwen2": _qwen2, "qwen3": _qwen3,
+            "starcoder2": _starcoder2, "gemma": _gemma}
+SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
 
 def check_model_type(model_type) -> None:
