@@ -83,8 +83,10 @@ def main(argv=None) -> int:
         rows.append(dict(n=n, dense_step_ms=dense, moe_step_ms=moe, moe_over_dense=moe / dense,
                          within_3x=moe <= 3 * dense, dense_runs_ms=steps["dense", n], moe_runs_ms=steps["moe", n]))
         print(f"n={n}: dense {dense:.2f} ms, MoE {moe:.2f} ms: {moe / dense:.2f}x")
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"moe_step_cpu-{torch.get_num_threads()}core.json"
-    out.write_text(json.dumps(dict(command="python bench/moe_step.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    machine = f"cpu-{torch.get_num_threads()}core"
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"moe_step_{machine}.json"
+    command = "python bench/moe_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    out.write_text(json.dumps(dict(command=command,
                                    device="cpu", machine=platform.node(), processor=platform.processor(),
                                    threads=torch.get_num_threads(), torch=torch.__version__, models=models,
                                    prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, results=rows),

@@ -37,17 +37,13 @@ def moe_experts_ref(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, 
     m, k = topk_ids.shape
     flat = topk_ids.reshape(-1)
     order = flat.argsort(stable=True)
-    rows = x[order // k]
-    out = torch.empty(m * k, x.shape[1], dtype=x.dtype, device=x.device)
-    start = 0
-    for expert, count in enumerate(torch.bincount(flat, minlength=gate_up.shape[0]).tolist()):
-        if count:
-            part = slice(start, start + count)
-            out[part] = F.linear(silu_and_mul_ref(F.linear(rows[part], gate_up[expert])), down[expert])
-            start += count
+    counts = torch.bincount(flat, minlength=gate_up.shape[0]).tolist()
+    groups = x[order // k].split(counts)  # each expert's tokens, in the order of the sorted pairs
+    out = torch.cat([F.linear(silu_and_mul_ref(F.linear(rows, gate_up[e])), down[e])
+                     for e, rows in enumerate(groups) if len(rows)] or [x[:0]])
     weight = topk_weights.reshape(-1)[order, None].to(torch.promote_types(x.dtype, torch.float32))
     pairs = torch.empty(m * k, x.shape[1], dtype=weight.dtype, device=x.device).index_copy_(0, order, out * weight)
-    return pairs.view(m, k, -1).sum(1).to(x.dtype)
+    return pairs.view(m, k, x.shape[1]).sum(1).to(x.dtype)
 
 
 def moe_align(topk_ids: torch.Tensor, num_experts: int, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -78,7 +78,8 @@ def plan(path, gpu_memory: int, dtype: torch.dtype, prompt_tokens: int, mean_new
     batch = min(n, max_batch_size, paged_samples)
     step_bytes = decode_step_bytes(hf_config, dtype, batch, prompt_tokens, mean_new_tokens, tensor_parallel)
     step_seconds = step_bytes / bandwidth
-    return Plan(cfg.model_type, shape.parameters, shape.active_parameters, weight_bytes, per_token, budget, prompt_bytes, static_slots,
+    return Plan(cfg.model_type, shape.parameters, shape.active_parameters, weight_bytes, per_token, budget,
+                prompt_bytes, static_slots,
                 max_batch_size * max_new_tokens * per_token + prompt_bytes, paged_samples, batch, step_bytes,
                 step_seconds, batch / step_seconds if step_seconds else 0.0)
 

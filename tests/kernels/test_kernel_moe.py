@@ -72,6 +72,7 @@ def test_align_sorts_pairs_by_expert_in_padded_blocks():
 def test_no_tokens_and_cpu_dispatch():
     x, gate_up, down, weights, ids = make(0, 8, 2)
     assert moe_experts_triton(x, gate_up, down, weights, ids).shape == (0, 40)
+    assert moe_experts_ref(x, gate_up, down, weights, ids).shape == (0, 40)
     x, gate_up, down, weights, ids = make(5, 8, 2)
     assert torch.equal(kernels.moe_experts(x, gate_up, down, weights, ids),
                        moe_experts_ref(x, gate_up, down, weights, ids))

@@ -1,10 +1,11 @@
-"""The Llama-style decoder (Llama / CodeLlama / Llama 3, Qwen2, Qwen3, Mistral, StarCoder2, Gemma) in
-plain PyTorch.
+"""The Llama-style decoder (Llama / CodeLlama / Llama 3, Qwen2, Qwen3, Mistral, StarCoder2, Gemma, and
+the mixtures of experts Qwen3-MoE and Mixtral) in plain PyTorch.
 
 Reads top to bottom like gpt-fast: a config taken from the Hugging Face config, the rotary table,
 then Transformer -> Block -> attention / MLP / norm. The families differ only in a few switches of
 the config: the norm (RMSNorm, Gemma's (1 + w) RMSNorm, LayerNorm with bias), the MLP (gated or
-not, its activation), biases, Qwen3's per-head q/k RMSNorm and Gemma's scaled embedding. The model
+not, its activation), biases, Qwen3's per-head q/k RMSNorm, Gemma's scaled embedding, and routed
+experts in place of the MLP (MoE, beside MLP; all of a layer's experts in two stacked tensors). The model
 knows nothing about how the KV cache is laid out: each forward gets a batch view (see
 budget_sampler/cache.py) that says where to write K/V and how to attend. The per-op math goes through
 `kernels` (Triton on CUDA, torch references on CPU).
@@ -140,10 +141,34 @@ def _gemma(c) -> dict:
                 hidden_act="gelu_pytorch_tanh" if act == "gelu" else act)
 
 
+def _experts(c, layers, width: int, renormalize: bool) -> dict:
+    """Routed experts in `layers`: top num_experts_per_tok of num_experts (Mixtral's num_local_experts in
+    transformers 4), each a gated MLP `width` wide."""
+    experts, top_k = getattr(c, "num_experts", None) or c.num_local_experts, c.num_experts_per_tok
+    if not 1 <= top_k <= experts:
+        raise InvalidInput(f"num_experts_per_tok={top_k!r} is invalid: must be between 1 and num_experts ({experts})")
+    return dict(moe_layers=tuple(layers), num_experts=experts, num_experts_per_tok=top_k, moe_intermediate_size=width,
+                norm_topk_prob=renormalize)
+
+
+def _qwen3_moe(c) -> dict:
+    """Qwen3's attention; layer i is routed experts unless it is in mlp_only_layers or (i + 1) is not a
+    multiple of decoder_sparse_step (then a dense MLP of intermediate_size); renormalised top-k when
+    norm_topk_prob."""
+    dense = set(c.mlp_only_layers or [])
+    layers = [i for i in range(c.num_hidden_layers) if i not in dense and (i + 1) % c.decoder_sparse_step == 0]
+    return _qwen3(c) | _experts(c, layers, c.moe_intermediate_size, bool(c.norm_topk_prob))
+
+
+def _mixtral(c) -> dict:
+    """Mistral's block with every MLP routed experts of intermediate_size, top-k always renormalised."""
+    return _experts(c, range(c.num_hidden_layers), c.intermediate_size, True)
+
+
 # Each supported model_type's deltas from the Llama block: a function of the HF config returning the
 # ModelConfig fields it changes.
 FAMILIES = {"llama": lambda c: {}, "mistral": lambda c: {}, "qwen2": _qwen2, "qwen3": _qwen3,
-            "starcoder2": _starcoder2, "gemma": _gemma}
+            "starcoder2": _starcoder2, "gemma": _gemma, "qwen3_moe": _qwen3_moe, "mixtral": _mixtral}
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
 
