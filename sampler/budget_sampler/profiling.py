@@ -36,10 +36,11 @@ PEAK_TFLOPS = ((r"H100.*PCIe", 756.0, 51.0), (r"H[12]00.*NVL", 835.0, 60.0), (r"
 GROUPS = {"attention": r"(prefix|suffix)_attention|_attention_kernel",  # one kernel on CUDA: prefix and suffix
           "attention merge": r"merge", "sampling": r"sample|_(stats|search|mass|pick|check|draw|finish)_kernel",
           "norms": r"rms_norm", "RoPE + KV write": r"rope", "SiLU x up": r"silu",
+          "routed experts": r"moe",  # before matmuls: the experts' grouped GEMM is named _moe_gemm_kernel
           "matmuls": r"gemm|gemv|nvjet|cutlass|xmma|splitK|^aten::(linear|matmul|mm|addmm|bmm)$"}
 ENTRY_POINTS = ((kernels.attention, "prefix_attention_ref"), (kernels.attention, "suffix_attention_ref"),
                 (kernels.attention, "merge_attention_ref"), (kernels, "sample"), (kernels, "rms_norm"),
-                (kernels, "rope_write_kv"), (kernels, "silu_and_mul"))
+                (kernels, "rope_write_kv"), (kernels, "silu_and_mul"), (kernels, "moe_experts"))
 LABELS = {name.removesuffix("_ref") for _, name in ENTRY_POINTS}
 PROFILED_STEPS = 3
 
