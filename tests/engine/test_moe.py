@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM
 
 from budget_sampler import Sampler, SamplingParams
 from budget_sampler.errors import InvalidInput
-from budget_sampler.models import ModelConfig
+from budget_sampler.models import ModelConfig, load_model
 
 from checkpoints import make_checkpoint, make_config
 
@@ -32,9 +32,13 @@ def test_qwen3_moe_routed_layers_follow_transformers(overrides, layers):
     assert mixtral.moe_layers == (0, 1) and mixtral.norm_topk_prob and mixtral.moe_intermediate_size == 32
 
 
-def test_top_k_beyond_the_experts_is_invalid_input():
-    with pytest.raises(InvalidInput, match=r"num_experts_per_tok=9 .* between 1 and num_experts \(8\)"):
-        ModelConfig.from_hf(make_config("qwen3_moe", num_experts_per_tok=9))
+@pytest.mark.parametrize("overrides, message", [
+    ({"num_experts_per_tok": 9}, r"num_experts_per_tok=9 .* between 1 and num_experts \(8\)"),
+    ({"hidden_act": "gelu"}, r"hidden_act 'gelu' is not supported for routed experts; supported: silu"),
+])
+def test_configs_the_experts_cannot_run_are_invalid_input(overrides, message):
+    with pytest.raises(InvalidInput, match=message):
+        ModelConfig.from_hf(make_config("qwen3_moe", **overrides))
 
 
 def test_seeded_samples_reproduce(qwen3_moe):
@@ -51,7 +55,7 @@ def test_experts_split_across_shards_stack_into_the_same_model(tmp_path, qwen3_m
     hf.save_pretrained(tmp_path, max_shard_size="8KB")
     assert len(list(tmp_path.glob("*.safetensors"))) > 3
     whole = Sampler.from_pretrained(str(qwen3_moe)).model.state_dict()
-    sharded = __import__("budget_sampler").models.load_model(tmp_path, hf.config, "cpu", torch.float32).state_dict()
+    sharded = load_model(tmp_path, hf.config, "cpu", torch.float32).state_dict()
     assert whole.keys() == sharded.keys() and all(torch.equal(whole[k], sharded[k]) for k in whole)
     gate_up = whole["layers.0.mlp.gate_up_proj"]
     expert3 = hf.model.layers[0].mlp.experts.gate_up_proj[3]  # transformers 5's fused [2I, H]: gate rows, up rows

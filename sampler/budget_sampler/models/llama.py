@@ -143,10 +143,12 @@ def _gemma(c) -> dict:
 
 def _experts(c, layers, width: int, renormalize: bool) -> dict:
     """Routed experts in `layers`: top num_experts_per_tok of num_experts (Mixtral's num_local_experts in
-    transformers 4), each a gated MLP `width` wide."""
+    transformers 4), each a SiLU-gated MLP `width` wide."""
     experts, top_k = getattr(c, "num_experts", None) or c.num_local_experts, c.num_experts_per_tok
     if not 1 <= top_k <= experts:
         raise InvalidInput(f"num_experts_per_tok={top_k!r} is invalid: must be between 1 and num_experts ({experts})")
+    if c.hidden_act != "silu":
+        raise InvalidInput(f"hidden_act {c.hidden_act!r} is not supported for routed experts; supported: silu")
     return dict(moe_layers=tuple(layers), num_experts=experts, num_experts_per_tok=top_k, moe_intermediate_size=width,
                 norm_topk_prob=renormalize)
 
