@@ -17,6 +17,12 @@ from .llama import ModelConfig, Transformer
 PAPER_TOKENS = 128
 
 
+def expected_experts(experts: int, top_k: int, tokens: int) -> float:
+    """Experts of a layer that `tokens` tokens touch, each routed to top_k of them uniformly at random: an
+    expert is missed by a token with probability 1 - k/E, so E x (1 - (1 - k/E)^tokens)."""
+    return experts * (1.0 - (1.0 - top_k / experts) ** tokens)
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """The numbers of a decoder that FLOP counts need; JSON-able so a report can be rebuilt from disk."""
@@ -63,15 +69,11 @@ class ModelShape:
         """Matmul parameters one token multiplies by (all of them for a dense model)."""
         return self.matmul_parameters - int(self._idle_expert_parameters(self.experts_per_token))
 
-    def expected_experts(self, tokens: int) -> float:
-        """Experts of a layer that `tokens` tokens touch, routed uniformly at random: each expert is
-        missed by a token with probability 1 - k/E, so E x (1 - (1 - k/E)^tokens)."""
-        return self.experts * (1.0 - (1.0 - self.experts_per_token / self.experts) ** tokens) if self.experts else 0.0
-
     def matmul_parameters_read(self, tokens: int) -> float:
         """Matmul parameters a forward pass over `tokens` tokens reads: all but the experts none of them
         is routed to (expected). Top-8 of 128 experts over 64 tokens reads ~98% of the experts."""
-        return self.matmul_parameters - self._idle_expert_parameters(self.expected_experts(tokens))
+        touched = expected_experts(self.experts, self.experts_per_token, tokens) if self.experts else 0.0
+        return self.matmul_parameters - self._idle_expert_parameters(touched)
 
     def paper_flops(self) -> float:
         """2 x active matmul parameters x 128 tokens: the paper's constant cost of one sample (for a
