@@ -27,16 +27,31 @@ def make_tokenizer(vocab_size: int = 300):
 
 
 def make_config(model_type: str = "llama", vocab_size: int = 300, **overrides):
-    from transformers import GemmaConfig, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config, Starcoder2Config
+    from transformers import (
+        GemmaConfig,
+        LlamaConfig,
+        MistralConfig,
+        MixtralConfig,
+        Qwen2Config,
+        Qwen3Config,
+        Qwen3MoeConfig,
+        Starcoder2Config,
+    )
     base = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                 bos_token_id=0, eos_token_id=1, pad_token_id=None)
     cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig,
-           "starcoder2": Starcoder2Config, "gemma": GemmaConfig}[model_type]
+           "starcoder2": Starcoder2Config, "gemma": GemmaConfig, "qwen3_moe": Qwen3MoeConfig,
+           "mixtral": MixtralConfig}[model_type]
     base["norm_epsilon" if model_type == "starcoder2" else "rms_norm_eps"] = 1e-5
     if model_type in ("qwen2", "qwen3"):
         base["tie_word_embeddings"] = True
-    if model_type in ("qwen3", "gemma"):
+    if model_type in ("qwen3_moe", "mixtral"):  # 8 experts, top-2, each 32 wide (Mixtral: intermediate_size)
+        base.update(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32)
+        if model_type == "mixtral":
+            base.update(intermediate_size=32)
+            del base["moe_intermediate_size"]
+    if model_type in ("qwen3", "qwen3_moe", "gemma"):
         base["head_dim"] = 16  # their configs' defaults (128, 256) do not follow hidden_size / heads
     base.update(overrides)
     return cls(**base)

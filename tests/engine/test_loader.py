@@ -106,8 +106,9 @@ def test_weights_that_do_not_fit_the_config_are_one_clear_error(tmp_path, edit, 
 
 
 @pytest.mark.parametrize("model_type, message", [
-    ("gemma2", r"'gemma2' is not supported: its attention-logit soft-capping .*supported: llama, qwen2, qwen3"),
-    ("gpt2", r"'gpt2' is not supported; supported: llama, qwen2, qwen3, mistral, starcoder2, gemma"),
+    ("gemma2", r"'gemma2' is not supported: its attention-logit soft-capping .*supported: llama, mistral, qwen2"),
+    ("gpt2", r"'gpt2' is not supported; supported: llama, mistral, qwen2, qwen3, starcoder2, gemma, qwen3_moe, "
+             r"mixtral"),
 ])
 def test_families_that_do_not_fit_name_the_supported_ones(tmp_path, model_type, message):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))

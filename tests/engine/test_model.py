@@ -25,6 +25,9 @@ CASES = {
     "starcoder2-layernorm-gelu-bias": ("starcoder2", {}),
     "gemma-geglu-scaled-embedding": ("gemma", {}),
     "gemma-mqa-head-dim-32": ("gemma", {"num_key_value_heads": 1, "head_dim": 32}),
+    # routed experts: top-2 of 8; layer 1 a dense MLP between two MoE layers
+    "qwen3-moe-dense-layer": ("qwen3_moe", {"num_hidden_layers": 3, "mlp_only_layers": [1], "norm_topk_prob": True}),
+    "mixtral": ("mixtral", {}),
 }
 PROMPTS = ["d", "def add(a, b):\n    return", "class Stack:\n    def push(self, x):\n" * 3]
 

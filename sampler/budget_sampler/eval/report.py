@@ -99,7 +99,8 @@ class ModelResults:
     def summary(self, ks: list[int], until_pass: bool, boot: Bootstrap) -> dict:
         greedy = [t[0]["passed"] for t in self.greedy if t]
         exact_unshared = fmean(self.shape.prefill_flops(r["prompt_tokens"]) for r in self.rows) + self.decode
-        out = {"parameters": self.shape.parameters, "matmul_parameters": self.shape.matmul_parameters,
+        out = {"parameters": self.shape.parameters, "active_parameters": self.shape.active_parameters,
+               "matmul_parameters": self.shape.matmul_parameters,
                "samples": len(self.rows),
                "flops_per_sample": {"paper": self.shape.paper_flops(),
                                     "exact": self.prefill * self.drawn / len(self.rows) + self.decode,

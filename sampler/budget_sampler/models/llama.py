@@ -1,10 +1,11 @@
-"""The Llama-style decoder (Llama / CodeLlama / Llama 3, Qwen2, Qwen3, Mistral, StarCoder2, Gemma) in
-plain PyTorch.
+"""The Llama-style decoder (Llama / CodeLlama / Llama 3, Qwen2, Qwen3, Mistral, StarCoder2, Gemma, and
+the mixtures of experts Qwen3-MoE and Mixtral) in plain PyTorch.
 
 Reads top to bottom like gpt-fast: a config taken from the Hugging Face config, the rotary table,
 then Transformer -> Block -> attention / MLP / norm. The families differ only in a few switches of
 the config: the norm (RMSNorm, Gemma's (1 + w) RMSNorm, LayerNorm with bias), the MLP (gated or
-not, its activation), biases, Qwen3's per-head q/k RMSNorm and Gemma's scaled embedding. The model
+not, its activation), biases, Qwen3's per-head q/k RMSNorm, Gemma's scaled embedding, and routed
+experts in place of the MLP (MoE, beside MLP; all of a layer's experts in two stacked tensors). The model
 knows nothing about how the KV cache is laid out: each forward gets a batch view (see
 budget_sampler/cache.py) that says where to write K/V and how to attend. The per-op math goes through
 `kernels` (Triton on CUDA, torch references on CPU).
@@ -24,7 +25,6 @@ import budget_sampler_kernels as kernels
 
 from ..errors import InvalidInput
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral", "starcoder2", "gemma")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 # Families that share the architecture but need attention our kernels do not have.
 UNSUPPORTED_MODEL_TYPES = {
@@ -58,42 +58,25 @@ class ModelConfig:
     gated_mlp: bool      # act(gate) * up (Llama) or act(up) (StarCoder2)
     qk_norm: bool        # Qwen3: RMSNorm over each query and key head before RoPE
     embed_scale: float   # Gemma multiplies the embeddings by sqrt(hidden_size)
+    # mixture of experts (Qwen3-MoE, Mixtral): the layers whose MLP is routed experts, each token's
+    # top num_experts_per_tok of num_experts, each expert a gated MLP of moe_intermediate_size
+    moe_layers: tuple[int, ...] = ()
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0
+    norm_topk_prob: bool = False  # renormalise the top-k routing weights to sum to 1
 
     @classmethod
     def from_hf(cls, c) -> "ModelConfig":
-        """Normalise a transformers config of any supported family (transformers 4.x and 5.x)."""
+        """Normalise a transformers config of any supported family (transformers 4.x and 5.x): the
+        Llama block's fields, then the family's deltas (FAMILIES)."""
         check_model_type(c.model_type)
-        t = c.model_type
-        rope = dict(getattr(c, "rope_parameters", None) or getattr(c, "rope_scaling", None) or {})
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type not in SUPPORTED_ROPE_TYPES:
-            raise InvalidInput(f"rope type {rope_type!r} is not supported; supported: "
-                               f"{', '.join(SUPPORTED_ROPE_TYPES)}")
-        rope["rope_type"] = rope_type
-        act = getattr(c, "hidden_activation", None) or c.hidden_act
-        if t == "gemma" and act == "gelu":  # Gemma configs say gelu, meaning tanh (transformers 5 corrects it too)
-            act = "gelu_pytorch_tanh"
-        if act not in ACTIVATIONS:
-            raise InvalidInput(f"hidden_act {act!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
-        heads = c.num_attention_heads
-        head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
-        bias = bool(c.use_bias if t == "starcoder2" else getattr(c, "attention_bias", False))
-        window = getattr(c, "sliding_window", None)
-        if t in ("qwen2", "qwen3") and not getattr(c, "use_sliding_window", False):
-            window = None
-        return cls(
-            model_type=t, vocab_size=c.vocab_size, hidden_size=c.hidden_size,
-            intermediate_size=c.intermediate_size, num_layers=c.num_hidden_layers, num_heads=heads,
-            num_kv_heads=getattr(c, "num_key_value_heads", None) or heads, head_dim=head_dim,
-            norm={"gemma": "gemma_rms", "starcoder2": "layer"}.get(t, "rms"),
-            norm_eps=c.norm_epsilon if t == "starcoder2" else c.rms_norm_eps,
-            max_position_embeddings=c.max_position_embeddings,
-            rope_theta=float(rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))),
-            rope_scaling=rope, qkv_bias=t == "qwen2" or bias, o_bias=bias and t != "qwen2",
-            mlp_bias=bool(getattr(c, "mlp_bias", False)) or (t == "starcoder2" and bias),
-            tie_word_embeddings=bool(getattr(c, "tie_word_embeddings", False)), sliding_window=window,
-            hidden_act=act, gated_mlp=t != "starcoder2", qk_norm=t == "qwen3",
-            embed_scale=c.hidden_size ** 0.5 if t == "gemma" else 1.0)
+        fields = _llama_fields(c)
+        fields.update(FAMILIES[c.model_type](c))
+        if fields["hidden_act"] not in ACTIVATIONS:
+            raise InvalidInput(f"hidden_act {fields['hidden_act']!r} is not supported; supported: "
+                               f"{', '.join(ACTIVATIONS)}")
+        return cls(**fields)
 
     @property
     def max_context(self) -> int:
@@ -101,6 +84,94 @@ class ModelConfig:
         if self.sliding_window:
             return min(self.max_position_embeddings, self.sliding_window)
         return self.max_position_embeddings
+
+
+def _rope_fields(c) -> dict:
+    rope = dict(getattr(c, "rope_parameters", None) or getattr(c, "rope_scaling", None) or {})
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in SUPPORTED_ROPE_TYPES:
+        raise InvalidInput(f"rope type {rope_type!r} is not supported; supported: "
+                           f"{', '.join(SUPPORTED_ROPE_TYPES)}")
+    rope["rope_type"] = rope_type
+    return dict(rope_theta=float(rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))), rope_scaling=rope)
+
+
+def _llama_fields(c) -> dict:
+    """The Llama block (Llama, CodeLlama, Llama 3, Mistral): what every family starts from."""
+    heads = c.num_attention_heads
+    bias = bool(getattr(c, "attention_bias", False))
+    return dict(
+        model_type=c.model_type, vocab_size=c.vocab_size, hidden_size=c.hidden_size,
+        intermediate_size=c.intermediate_size, num_layers=c.num_hidden_layers, num_heads=heads,
+        num_kv_heads=getattr(c, "num_key_value_heads", None) or heads,
+        head_dim=getattr(c, "head_dim", None) or c.hidden_size // heads,
+        norm="rms", norm_eps=getattr(c, "rms_norm_eps", None), max_position_embeddings=c.max_position_embeddings,
+        **_rope_fields(c), qkv_bias=bias, o_bias=bias, mlp_bias=bool(getattr(c, "mlp_bias", False)),
+        tie_word_embeddings=bool(getattr(c, "tie_word_embeddings", False)),
+        sliding_window=getattr(c, "sliding_window", None),
+        hidden_act=getattr(c, "hidden_activation", None) or c.hidden_act,
+        gated_mlp=True, qk_norm=False, embed_scale=1.0)
+
+
+def _qwen(c) -> dict:
+    """Qwen2 / Qwen3: a window only when use_sliding_window says so."""
+    return {"sliding_window": c.sliding_window if getattr(c, "use_sliding_window", False) else None}
+
+
+def _qwen2(c) -> dict:
+    return _qwen(c) | {"qkv_bias": True, "o_bias": False}
+
+
+def _qwen3(c) -> dict:
+    return _qwen(c) | {"qk_norm": True}
+
+
+def _starcoder2(c) -> dict:
+    """LayerNorm with bias, a plain (not gated) MLP, one use_bias switch for every projection."""
+    bias = bool(c.use_bias)
+    return dict(norm="layer", norm_eps=c.norm_epsilon, qkv_bias=bias, o_bias=bias,
+                mlp_bias=bool(getattr(c, "mlp_bias", False)) or bias, gated_mlp=False)
+
+
+def _gemma(c) -> dict:
+    """(1 + w) RMSNorm, embeddings x sqrt(hidden); older configs say gelu, meaning tanh (transformers
+    5 corrects it too)."""
+    act = getattr(c, "hidden_activation", None) or c.hidden_act
+    return dict(norm="gemma_rms", embed_scale=c.hidden_size ** 0.5,
+                hidden_act="gelu_pytorch_tanh" if act == "gelu" else act)
+
+
+def _experts(c, layers, width: int, renormalize: bool) -> dict:
+    """Routed experts in `layers`: top num_experts_per_tok of num_experts (Mixtral's num_local_experts in
+    transformers 4), each a SiLU-gated MLP `width` wide."""
+    experts, top_k = getattr(c, "num_experts", None) or c.num_local_experts, c.num_experts_per_tok
+    if not 1 <= top_k <= experts:
+        raise InvalidInput(f"num_experts_per_tok={top_k!r} is invalid: must be between 1 and num_experts ({experts})")
+    if c.hidden_act != "silu":
+        raise InvalidInput(f"hidden_act {c.hidden_act!r} is not supported for routed experts; supported: silu")
+    return dict(moe_layers=tuple(layers), num_experts=experts, num_experts_per_tok=top_k, moe_intermediate_size=width,
+                norm_topk_prob=renormalize)
+
+
+def _qwen3_moe(c) -> dict:
+    """Qwen3's attention; layer i is routed experts unless it is in mlp_only_layers or (i + 1) is not a
+    multiple of decoder_sparse_step (then a dense MLP of intermediate_size); renormalised top-k when
+    norm_topk_prob."""
+    dense = set(c.mlp_only_layers or [])
+    layers = [i for i in range(c.num_hidden_layers) if i not in dense and (i + 1) % c.decoder_sparse_step == 0]
+    return _qwen3(c) | _experts(c, layers, c.moe_intermediate_size, bool(c.norm_topk_prob))
+
+
+def _mixtral(c) -> dict:
+    """Mistral's block with every MLP routed experts of intermediate_size, top-k always renormalised."""
+    return _experts(c, range(c.num_hidden_layers), c.intermediate_size, True)
+
+
+# Each supported model_type's deltas from the Llama block: a function of the HF config returning the
+# ModelConfig fields it changes.
+FAMILIES = {"llama": lambda c: {}, "mistral": lambda c: {}, "qwen2": _qwen2, "qwen3": _qwen3,
+            "starcoder2": _starcoder2, "gemma": _gemma, "qwen3_moe": _qwen3_moe, "mixtral": _mixtral}
+SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
 
 def check_model_type(model_type) -> None:
@@ -196,6 +267,29 @@ class MLP(nn.Module):
         return self.down_proj(self.act(gate) * up)
 
 
+class MoE(nn.Module):
+    """Routed experts in place of the MLP (Qwen3-MoE, Mixtral), as Hugging Face's TopKRouter and
+    Experts: router logits -> softmax in float32 -> top-k -> renormalised (Mixtral always, Qwen3-MoE
+    when norm_topk_prob); the weights stay float32 (HF's Qwen3-MoE rounds them to the model's dtype).
+    Each expert is a SiLU-gated MLP; gate/up of all experts stacked in one [E, 2I, H] tensor, down in
+    [E, H, I], so kernels.moe_experts runs them as grouped GEMMs."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.top_k, self.renormalize = cfg.num_experts_per_tok, cfg.norm_topk_prob
+        e, i, h = cfg.num_experts, cfg.moe_intermediate_size, cfg.hidden_size
+        self.gate = nn.Linear(h, e, bias=False)
+        self.gate_up_proj = nn.Parameter(torch.empty(e, 2 * i, h))
+        self.down_proj = nn.Parameter(torch.empty(e, h, i))
+
+    def forward(self, x):
+        probs = torch.softmax(self.gate(x).float(), dim=-1)
+        weights, ids = probs.topk(self.top_k, dim=-1)
+        if self.renormalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return kernels.moe_experts(x, self.gate_up_proj, self.down_proj, weights, ids)
+
+
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
@@ -203,7 +297,7 @@ class Block(nn.Module):
         self.input_layernorm = Norm(cfg, cfg.hidden_size)
         self.post_attention_layernorm = Norm(cfg, cfg.hidden_size)
         self.self_attn = Attention(cfg)
-        self.mlp = MLP(cfg)
+        self.mlp = MoE(cfg) if layer in cfg.moe_layers else MLP(cfg)
 
     def forward(self, x, residual, cos, sin, batch):
         h, residual = self.input_layernorm(x, residual)

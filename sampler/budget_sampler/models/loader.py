@@ -3,7 +3,9 @@
 Weights stream from safetensors shard by shard: each tensor is read, converted to the target dtype
 and copied into its place in the model, already allocated on the target device, so host memory
 holds the model (on CPU) plus one tensor, never a second copy of the checkpoint. Hugging Face's
-separate q/k/v and gate/up projections land in their row ranges of our fused matrices. With tensor
+separate q/k/v and gate/up projections land in their row ranges of our fused matrices; a mixture of
+experts' per-expert tensors (Qwen3-MoE's experts.{e}.gate_proj / up_proj / down_proj, Mixtral's
+w1 / w3 / w2) land in expert e's slice of the layer's stacked gate/up and down tensors. With tensor
 parallel, each rank builds its part of the model and reads only its part of each tensor (see
 budget_sampler/models/sharding.py).
 """
@@ -23,8 +25,9 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 # What a hub download fetches: the config, the tokenizer, the generation config and the weights.
 HUB_FILES = ["config.json", "generation_config.json", "tokenizer*", "vocab.*", "merges.txt",
              "special_tokens_map.json", "added_tokens.json", "*.safetensors", "*.safetensors.index.json"]
-# StarCoder2 names its (not gated) MLP projections after GPT-2's.
-RENAMES = {"mlp.c_fc.": "mlp.up_proj.", "mlp.c_proj.": "mlp.down_proj."}
+# StarCoder2 names its (not gated) MLP projections after GPT-2's; Mixtral its experts' gate, down, up w1, w2, w3.
+RENAMES = {"mlp.c_fc.": "mlp.up_proj.", "mlp.c_proj.": "mlp.down_proj.", "block_sparse_moe.": "mlp.",
+           ".w1.": ".gate_proj.", ".w2.": ".down_proj.", ".w3.": ".up_proj."}
 
 
 def resolve_model_path(name_or_path: str, revision: Optional[str] = None, files: Sequence[str] = HUB_FILES) -> Path:
@@ -142,17 +145,28 @@ def _hf_name(key: str) -> str:
     return name
 
 
-def _destination(name: str, cfg: ModelConfig, fused: dict) -> Optional[tuple[str, Optional[slice]]]:
-    """Where a checkpoint tensor goes: (our parameter, its row slice or None for all of it); None to skip."""
+def _expert_destination(parts: list[str], cfg: ModelConfig) -> tuple[str, tuple]:
+    """layers.1.mlp.experts.3.gate_proj -> (layers.1.mlp.gate_up_proj, expert 3's gate rows)."""
+    *mlp, _, expert, proj = parts
+    i = cfg.moe_intermediate_size
+    if proj == "down_proj":
+        return ".".join([*mlp, "down_proj"]), (int(expert),)
+    return ".".join([*mlp, "gate_up_proj"]), (int(expert), slice(0, i) if proj == "gate_proj" else slice(i, 2 * i))
+
+
+def _destination(name: str, cfg: ModelConfig, fused: dict) -> Optional[tuple[str, Optional[tuple]]]:
+    """Where a checkpoint tensor goes: (our parameter, its index or None for all of it); None to skip."""
     if name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and cfg.tie_word_embeddings):
         return None
     module, _, kind = name.rpartition(".")  # layers.0.self_attn.q_proj, weight
     parts = module.split(".")
+    if len(parts) > 2 and parts[-3] == "experts" and parts[-1] in ("gate_proj", "up_proj", "down_proj"):
+        return _expert_destination(parts, cfg)
     owner = ".".join(parts[-2:])
     if owner not in fused:
         return name, None
     target, start, end = fused[owner]
-    return ".".join([*parts[:-2], target, kind]), slice(start, end)
+    return ".".join([*parts[:-2], target, kind]), (slice(start, end),)
 
 
 def load_model(path: Path, hf_config, device: str, dtype: torch.dtype, shard: Shard = Shard()) -> Transformer:
@@ -165,7 +179,7 @@ def load_model(path: Path, hf_config, device: str, dtype: torch.dtype, shard: Sh
     model.to_empty(device=device)  # uninitialised storage in the target dtype, on the device
     params = dict(model.named_parameters())
     fused = _fused_rows(cfg)
-    filled = dict.fromkeys(params, 0)  # rows written per parameter
+    filled = dict.fromkeys(params, 0)  # elements written per parameter
     # on CUDA safetensors reads straight into device memory; on CPU it copies a tensor out of the mmap
     read_device = "cpu" if torch.device(device).type == "cpu" else str(device)
     for file in _weight_files(path):
@@ -175,18 +189,18 @@ def load_model(path: Path, hf_config, device: str, dtype: torch.dtype, shard: Sh
                 dest = _destination(hf_name, cfg, fused)
                 if dest is None:
                     continue
-                name, rows = dest
+                name, index = dest
                 if name not in params:
                     raise InvalidInput(f"{path}: unexpected weight {key!r} for model_type {cfg.model_type!r}")
-                target = params[name].data if rows is None else params[name].data[rows]
+                target = params[name].data if index is None else params[name].data[index]
                 tensor = shard.read(f, key, hf_name)
                 if tensor.shape != target.shape:
                     raise InvalidInput(f"{path}: weight {key!r} has shape {tuple(tensor.shape)}; "
                                        f"the config implies {tuple(target.shape)}")
                 target.copy_(tensor)  # casts to the model's dtype
-                filled[name] += target.shape[0]
+                filled[name] += target.numel()
                 del tensor
-    missing = [name for name, p in params.items() if filled[name] != p.shape[0]]
+    missing = [name for name, p in params.items() if filled[name] != p.numel()]
     if missing:
         raise InvalidInput(f"{path}: weights missing for model_type {cfg.model_type!r}: {missing[:5]}")
     model.inv_freq = rope_inv_freq(cfg).to(device)  # float32, as Hugging Face keeps it
