@@ -2,6 +2,8 @@
 Parts, in this order (most needed first: --time-limit cuts the tail):
 
 1. correctness of every Triton kernel in bfloat16 and float16 against its torch reference;
+   the fused MoE kernels too, and their time (eager and replayed from a CUDA graph) against a dense
+   gate/up + down of equal active size at batch 16 / 64 / 256 on Qwen3-Coder-30B-A3B's layer;
 2. end-to-end tokens/s of our engine (decode step replayed from CUDA graphs, and eager: the same
    samples) vs transformers `generate(num_return_sequences=n)` on a random-weight model of
    Qwen2.5-1.5B's shape, and the decode step's fraction of the memory roofline: minimum bytes a
@@ -50,9 +52,11 @@ sys.path[:0] = import_paths(ROOT)  # this checkout's packages, installed or not 
 import torch  # noqa: E402
 from e2e import PAPER, forced_scripts, make_tokenizer, paper_step_ms, run_hf, run_ours, run_paper  # noqa: E402
 from kernel_inputs import (  # noqa: E402
+    QWEN3_CODER_30B_A3B_MOE,
     QWEN_1_5B,
     attention_inputs,
     flash_attn_replicated,
+    moe_inputs,
     norm_inputs,
     replicated_kv,
     rope_inputs,
@@ -61,7 +65,8 @@ from kernel_inputs import (  # noqa: E402
 )
 
 import budget_sampler_kernels as kernels  # noqa: E402
-from budget_sampler_kernels import activation, attention, norm, rope, sampling  # noqa: E402
+from budget_sampler.models.shape import expected_experts  # noqa: E402
+from budget_sampler_kernels import activation, attention, moe, norm, rope, sampling  # noqa: E402
 
 QWEN2_5_1_5B = dict(  # config.json of Qwen/Qwen2.5-1.5B, weights random
     model_type="qwen2", architectures=["Qwen2ForCausalLM"], vocab_size=151936, hidden_size=1536,
@@ -100,6 +105,8 @@ class Setup:
         self.attention_suffix = 5 if dry else 64
         self.splits = [1, 4] if dry else [1, 2, 4, 8, 16]  # swept to tune the launcher's choice
         self.micro_n = 4 if dry else 256
+        self.moe_n = [3] if dry else [16, 64, 256]
+        self.moe_shape = dict(experts=8, top_k=2, hidden=64, inter=32) if dry else QWEN3_CODER_30B_A3B_MOE
         self.model = TINY if dry else QWEN2_5_1_5B
         self.e2e_n = [2] if dry else [16, 64, 256]
         self.paper_n, self.paper_prompts = ([3], 2) if dry else ([64, 200, 256], 16)
@@ -207,6 +214,46 @@ def correctness(setup: Setup) -> list[dict]:
         error = max_error(logprobs[same], want_logprobs[same])  # a different token has another log-prob
         rows.append(dict(op="sample", dtype=str(dtype).removeprefix("torch."), token_agreement=agree,
                          logprob_max_abs_error=error, ok=bool(agree >= need and error <= 1e-3)))
+    return rows
+
+
+# -- 1b. fused MoE ---------------------------------------------------------------------------------
+
+def moe_check(setup: Setup) -> list[dict]:
+    """The fused MoE kernels against their reference (the same 16-bit inputs in float32) and their time
+    against a dense gate/up + SiLU x up + down of the same active size (k x I wide) at batch n; on CUDA
+    also replayed from a CUDA graph (capturable: no host sync), with the experts' bytes it reads."""
+    import torch.nn.functional as F
+    shape, rows = setup.moe_shape, []
+    for n in setup.moe_n:
+        for dtype in setup.dtypes:
+            x, gate_up, down, weights, ids = moe_inputs(n, **shape, device=setup.device, dtype=dtype, seed=n)
+            got = moe.moe_experts_triton(x, gate_up, down, weights, ids)
+            want = moe.moe_experts_ref(x.float(), gate_up.float(), down.float(), weights, ids)
+            atol, rtol = TOL[dtype]
+            row = dict(n=n, dtype=str(dtype).removeprefix("torch."), atol=atol, rtol=rtol,
+                       ok=torch.allclose(got.float(), want, atol=atol, rtol=rtol), max_abs_error=max_error(got, want))
+            if dtype == setup.dtype:
+                active = shape["top_k"] * shape["inter"]
+                w1 = torch.randn(2 * active, shape["hidden"], device=setup.device, dtype=dtype)
+                w2 = torch.randn(shape["hidden"], active, device=setup.device, dtype=dtype)
+                row["ours_ms"] = setup.timer(lambda: moe.moe_experts_triton(x, gate_up, down, weights, ids))
+                row["dense_ms"] = setup.timer(lambda: F.linear(activation.silu_and_mul_triton(F.linear(x, w1)), w2))
+                touched = expected_experts(shape["experts"], shape["top_k"], n)
+                row["expected_experts_touched"] = touched
+                row["expert_bytes_read"] = touched * 3 * shape["hidden"] * shape["inter"] * dtype.itemsize
+                if setup.device == "cuda":
+                    out = torch.empty_like(got)
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph):
+                        out.copy_(moe.moe_experts_triton(x, gate_up, down, weights, ids))
+                    graph.replay()
+                    row["graph_equals_eager"] = torch.equal(out, got)
+                    row["ok"] = row["ok"] and row["graph_equals_eager"]
+                    row["ours_graph_ms"] = setup.timer(graph.replay)
+                    row["graph_bytes_per_s"] = row["expert_bytes_read"] / (row["ours_graph_ms"] / 1e3)
+                row["ours_over_dense"] = row["ours_ms"] / row["dense_ms"]  # both eager
+            rows.append(row)
     return rows
 
 
@@ -442,6 +489,14 @@ def table(result: dict) -> str:
             bad = [r for r in part["rows"] if not r["ok"]]
             lines.append(f"correctness: {len(part['rows']) - len(bad)}/{len(part['rows'])} ok"
                          + "".join(f"\n  FAILED {r}" for r in bad))
+        elif name == "moe":
+            lines.append("fused MoE    n   dtype   ok   ours ms   graph ms   dense ms   ours/dense   experts GB/s")
+            for r in part["rows"]:
+                if "ours_ms" in r:
+                    rate = r.get("graph_bytes_per_s")
+                    lines.append(f"{'':9}{r['n']:5d}  {r['dtype']:>6}  {r['ok']!s:>5}  {r['ours_ms']:8.3f}"
+                                 f"  {fmt(r.get('ours_graph_ms'), '9.3f')}  {r['dense_ms']:9.3f}"
+                                 f"  {r['ours_over_dense']:10.2f}x  {fmt(rate and rate / 1e9, '12.0f')}")
         elif name == "attention":
             lines.append("prefix attention    n  prefix   ours ms   SDPA-replicated ms   speedup   splits")
             for r in part["rows"]:
@@ -484,7 +539,7 @@ def table(result: dict) -> str:
 
 
 # most needed first: a time limit cuts the tail
-PARTS = ["correctness", "end_to_end", "paper", "main_job", "attention", "micro"]
+PARTS = ["correctness", "moe", "end_to_end", "paper", "main_job", "attention", "micro"]
 
 
 def main(argv=None) -> int:
@@ -505,7 +560,7 @@ def main(argv=None) -> int:
     slug = re.sub(r"[^a-z0-9]+", "-", result["environment"]["device"].lower()).strip("-")
     out = Path(args.out) if args.out else Path(os.environ.get("OUT", ".")) / f"gpu_check_{slug}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    functions = dict(correctness=correctness, end_to_end=end_to_end, paper=paper, main_job=main_job,
+    functions = dict(correctness=correctness, moe=moe_check, end_to_end=end_to_end, paper=paper, main_job=main_job,
                      attention=attention_benchmark, micro=micro_benchmarks)
     for name in PARTS:
         if time.perf_counter() > setup.deadline:
@@ -527,7 +582,7 @@ def main(argv=None) -> int:
     print(table(result))
     complete = all(name in result and "error" not in result[name] and not result[name].get("errors")
                    for name in PARTS)
-    return 0 if complete and all(r["ok"] for r in result["correctness"]["rows"]) else 1
+    return 0 if complete and all(r["ok"] for part in ("correctness", "moe") for r in result[part]["rows"]) else 1
 
 
 if __name__ == "__main__":

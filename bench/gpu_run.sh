@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU command (README's GPU section), one call on the lent device machine: gpu_check, profile_step, and
-# `budget-sampler profile` on a random checkpoint of Qwen2.5-1.5B's shape, each writing its JSON under $OUT.
+# The GPU command (README's commands, docs/benchmarks.md's GPU section), one call on the lent device machine:
+# gpu_check, profile_step, and `budget-sampler profile` on a random checkpoint of Qwen2.5-1.5B's shape, each writing its JSON under $OUT.
 # That machine has no registry and its own torch / triton / transformers, so the checkout is used in place:
 # PYTHONPATH names sampler/ and kernels/, which hold only our packages (nothing is installed, nothing shadowed).
 # `bash bench/gpu_run.sh --dry-run` rehearses it on CPU: Triton interpreter, tiny shapes, a few minutes.

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 
 QWEN_1_5B = dict(heads=12, kv_heads=2, head_dim=128, hidden=1536, intermediate=8960, vocab=151936)
+# one MoE layer of Qwen3-Coder-30B-A3B (bench/configs/qwen3-coder-30b-a3b): top-8 of 128 experts of 768
+QWEN3_CODER_30B_A3B_MOE = dict(experts=128, top_k=8, hidden=2048, inter=768)
 
 
 def attention_inputs(n: int, prefix: int, suffix: int, *, groups: int = 1, heads: int = 12, kv_heads: int = 2,
@@ -99,3 +101,17 @@ def rope_inputs(n: int, *, heads: int = 12, kv_heads: int = 2, head_dim: int = 1
     rows = torch.randperm(max(cache_rows, n), generator=g)[:n].to(device)
     return (q.view(n, heads, head_dim), k.view(n, kv_heads, head_dim), v.view(n, kv_heads, head_dim),
             emb.cos(), emb.sin(), k_cache, torch.zeros_like(k_cache), rows)
+
+
+def moe_inputs(n: int, *, experts: int, top_k: int, hidden: int, inter: int, device="cpu", dtype=torch.float32,
+               seed: int = 0) -> tuple:
+    """Arguments of `moe_experts` for n tokens: x, gate_up [E, 2I, H], down [E, H, I] (scaled so outputs
+    are of order 1) and a random router's renormalised top-k weights (float32) and expert ids."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    randn = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    x, gate_up, down = randn(n, hidden), randn(experts, 2 * inter, hidden) / hidden ** 0.5, \
+        randn(experts, hidden, inter) / inter ** 0.5
+    weights, ids = torch.softmax(randn(n, experts), dim=-1).topk(top_k, dim=-1)
+    weights = weights / weights.sum(-1, keepdim=True)
+    on = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
+    return on(x), on(gate_up), on(down), weights.to(device), ids.to(device)

@@ -34,7 +34,12 @@ def make_config(model_type: str = "llama", vocab_size: int = 300, **overrides):
     base["norm_epsilon" if model_type == "starcoder2" else "rms_norm_eps"] = 1e-5
     if model_type in ("qwen2", "qwen3"):
         base["tie_word_embeddings"] = True
-    if model_type in ("qwen3", "gemma", "gemma2", "gemma3_text"):
+    if model_type in ("qwen3_moe", "mixtral"):  # 8 experts, top-2, each 32 wide (Mixtral: intermediate_size)
+        base.update(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32)
+        if model_type == "mixtral":
+            base.update(intermediate_size=32)
+            del base["moe_intermediate_size"]
+    if model_type in ("qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text"):
         base["head_dim"] = 16  # their configs' defaults (128, 256) do not follow hidden_size / heads
     base.update(overrides)
     return AutoConfig.for_model(model_type, **base)

@@ -11,6 +11,7 @@ import os
 
 from .activation import silu_and_mul_ref
 from .attention import shared_prefix_attention_ref
+from .moe import moe_experts_ref
 from .norm import rms_norm_ref
 from .rope import rope_write_kv_ref
 from .sampling import sample_ref
@@ -58,6 +59,14 @@ def silu_and_mul(x):
         from .activation import silu_and_mul_triton
         return silu_and_mul_triton(x)
     return silu_and_mul_ref(x)
+
+
+def moe_experts(x, gate_up, down, topk_weights, topk_ids):
+    """Routed experts' weighted sum (see moe.py): grouped GEMMs on CUDA, one matmul per active expert on CPU."""
+    if _use_triton(x):
+        from .moe import moe_experts_triton
+        return moe_experts_triton(x, gate_up, down, topk_weights, topk_ids)
+    return moe_experts_ref(x, gate_up, down, topk_weights, topk_ids)
 
 
 def rope_write_kv(q, k, v, cos, sin, k_cache, v_cache, cache_rows):

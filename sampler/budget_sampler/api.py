@@ -26,6 +26,7 @@ class LoadOptions:
     tensor_parallel: int = 1
 
     def load(self, name_or_path: str) -> "Sampler":
+        """`Sampler.from_pretrained(name_or_path)` with these options."""
         return Sampler.from_pretrained(name_or_path, **asdict(self))
 
 
@@ -85,9 +86,11 @@ class Sampler:
 
     @property
     def stats(self) -> GenerationStats:
+        """Tokens, seconds, tokens/s, KV blocks and preemptions since the Sampler was made (or `stats.reset()`)."""
         return self.engine.stats
 
     def encode(self, prompt: str) -> list[int]:
+        """The prompt's token ids as the engine prefills them (InvalidInput for a non-string or empty prompt)."""
         if not isinstance(prompt, str):
             raise InvalidInput(f"prompt must be a string, got {type(prompt).__name__}")
         ids = self.tokenizer(prompt).input_ids
@@ -139,6 +142,7 @@ class Sampler:
         return [self.encode(prompt + text)[start:] if text else [] for text in texts]
 
     def score_ids(self, prompt_ids: list[int], completions: list[list[int]]) -> list[list[float]]:
+        """`score` for a prompt and completions given as token ids."""
         return [s.logprobs for s in self.score_top(prompt_ids, completions, 0)]
 
     def score_top(self, prompt_ids: list[int], completions: list[list[int]], top_k: int) -> list[Scored]:
@@ -192,12 +196,14 @@ class SampleStream:
         return self.index_of[rid]
 
     def cancel(self, prompt_index: int) -> None:
+        """Drop prompt `prompt_index`'s samples that have not finished; the stream yields none of them."""
         rid = self.request_ids[prompt_index]
         self.engine.abort_request(rid)
         self.index_of.pop(rid, None)
         self.router.inboxes.pop(rid, None)
 
     def close(self) -> None:
+        """Cancel every prompt of the stream."""
         for i in list(self.index_of.values()):
             self.cancel(i)
 

@@ -95,6 +95,7 @@ class Completion:
 
     @property
     def mean_logprob(self) -> float:
+        """The mean per-token log-prob: the score of `eval --ranker self`."""
         return mean_logprob(self.token_logprobs)
 
 
@@ -146,13 +147,16 @@ class GenerationStats:
 
     @property
     def seconds(self) -> float:
+        """Prefill plus decode seconds."""
         return self.prefill_seconds + self.decode_seconds
 
     @property
     def tokens_per_second(self) -> float:
+        """Generated tokens over `seconds` (0 before any)."""
         return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
 
     def reset(self) -> None:
+        """Zero the counters; the pool's size `kv_blocks_total` is kept."""
         for name, value in GenerationStats(kv_blocks_total=self.kv_blocks_total).__dict__.items():
             setattr(self, name, value)
 
@@ -165,6 +169,7 @@ class GenerationStats:
             setattr(self, name, max(mine, value) if name in _PER_ENGINE else mine + value)
 
     def as_dict(self) -> dict:
+        """The counters with `seconds` and `tokens_per_second`, as a JSON-ready dict."""
         d = dict(self.__dict__)
         d["seconds"] = self.seconds
         d["tokens_per_second"] = self.tokens_per_second

@@ -22,6 +22,7 @@ from .models.shape import ModelShape
 class Plan:
     model_type: str
     parameters: int
+    active_parameters: int      # per token (all of them for a dense model)
     weight_bytes: int           # per GPU
     kv_bytes_per_token: int     # per GPU
     kv_cache_bytes: int         # per GPU: the default fraction of the memory left after the weights
@@ -39,12 +40,13 @@ def decode_step_bytes(hf_config, dtype: torch.dtype, batch: int, prompt_tokens: 
                       tensor_parallel: int = 1) -> int:
     """Least bytes one decode step of `batch` samples of one prompt moves on one GPU: every weight
     that does matmul work, once (the embedding table only as a tied LM head: the rows it looks up
-    are negligible), the prompt's KV once, each sample's own KV of `suffix_tokens`, and the logits
-    written once and read once (the LM head is replicated under tensor parallel). A layer with a
-    sliding window W reads the last W positions only: of the prompt what the samples' windows still
-    cover, of each suffix at most W tokens."""
+    are negligible; of a mixture of experts, the experts `batch` tokens are expected to touch), the
+    prompt's KV once, each sample's own KV of `suffix_tokens`, and the logits written once and read
+    once (the LM head is replicated under tensor parallel). A layer with a sliding window W reads the
+    last W positions only: of the prompt what the samples' windows still cover, of each suffix at
+    most W tokens."""
     cfg = ModelConfig.from_hf(hf_config)
-    weights = ModelShape.from_config(hf_config).matmul_parameters * dtype.itemsize // tensor_parallel
+    weights = int(ModelShape.from_config(hf_config).matmul_parameters_read(batch)) * dtype.itemsize // tensor_parallel
     p, s = prompt_tokens, suffix_tokens
     tokens = sum(p + batch * s if w is None else min(p, max(0, w - s)) + batch * min(s, w)
                  for w in cfg.layer_windows)  # KV tokens read, summed over layers
@@ -70,8 +72,8 @@ def plan(path, gpu_memory: int, dtype: torch.dtype, prompt_tokens: int, mean_new
          tensor_parallel: int = 1, n: int = 200, max_batch_size: int = 256, block_size: int = 16,
          bandwidth: float = 3.35e12) -> Plan:
     hf_config = load_hf_config(path)
-    cfg, parameters = ModelConfig.from_hf(hf_config), ModelShape.from_config(hf_config).parameters
-    weight_bytes = parameters * dtype.itemsize // tensor_parallel
+    cfg, shape = ModelConfig.from_hf(hf_config), ModelShape.from_config(hf_config)
+    weight_bytes = shape.parameters * dtype.itemsize // tensor_parallel
     per_token = kv_bytes_per_token(cfg, dtype) // tensor_parallel
     budget = max(0, int(CUDA_DEFAULT_FRACTION * (gpu_memory - weight_bytes)))
     prompt_bytes = cdiv(prompt_tokens, block_size) * block_size * per_token
@@ -81,7 +83,8 @@ def plan(path, gpu_memory: int, dtype: torch.dtype, prompt_tokens: int, mean_new
     batch = min(n, max_batch_size, paged_samples)
     step_bytes = decode_step_bytes(hf_config, dtype, batch, prompt_tokens, mean_new_tokens, tensor_parallel)
     step_seconds = step_bytes / bandwidth
-    return Plan(cfg.model_type, parameters, weight_bytes, per_token, budget, prompt_bytes, static_slots,
+    return Plan(cfg.model_type, shape.parameters, shape.active_parameters, weight_bytes, per_token, budget,
+                prompt_bytes, static_slots,
                 max_batch_size * max_new_tokens * per_token + prompt_bytes, paged_samples, batch, step_bytes,
                 step_seconds, batch / step_seconds if step_seconds else 0.0)
 
@@ -90,7 +93,8 @@ def describe(p: Plan, gpu_memory: int, n: int, max_batch_size: int, max_new_toke
     gb = lambda b: f"{b / 1e9:,.1f} GB"  # noqa: E731
     static_fits = p.static_slots >= min(n, max_batch_size)
     return "\n".join([
-        f"model: {p.model_type}, {p.parameters / 1e9:,.2f}B parameters",
+        f"model: {p.model_type}, {p.parameters / 1e9:,.2f}B parameters"
+        + (f" ({p.active_parameters / 1e9:,.2f}B active per token)" if p.active_parameters != p.parameters else ""),
         f"weights: {gb(p.weight_bytes)} per GPU; KV cache: {gb(p.kv_cache_bytes)} "
         f"({CUDA_DEFAULT_FRACTION:g} of the {gb(gpu_memory - p.weight_bytes)} left of {gb(gpu_memory)})",
         f"KV per token: {p.kv_bytes_per_token / 2 ** 20:,.3f} MiB; prompt KV (stored once): {gb(p.prompt_kv_bytes)}",

@@ -20,6 +20,7 @@ from .cache import cdiv
 from .engine import Engine
 from .errors import InvalidInput
 from .memory import kv_bytes_per_token
+from .models.llama import MoE
 from .params import SamplingParams
 from .plan import decode_step_bytes, decode_step_flops, samples_that_fit
 
@@ -35,10 +36,11 @@ PEAK_TFLOPS = ((r"H100.*PCIe", 756.0, 51.0), (r"H[12]00.*NVL", 835.0, 60.0), (r"
 GROUPS = {"attention": r"(prefix|suffix)_attention|_attention_kernel",  # one kernel on CUDA: prefix and suffix
           "attention merge": r"merge", "sampling": r"sample|_(stats|search|mass|pick|check|draw|finish)_kernel",
           "norms": r"rms_norm", "RoPE + KV write": r"rope", "SiLU x up": r"silu",
+          "routed experts": r"moe",  # before matmuls: the experts' grouped GEMM is named _moe_gemm_kernel
           "matmuls": r"gemm|gemv|nvjet|cutlass|xmma|splitK|^aten::(linear|matmul|mm|addmm|bmm)$"}
 ENTRY_POINTS = ((kernels.attention, "prefix_attention_ref"), (kernels.attention, "suffix_attention_ref"),
                 (kernels.attention, "merge_attention_ref"), (kernels, "sample"), (kernels, "rms_norm"),
-                (kernels, "rope_write_kv"), (kernels, "silu_and_mul"))
+                (kernels, "rope_write_kv"), (kernels, "silu_and_mul"), (kernels, "moe_experts"))
 LABELS = {name.removesuffix("_ref") for _, name in ENTRY_POINTS}
 PROFILED_STEPS = 3
 
@@ -58,16 +60,25 @@ def timed_ms(fn, repeats: int) -> float:
 
 
 def matmul_floor_ms(model, n: int, repeats: int = 20) -> float:
-    """Median time of one decode step's linear layers alone at batch n, on our model's weights; on
-    CUDA replayed from one graph, so no launch gaps count."""
+    """Median time of one decode step's linear layers alone at batch n, on our model's weights (a
+    mixture of experts' layer: its router and expert GEMMs, routing random inputs); on CUDA replayed
+    from one graph, so no launch gaps count."""
     import torch.nn.functional as F
-    weights = [m.weight for m in model.layers.modules() if isinstance(m, torch.nn.Linear)]  # any MLP's shape
+    weights, experts = [], []
+    for block in model.layers:
+        weights += [block.self_attn.qkv_proj.weight, block.self_attn.o_proj.weight]
+        if isinstance(block.mlp, MoE):
+            experts.append(block.mlp)
+        else:  # gated or not
+            weights += [m.weight for m in block.mlp.modules() if isinstance(m, torch.nn.Linear)]
     weights.append(model.embed_tokens.weight if model.lm_head is None else model.lm_head.weight)
     inputs = {w.shape[1]: torch.randn(n, w.shape[1], device=w.device, dtype=w.dtype) for w in weights}
 
     def step():
         for w in weights:
             F.linear(inputs[w.shape[1]], w)
+        for moe in experts:
+            moe(inputs[model.cfg.hidden_size])
 
     with torch.inference_mode():
         if weights[0].is_cuda:

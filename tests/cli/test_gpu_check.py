@@ -18,6 +18,8 @@ def test_dry_run_writes_json_and_table(tmp_path):
     assert result["correctness"]["rows"] and all(r["ok"] for r in result["correctness"]["rows"])
     assert {r["op"] for r in result["correctness"]["rows"]} >= {"shared_prefix_attention", "rms_norm+residual",
                                                       "rope_write_kv", "sample"}
+    moe = result["moe"]["rows"]
+    assert moe and all(r["ok"] for r in moe) and all(r["ours_ms"] > 0 for r in moe if r["dtype"] == "float32")
     assert result["attention"]["rows"] and all(r["ours_ms"] > 0 for r in result["attention"]["rows"])
     assert result["micro"]["rows"] and not result["end_to_end"]["errors"]
     assert set(result["main_job"]["models"]) == {"toy-xs", "toy-s"}

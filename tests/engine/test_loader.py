@@ -106,9 +106,10 @@ def test_weights_that_do_not_fit_the_config_are_one_clear_error(tmp_path, edit, 
 
 
 @pytest.mark.parametrize("model_type, message", [
-    ("deepseek_v3", r"'deepseek_v3' is not supported; supported: llama, .*, gemma2, gemma3_text, phi3, granite, "
-                    r"olmo2, gemma3$"),
-    ("gpt2", r"'gpt2' is not supported; supported: llama, qwen2, qwen3, mistral, starcoder2, gemma"),
+    ("deepseek_v3", r"'deepseek_v3' is not supported; supported: llama, .*, mixtral, gemma2, gemma3_text, phi3, "
+                    r"granite, olmo2, gemma3$"),
+    ("gpt2", r"'gpt2' is not supported; supported: llama, mistral, qwen2, qwen3, starcoder2, gemma, qwen3_moe, "
+             r"mixtral"),
 ])
 def test_families_that_do_not_fit_name_the_supported_ones(tmp_path, model_type, message):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))

@@ -28,6 +28,9 @@ CASES = {
     "starcoder2-layernorm-gelu-bias": ("starcoder2", {}),
     "gemma-geglu-scaled-embedding": ("gemma", {}),
     "gemma-mqa-head-dim-32": ("gemma", {"num_key_value_heads": 1, "head_dim": 32}),
+    # routed experts: top-2 of 8; layer 1 a dense MLP between two MoE layers
+    "qwen3-moe-dense-layer": ("qwen3_moe", {"num_hidden_layers": 3, "mlp_only_layers": [1], "norm_topk_prob": True}),
+    "mixtral": ("mixtral", {}),
     # alternating windows of 6 (prompt 10 + 24 new tokens), scores and logits capped low enough to bind
     "gemma2-window-softcap": ("gemma2", {"num_hidden_layers": 3, "sliding_window": 6, "query_pre_attn_scalar": 24,
                                          "attn_logit_softcapping": 5.0, "final_logit_softcapping": 3.0}),

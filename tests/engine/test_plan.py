@@ -11,8 +11,9 @@ from budget_sampler.plan import plan
 CONFIGS = Path(__file__).resolve().parents[2] / "bench" / "configs"
 
 
-@pytest.mark.parametrize("name", ["codellama-7b", "codellama-13b", "codellama-34b", "qwen2.5-coder-7b", "gemma-2-9b",
-                                  "gemma-3-12b", "phi-4", "granite-3.1-8b"])
+@pytest.mark.parametrize("name", ["codellama-7b", "codellama-13b", "codellama-34b", "qwen2.5-coder-7b",
+                                  "qwen3-coder-30b-a3b", "mixtral-8x7b", "gemma-2-9b", "gemma-3-12b", "phi-4",
+                                  "granite-3.1-8b"])
 def test_parameters_match_transformers(name):
     from transformers import AutoConfig, AutoModelForCausalLM
     with torch.device("meta"):
@@ -57,12 +58,44 @@ def test_windowed_layers_count_their_window_only():
     assert decode_step_bytes(config, torch.bfloat16, 16, 5000, 100) == want
 
 
+@pytest.mark.parametrize("name, experts, top_k, width, paper", [
+    ("qwen3-coder-30b-a3b", 128, 8, 768, 7.787e11),
+    ("mixtral-8x7b", 8, 2, 14336, 3.264e12),
+])
+def test_mixture_of_experts_costs(name, experts, top_k, width, paper):
+    """FLOPs count the active matmul parameters (transformers' model less the embedding and the experts
+    outside the top-k); weight memory every expert; a step's bytes the experts B tokens touch."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from budget_sampler.models.shape import PAPER_TOKENS, ModelShape
+    from budget_sampler.plan import decode_step_bytes
+    config = AutoConfig.from_pretrained(CONFIGS / name)
+    with torch.device("meta"):
+        hf = AutoModelForCausalLM.from_config(config)
+    layers, hidden = config.num_hidden_layers, config.hidden_size
+    idle = layers * (experts - top_k) * 3 * hidden * width
+    matmul = sum(t.numel() for n, t in hf.named_parameters() if "embed_tokens" not in n)
+    shape = ModelShape.from_config(config)
+    assert shape.active_matmul_parameters == matmul - idle
+    assert shape.paper_flops() == 2 * (matmul - idle) * PAPER_TOKENS == pytest.approx(paper, rel=1e-3)
+    for batch in (1, 64):
+        touched = experts * (1 - (1 - top_k / experts) ** batch)
+        weights = int(matmul - layers * (experts - touched) * 3 * hidden * width) * 2
+        kv = 2 * config.num_key_value_heads * 128 * layers * 2 * (100 + batch * 10)
+        logits = 2 * batch * config.vocab_size * 2
+        assert decode_step_bytes(config, torch.bfloat16, batch, 100, 10) == weights + kv + logits
+    p = plan(CONFIGS / name, 80 * 10 ** 9, torch.bfloat16, 300, 150, 512, tensor_parallel=1 if experts > 8 else 2)
+    assert p.weight_bytes == 2 * shape.parameters // (1 if experts > 8 else 2) and p.paged_samples >= 200
+
+
 def test_cli(capsys):
     assert main(["plan", "--model", str(CONFIGS / "codellama-13b"), "--gpu-memory", "80GB"]) == 0
     out = capsys.readouterr().out
     assert "-> out of memory" in out and "n=200 fits at once" in out
     assert main(["plan", "--model", str(CONFIGS / "qwen2.5-coder-7b"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["model_type"] == "qwen2"
+    assert main(["plan", "--model", str(CONFIGS / "qwen3-coder-30b-a3b")]) == 0
+    assert "30.53B parameters (3.35B active per token)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("extra, match", [(["--gpu-memory", "0.9"], "not fractions"),

@@ -25,6 +25,8 @@ CASES = {
     "llama-gqa": ("llama", {}),
     "llama-mha": ("llama", {"num_key_value_heads": 4}),
     "qwen2-bias-tied": ("qwen2", {}),
+    # every expert's intermediate slice on each rank, the block's output summed; layer 1 dense
+    "qwen3-moe-dense-layer": ("qwen3_moe", {"num_hidden_layers": 3, "mlp_only_layers": [1]}),
     "phi3-fused-partial-rotary": ("phi3", {"partial_rotary_factor": 0.5}),  # qkv_proj / gate_up_proj as shipped
 }
 PROMPTS = ["def add(a, b):\n    return", "class Stack:\n    def push(self, x):\n"]

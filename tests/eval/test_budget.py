@@ -12,7 +12,14 @@ from transformers import (
 )
 
 from budget_sampler.errors import InvalidInput
-from budget_sampler.eval.budget import PAPER_TOKENS, CostModel, ModelShape, budget_grid, flops_per_sample
+from budget_sampler.eval.budget import (
+    PAPER_TOKENS,
+    CostModel,
+    ModelShape,
+    budget_grid,
+    flops_per_sample,
+    sample_counts,
+)
 
 TINY = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2)
 CONFIGS = {
@@ -94,8 +101,20 @@ def test_affordable_k_by_hand(cost, budget, n, k):
     assert cost.affordable(budget, n) == k
 
 
-def test_budget_grid_doubles_from_the_cheapest_sample_until_everyone_draws_n():
-    unit, grid = budget_grid([CostModel(0, 3), CostModel(0, 1)], n=4)
-    assert unit == 1 and grid == [1, 2, 4, 8, 16]  # the costlier model needs 12 for its 4 samples
-    unit, grid = budget_grid([CostModel(2, 1)], n=1)
+def test_budget_grid_doubles_from_the_cheapest_sample_until_everyone_draws_all_it_has():
+    unit, grid = budget_grid([CostModel(0, 3), CostModel(0, 1)], counts=[4, 4])
+    assert unit == 1 and grid == [1, 2, 4, 8, 12]  # the costlier model needs 12 for its 4 samples
+    unit, grid = budget_grid([CostModel(0, 3), CostModel(0, 1)], counts=[4, 12])
+    assert grid == [1, 2, 4, 8, 12]  # the budget-matched counts: both have drawn all theirs at 12
+    unit, grid = budget_grid([CostModel(0, 2), CostModel(0, 1)], counts=[4, 8])
+    assert grid == [1, 2, 4, 8]  # the top is on the doubling grid: no extra row
+    unit, grid = budget_grid([CostModel(2, 1)], counts=[1])
     assert unit == 3 and grid == [1]
+
+
+def test_sample_counts_give_every_model_what_the_top_budget_buys():
+    costs = {"a": 1.0, "b": 4.0, "c": 16.0}
+    assert sample_counts(costs, 4) == {"a": 64, "b": 16, "c": 4}
+    assert sample_counts(costs, 4, max_n=32) == {"a": 32, "b": 16, "c": 4}
+    assert sample_counts({"a": 3.0, "b": 10.0}, 2) == {"a": 6, "b": 2}  # floor(2 x 10 / 3)
+    assert sample_counts({"a": 0.1, "b": 0.3}, 3) == {"a": 9, "b": 3}  # 0.3 / 0.1 < 3 in floating point

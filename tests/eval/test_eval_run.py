@@ -152,9 +152,12 @@ def test_run_directory_and_report(fake, models, bench, tmp_path, capsys):
     assert eval_cli.main(args("--models", ",".join(models), "--benchmark", bench, "--n", 8,
                          "--max-new-tokens", 16, "--out", out)) == 0
     report, markdown = read_report(out)
+    # the large model's 8 samples cost what 29 of the small one's do (paper FLOPs 3.68x)
+    assert report["config"]["counts"] == {models[0]: 29, models[1]: 8}
+    assert report["config"]["counts_from"] == "paper FLOPs" and report["config"]["max_n_binds"] == []
     small = out / run.model_dir(".", models[0]).name
     samples = [json.loads(line) for line in (small / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 8 * len(PROBLEMS)
+    assert len(samples) == 29 * len(PROBLEMS)
     assert {"task_id", "completion", "index", "num_tokens", "logprob", "finish_reason", "seconds"} <= set(samples[0])
     results = [json.loads(line) for line in (small / "samples_results.jsonl").read_text().splitlines()]
     assert {(r["task_id"], r["index"]) for r in results} == {(s["task_id"], s["index"]) for s in samples}
@@ -163,7 +166,11 @@ def test_run_directory_and_report(fake, models, bench, tmp_path, capsys):
         assert r["passed"] == (s["completion"] != "    return -1\n")
     assert [json.loads(line) for line in (out / "problems.jsonl").read_text().splitlines()] == PROBLEMS
     m = report["models"][models[0]]
-    assert list(m["pass@k"]) == ["1", "2", "4", "8"] and m["greedy_pass@1"] is not None
+    assert list(m["pass@k"]) == ["1", "2", "4", "8", "16"] and m["greedy_pass@1"] is not None
+    assert list(report["models"][models[1]]["pass@k"]) == ["1", "2", "4", "8"]
+    paper = report["budgets"][0]["rows"]  # counts from paper FLOPs: its table has no capped cell
+    assert not any(cell["capped"] for row in paper for cell in row["models"].values())
+    assert sum(report["per_problem"][models[0]]["histogram"]["counts"]) == len(PROBLEMS)
     assert m["tokens_per_second"] == 1024  # the fake spends 1/1024 s per token
     assert m["flops_per_sample"]["exact"] < m["flops_per_sample"]["exact_without_prefix_sharing"]
     assert [t["kind"] for t in report["budgets"]] == ["flops", "flops_exact", "time"]
@@ -178,9 +185,11 @@ def test_resume_after_a_crash_gives_the_same_report(fake, models, bench, tmp_pat
               "--ranker", models[1])
     assert eval_cli.main(args(*common, "--out", tmp_path / "a")) == 0
     expected = untimed(tmp_path / "a")
+    small = expected[0]["config"]["counts"][models[0]]
+    assert small == 22  # what 6 samples of the large model buy the small one
 
     out = tmp_path / "b"
-    FakeEngine.finished, FakeEngine.crash_after = 0, 4 + 6 * len(PROBLEMS) + 7  # in model 2's samples
+    FakeEngine.finished, FakeEngine.crash_after = 0, 4 + small * len(PROBLEMS) + 7  # in model 2's samples
     with pytest.raises(Crash):
         eval_cli.main(args(*common, "--out", out))
     with open(out / run.model_dir(".", models[1]).name / "samples.jsonl", "a") as f:
@@ -269,33 +278,37 @@ def test_until_pass_cancels_a_problem_once_a_sample_passes(fake, models, bench, 
         future.result()
         return future
     monkeypatch.setattr(execute.ExecutionPool, "submit", submit_and_wait)
-    n, out = 12, tmp_path / "out"
-    assert eval_cli.main(args("--models", models[0], "--benchmark", bench, "--n", n, "--max-new-tokens", 16,
+    n, out, ladder = 12, tmp_path / "out", ",".join(models)
+    assert eval_cli.main(args("--models", ladder, "--benchmark", bench, "--n", n, "--max-new-tokens", 16,
                          "--out", out, "--until-pass")) == 0
     report, markdown = read_report(out)
-    rows = [json.loads(line) for line in
-            (out / run.model_dir(".", models[0]).name / "samples.jsonl").read_text().splitlines()]
-    drawn = {p["task_id"]: sorted(r["index"] for r in rows if r["task_id"] == p["task_id"]) for p in PROBLEMS}
-    first_pass = {t: next((r["index"] for r in sorted(rows, key=lambda r: r["index"])
-                           if r["task_id"] == t and r["completion"] != "    return -1\n"), None) for t in drawn}
-    for t, indices in drawn.items():
-        assert indices == list(range(n if first_pass[t] is None else first_pass[t] + 1))
-    results = (out / run.model_dir(".", models[0]).name / "samples_results.jsonl").read_text().splitlines()
-    assert len(results) == len(rows)
-    u = report["until_pass"][models[0]]
-    assert u["samples_drawn"] == len(rows) < n * len(PROBLEMS)
-    assert u["saved"] == pytest.approx(1 - len(rows) / (n * len(PROBLEMS)))
-    solved = [t for t in drawn if first_pass[t] is not None]
-    assert u["solved"] == len(solved) / len(PROBLEMS)
-    assert u["to_first_pass"]["samples"] == pytest.approx(sum(first_pass[t] + 1 for t in solved) / len(solved))
-    assert u["tokens"] == sum(r["num_tokens"] for r in rows) and sum(u["first_pass_at"].values()) == len(PROBLEMS)
-    assert u["pass@k"]["2"] == sum(first_pass[t] is not None and first_pass[t] < 2 for t in drawn) / len(PROBLEMS)
-    # the samples drawn are the full run's samples of the same indices
-    assert eval_cli.main(args("--models", models[0], "--benchmark", bench, "--n", n, "--max-new-tokens", 16,
+    # the same run uninterrupted and without until-pass: until-pass draws its samples of the same indices
+    assert eval_cli.main(args("--models", ladder, "--benchmark", bench, "--n", n, "--max-new-tokens", 16,
                          "--out", tmp_path / "full")) == 0
-    full = {(r["task_id"], r["index"]): r["completion"] for r in map(json.loads, (
-        tmp_path / "full" / run.model_dir(".", models[0]).name / "samples.jsonl").read_text().splitlines())}
-    assert all(full[r["task_id"], r["index"]] == r["completion"] for r in rows)
+    counts = report["config"]["counts"]
+    assert counts == read_report(tmp_path / "full")[0]["config"]["counts"] == {models[0]: 44, models[1]: 12}
+    for name in models:
+        n = counts[name]
+        rows = [json.loads(line) for line in
+                (out / run.model_dir(".", name).name / "samples.jsonl").read_text().splitlines()]
+        drawn = {p["task_id"]: sorted(r["index"] for r in rows if r["task_id"] == p["task_id"]) for p in PROBLEMS}
+        first_pass = {t: next((r["index"] for r in sorted(rows, key=lambda r: r["index"])
+                               if r["task_id"] == t and r["completion"] != "    return -1\n"), None) for t in drawn}
+        for t, indices in drawn.items():
+            assert indices == list(range(n if first_pass[t] is None else first_pass[t] + 1))
+        results = (out / run.model_dir(".", name).name / "samples_results.jsonl").read_text().splitlines()
+        assert len(results) == len(rows)
+        u = report["until_pass"][name]
+        assert u["samples_drawn"] == len(rows) < n * len(PROBLEMS)
+        assert u["saved"] == pytest.approx(1 - len(rows) / (n * len(PROBLEMS)))
+        solved = [t for t in drawn if first_pass[t] is not None]
+        assert u["solved"] == len(solved) / len(PROBLEMS)
+        assert u["to_first_pass"]["samples"] == pytest.approx(sum(first_pass[t] + 1 for t in solved) / len(solved))
+        assert u["tokens"] == sum(r["num_tokens"] for r in rows) and sum(u["first_pass_at"].values()) == len(PROBLEMS)
+        assert u["pass@k"]["2"] == sum(first_pass[t] is not None and first_pass[t] < 2 for t in drawn) / len(PROBLEMS)
+        full = {(r["task_id"], r["index"]): r["completion"] for r in map(json.loads, (
+            tmp_path / "full" / run.model_dir(".", name).name / "samples.jsonl").read_text().splitlines())}
+        assert all(full[r["task_id"], r["index"]] == r["completion"] for r in rows)
     assert "budgets" not in report and "## Until a sample passes" in markdown
 
 
@@ -310,6 +323,11 @@ def test_until_pass_cancels_a_problem_once_a_sample_passes(fake, models, bench, 
     (["--models", "SMALL,SMALL"], "distinct"),
     (["--ranker", "nope-xl"], "model 'nope-xl' not found"),
     (["--max-new-tokens", 10_000], "exceeds its context"),
+    (["--n-per-model", "4,4"], "--n-per-model '4,4' is invalid: give 1 comma-separated"),
+    (["--n-per-model", "0"], "--n-per-model '0' is invalid"),
+    (["--n-per-model", "x"], "--n-per-model 'x' is invalid"),
+    (["--n-per-model", "3", "--n", 3], "--n and --n-per-model exclude each other"),
+    (["--n", 8, "--max-n", 4], "--max-n 4 is invalid: must be >= n=8"),
 ])
 def test_bad_input_is_one_error_and_writes_nothing(fake, models, bench, tmp_path, argv, message):
     path = tmp_path / "problems.jsonl"
@@ -318,7 +336,8 @@ def test_bad_input_is_one_error_and_writes_nothing(fake, models, bench, tmp_path
     if "NO_TEST" in argv:
         path.write_text(json.dumps({k: v for k, v in PROBLEMS[0].items() if k != "test"}) + "\n")
     argv = [str(a).replace("BAD_LINE", bench).replace("NO_TEST", bench).replace("SMALL", models[0]) for a in argv]
-    argv = ["--models", models[0], "--benchmark", bench, "--n", 2, "--max-new-tokens", 8] + argv
+    n = [] if "--n" in argv or "--n-per-model" in argv else ["--n", 2]
+    argv = ["--models", models[0], "--benchmark", bench, *n, "--max-new-tokens", 8] + argv
     out = tmp_path / "out"
     with pytest.raises(InvalidInput, match=message):
         eval_cli.main(args(*argv, "--out", out))
@@ -348,14 +367,18 @@ def test_real_engine_on_tiny_checkpoints(models, bench, tmp_path):
     assert eval_cli.main(args("--models", ",".join(models), "--benchmark", bench, "--n", 3,
                          "--max-new-tokens", 8, "--ranker", models[1], "--budget", "time", "--out", out)) == 0
     report, _ = read_report(out)
+    counts = report["config"]["counts"]  # from seconds measured on the first problems (time budget only)
+    assert min(counts.values()) == 3 and report["config"]["counts_from"].startswith("seconds per sample")
+    pilot = json.loads((out / "counts.json").read_text())
+    assert set(pilot["seconds_per_sample"]) == set(models) and pilot["pilot_problems"] == len(PROBLEMS)
     for name in models:
         m = report["models"][name]
-        assert m["samples"] == 3 * len(PROBLEMS) and m["tokens_per_second"] > 0
-        assert list(m["pass@k"]) == ["1", "2"] and 0 <= m["rank_score@k"]["2"] <= 1
+        assert m["samples"] == counts[name] * len(PROBLEMS) and m["tokens_per_second"] > 0
+        assert list(m["pass@k"])[:2] == ["1", "2"] and 0 <= m["rank_score@k"]["2"] <= 1
         kv = m["kv_cache"]
         assert 0 < kv["blocks_peak"] <= kv["blocks_total"] and kv["preemptions"] == 0
     ranks = out / run.model_dir(".", models[0]).name / f"rank_{run.model_dir('.', models[1]).name}.jsonl"
-    assert len(ranks.read_text().splitlines()) == 3 * len(PROBLEMS)
+    assert len(ranks.read_text().splitlines()) == counts[models[0]] * len(PROBLEMS)
     assert [t["kind"] for t in report["budgets"]] == ["time"]
 
     # lose the last samples (in flight at a crash): the resumed run draws them again, identically
@@ -370,3 +393,14 @@ def test_real_engine_on_tiny_checkpoints(models, bench, tmp_path):
     again, before = drawn(path.read_text().splitlines()), drawn(lines)
     assert [r[:3] for r in again] == [r[:3] for r in before]
     assert [r[3] for r in again] == pytest.approx([r[3] for r in before], abs=1e-3)
+
+
+def test_bad_sample_counts_on_the_command_line_are_one_line_exit_2_and_nothing_written(models, bench, tmp_path,
+                                                                                         capsys):
+    out = tmp_path / "out"
+    assert cli.main(["eval", "--models", ",".join(models), "--benchmark", bench, "--n-per-model", "8,zero",
+                     "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == ("budget-sampler eval: error: --n-per-model '8,zero' is invalid: give 2 comma-separated whole "
+                   "numbers >= 1, one per model of --models\n")
+    assert not out.exists()

@@ -16,7 +16,7 @@ BF16 = "bf16"
 def variants():
     """(kernel, element type of each pointer argument, constexprs) per compiled variant; the other
     arguments are i32, except the float ones."""
-    from budget_sampler_kernels import activation, attention, norm, rope, sampling
+    from budget_sampler_kernels import activation, attention, moe, norm, rope, sampling
     att = dict(Q=BF16, PREFIX_K=BF16, PREFIX_V=BF16, SUFFIX_K=BF16, SUFFIX_V=BF16, OUT=BF16, LSE=BF16,
                ROW_PTR="i32", PREFIX_TABLES="i32", PREFIX_LENS="i32", SUFFIX_TABLES="i32", SUFFIX_LENS="i32",
                RESULT=BF16)
@@ -50,8 +50,18 @@ def variants():
                                           V_CACHE=BF16, ROWS="i64", Q_OUT=BF16),
          dict(HALF=48, BLOCK_H=32, BLOCK_HALF=64, PASS=32, BLOCK_PASS=32)),
         (activation._silu_and_mul_kernel, dict(X=BF16, OUT=BF16), dict(BLOCK=1024)),
+        *moe_variants(moe),
         *sampling_variants(sampling),
     ]
+
+
+def moe_variants(moe):
+    """Qwen3-Coder-30B-A3B's experts (top-8 of 128): gate/up and down at decode tiles, gate/up at prompt tiles."""
+    gemm = dict(A=BF16, B=BF16, C=BF16, PAIRS="i32", BLOCK_EXPERT="i32", WEIGHTS="fp32")
+    tile = dict(TOP_K=8, A_PER_PAIR=False, MUL_WEIGHTS=False, BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, PRECISION="tf32")
+    return [(moe._moe_gemm_kernel, gemm, tile),
+            (moe._moe_gemm_kernel, {**gemm, "C": "fp32"}, dict(tile, TOP_K=1, A_PER_PAIR=True, MUL_WEIGHTS=True)),
+            (moe._moe_gemm_kernel, gemm, dict(tile, BLOCK_M=64))]
 
 
 def sampling_variants(sampling):

@@ -5,7 +5,7 @@ import argparse
 from dataclasses import fields
 
 from ..eval import run
-from ..eval.config import DEFAULT_PROBLEMS, EvalConfig
+from ..eval.config import DEFAULT_N, DEFAULT_PROBLEMS, EvalConfig
 from ..eval.report import BUDGETS
 from ..eval.tasks import BENCHMARKS
 from .common import add_model_arguments, add_sandbox_arguments, load_options
@@ -24,7 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: toy)")
     parser.add_argument("--limit", type=int, default=None,
                         help=f"use the first LIMIT problems (default: {DEFAULT_PROBLEMS} for toy, else all)")
-    parser.add_argument("--n", type=int, default=defaults.n, help=f"samples per problem (default: {defaults.n})")
+    parser.add_argument("--n", type=int, default=None,
+                        help=f"samples per problem of the most expensive model; every other model draws what the "
+                             f"same budget buys it: n x its cost ratio, from the paper FLOPs of the configs (from "
+                             f"seconds measured on a few problems first when --budget is time) (default: {DEFAULT_N})")
+    parser.add_argument("--max-n", type=int, default=defaults.max_n,
+                        help=f"no model draws more samples per problem; cells where it binds are marked capped "
+                             f"(default: {defaults.max_n})")
+    parser.add_argument("--n-per-model", default=None, metavar="N1,N2,...",
+                        help="samples per problem of each model of --models, in order, instead of --n")
     parser.add_argument("--temperature", type=float, default=defaults.temperature)
     parser.add_argument("--top-p", type=float, default=defaults.top_p)
     parser.add_argument("--max-new-tokens", type=int, default=None,

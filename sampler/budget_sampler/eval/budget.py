@@ -1,14 +1,17 @@
-"""What a sample costs a model (FLOPs from its config, seconds from the run) and how many samples a
-budget buys.
+"""What a sample costs a model (FLOPs from its config, seconds from the run), how many samples each
+model of a ladder draws, and how many samples a budget buys.
 
 FLOP counts follow the usual 2 FLOPs per multiply-accumulate. Budgets are compared in units of one
 sample of the cheapest model, on a doubling grid, as in Hassid et al. 2024 (pass_flops@f: pass@k at
-the largest k whose cost fits f).
+the largest k whose cost fits f). Each model draws what the budget of the most expensive model's n
+samples buys it (the paper gives its 7B hundreds of samples against a few of its 70B), so no cell
+below that budget compares a model held to fewer samples than it could afford.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 from ..errors import InvalidInput
 from ..models.shape import PAPER_TOKENS, ModelShape
@@ -45,11 +48,22 @@ class CostModel:
         return max(0, min(n, k))
 
 
-def budget_grid(costs: list[CostModel], n: int) -> tuple[float, list[int]]:
-    """The unit (one sample of the cheapest model) and the doubling grid 1, 2, 4, ... of budgets in
-    that unit, up to the first budget at which every model can draw all n samples."""
+def sample_counts(costs: dict[str, float], n: int, max_n: Optional[int] = None) -> dict[str, int]:
+    """Samples per problem for each model (by its cost of one sample): the most expensive draws n, every
+    other what the same budget buys it, floor(n x its cost ratio), at most max_n."""
+    top = max(costs.values())
+    if min(costs.values()) <= 0:
+        raise ValueError(f"cost of one sample must be positive, got {costs}")
+    return {name: min(max_n or math.inf, math.floor(n * top / c + 1e-9)) for name, c in costs.items()}
+
+
+def budget_grid(costs: list[CostModel], counts: list[int]) -> tuple[float, list[float]]:
+    """The unit (one sample of the cheapest model) and the budgets in that unit: the doubling grid 1, 2,
+    4, ... up to the budget at which every model has drawn all its samples, and that budget itself. Past
+    it every cell is capped (a model held to fewer samples than it could afford), which decides nothing."""
     unit = min(c.cost(1) for c in costs)
     if unit <= 0:
         raise ValueError(f"cost of one sample must be positive, got {unit}")
-    top = max(c.cost(n) for c in costs) / unit
-    return unit, [2 ** j for j in range(max(0, math.ceil(math.log2(top) - 1e-9)) + 1)]
+    top = max(c.cost(n) for c, n in zip(costs, counts)) / unit
+    grid = [2 ** j for j in range(math.floor(math.log2(top) + 1e-9) + 1)]
+    return unit, grid + ([top] if top > grid[-1] * (1 + 1e-9) else [])

@@ -10,7 +10,8 @@ from ..api import LoadOptions
 from ..toy.ladder import DEFAULT_LADDER
 from .execute import TIMEOUT
 
-DEFAULT_N = 32           # samples per problem in the default run
+DEFAULT_N = 4            # samples per problem of the most expensive model in the default run
+DEFAULT_MAX_N = 4096     # no model draws more samples per problem, unless asked
 DEFAULT_PROBLEMS = 60    # toy problems in the default run (other benchmarks: all, unless limit)
 DEFAULT_OUT = "runs/eval"
 
@@ -21,7 +22,9 @@ class EvalConfig:
     models: str = ",".join(DEFAULT_LADDER)  # comma-separated, cheapest first
     benchmark: str = "toy"
     limit: Optional[int] = None  # None: DEFAULT_PROBLEMS for toy, else all
-    n: int = DEFAULT_N
+    n: Optional[int] = None  # the most expensive model's samples per problem (None: DEFAULT_N); others: what it buys
+    max_n: Optional[int] = DEFAULT_MAX_N  # None: no bound
+    n_per_model: Optional[str] = None  # comma-separated counts in the order of models, instead of n
     temperature: float = 0.8
     top_p: float = 0.95
     max_new_tokens: Optional[int] = None  # None: the benchmark's own

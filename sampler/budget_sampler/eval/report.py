@@ -13,6 +13,7 @@ significant: one name is a winner, more are a tie.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from statistics import fmean
@@ -98,7 +99,8 @@ class ModelResults:
     def summary(self, ks: list[int], until_pass: bool, boot: Bootstrap) -> dict:
         greedy = [t[0]["passed"] for t in self.greedy if t]
         exact_unshared = fmean(self.shape.prefill_flops(r["prompt_tokens"]) for r in self.rows) + self.decode
-        out = {"parameters": self.shape.parameters, "matmul_parameters": self.shape.matmul_parameters,
+        out = {"parameters": self.shape.parameters, "active_parameters": self.shape.active_parameters,
+               "matmul_parameters": self.shape.matmul_parameters,
                "samples": len(self.rows),
                "flops_per_sample": {"paper": self.shape.paper_flops(),
                                     "exact": self.prefill * self.drawn / len(self.rows) + self.decode,
@@ -202,23 +204,35 @@ def _span(wave: range) -> str:
 
 def budget_table(models: list[ModelResults], kind: str, boot: Bootstrap) -> dict:
     """pass@k and rank-score@k of each model at the largest k each budget affords it (Hassid et
-    al. 2024's pass_flops@f) with their intervals, and the winners of each."""
+    al. 2024's pass_flops@f) with their intervals, and the winners of each. A cell whose model could
+    afford more samples than it drew is capped: its values are lower bounds of the budget's, and it is
+    never a winner; a row says which capped models could change its call (`undecided_*`)."""
     costs = [m.costs()[kind] for m in models]
-    unit, grid = budget_grid(costs, max(m.n for m in models))
+    unit, grid = budget_grid(costs, [m.n for m in models])
     cheapest = models[[c.cost(1) for c in costs].index(unit)].name
     rows = []
     for budget in grid:
-        cells, values = {}, {"pass": {}, "rank": {}}
+        cells, values, capped = {}, {"pass": {}, "rank": {}}, {}
         for m, cost in zip(models, costs):
-            k = cost.affordable(budget * unit, m.n)
-            cells[m.name] = {"k": k}
+            affordable = cost.affordable(budget * unit, math.inf)
+            k = min(affordable, m.n)
+            cells[m.name] = {"k": k, "affordable": None if affordable == math.inf else affordable,
+                             "capped": affordable > m.n}
+            if affordable > m.n:
+                capped[m.name] = affordable
             for metric, key in (("pass", "pass"), ("rank", "rank_score")):
                 v = values[metric][m.name] = m.values(metric, k) if k else None
                 cells[m.name][key] = fmean(v) if k else None
                 cells[m.name][f"{key}_ci95"] = boot.interval(v) if k else None
-        rows.append({"budget": budget, "models": cells,
-                     "winner_pass": _winners(values["pass"], boot),
-                     "winner_rank_score": _winners(values["rank"], boot)})
+        uncapped = {metric: {name: v for name, v in vs.items() if name not in capped} for metric, vs in values.items()}
+        winner_pass, winner_rank = _winners(uncapped["pass"], boot), _winners(uncapped["rank"], boot)
+        best_pass = fmean(uncapped["pass"][winner_pass[0]]) if winner_pass else -math.inf
+        rows.append({"budget": budget, "models": cells, "winner_pass": winner_pass, "winner_rank_score": winner_rank,
+                     # pass@k is concave in k, so pass@K <= K/k x pass@k per problem: the most a capped model's
+                     # cell could reach with the samples the budget buys it; rank-score@k has no such bound
+                     "undecided_pass": [name for name, affordable in capped.items() if fmean(np.minimum(
+                         1.0, values["pass"][name] * affordable / cells[name]["k"])) >= best_pass],
+                     "undecided_rank_score": list(capped)})
     return {"kind": kind, "title": KINDS[kind], "unit": unit, "unit_model": cheapest, "rows": rows}
 
 
@@ -233,19 +247,33 @@ def _winners(values: dict[str, Optional[np.ndarray]], boot: Bootstrap) -> list[s
                      if name != best and boot.difference(scored[best], v)[0] <= 0]
 
 
+def pass_rate_distribution(m: ModelResults) -> dict:
+    """Each problem's pass rate (passing samples / samples) and their histogram: whether many samples pay
+    depends on the left tail, the problems solved rarely but not never (Schaeffer et al. 2025)."""
+    rates = [sum(r["passed"] for r in t) / len(t) if t else None for t in m.tasks]
+    known = np.array([r for r in rates if r is not None])
+    edges = [round(0.1 * j, 1) for j in range(11)]
+    counts = [int((known == 0).sum())] + [int(((known > lo) & (known <= hi)).sum()) for lo, hi in zip(edges, edges[1:])]
+    return {"pass_rate": rates, "histogram": {"bins": ["0"] + [f"({lo}, {hi}]" for lo, hi in zip(edges, edges[1:])],
+                                              "counts": counts}}
+
+
 def build_report(out: str | os.PathLike, config: dict) -> dict:
     out = Path(out)
     problems = read_jsonl(out / "problems.jsonl")
     models = [ModelResults(out, name, problems, config["ranker"]) for name in config["models"]]
-    n = config["n"] if config["until_pass"] else min(m.n for m in models)  # until-pass: k <= n from first passes
-    ks = config.get("k") or [2 ** j for j in range(n.bit_length()) if 2 ** j <= n]
+    # until-pass: k up to the samples a model may draw, estimated from first passes
+    n = {m.name: config["counts"][m.name] if config["until_pass"] else m.n for m in models}
+    ks = {name: [k for k in config.get("k") or [2 ** j for j in range(c.bit_length())] if k <= c]
+          for name, c in n.items()}
     boot = Bootstrap(len(problems))
     report = {"config": config, "versions": versions(), "hardware": hardware(config.get("device", "cpu")),
               "problems": len(problems),
-              "models": {m.name: m.summary(ks, config["until_pass"], boot) for m in models},
+              "models": {m.name: m.summary(ks[m.name], config["until_pass"], boot) for m in models},
               "efficiency": {m.name: m.efficiency() for m in models}}
-    if config["until_pass"]:
-        report["until_pass"] = {m.name: m.until_pass(config["n"], ks, boot) for m in models}
+    if config["until_pass"]:  # a problem's samples stop at its first pass: no pass rates
+        report["until_pass"] = {m.name: m.until_pass(n[m.name], ks[m.name], boot) for m in models}
     else:
+        report["per_problem"] = {m.name: pass_rate_distribution(m) for m in models}
         report["budgets"] = [budget_table(models, kind, boot) for kind in BUDGETS[config["budget"]]]
     return report

@@ -15,7 +15,7 @@ import gc
 import hashlib
 import json
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -26,7 +26,8 @@ from ..models import ModelConfig, check_device, load_hf_config, parse_dtype, res
 from ..models.shape import ModelShape
 from ..params import SamplingParams
 from . import distributed
-from .config import DEFAULT_PROBLEMS, EvalConfig
+from .budget import sample_counts
+from .config import DEFAULT_N, DEFAULT_PROBLEMS, EvalConfig
 from .execute import ExecutionPool, check_pool_arguments, resolve_sandbox
 from .loop import execute, generate, score
 from .metrics import parse_ks
@@ -35,8 +36,9 @@ from .render import write_report
 from .report import build_report
 from .tasks import Benchmark, load_benchmark
 
-SETTINGS = ("benchmark", "problems_sha256", "n", "temperature", "top_p", "max_new_tokens", "seed",
-            "stop", "timeout", "sandbox")  # what samples and results depend on: a resumed run must match them
+SETTINGS = ("benchmark", "problems_sha256", "n", "n_per_model", "max_n", "temperature", "top_p", "max_new_tokens",
+            "seed", "stop", "timeout", "sandbox")  # what samples and results depend on: a resumed run must match them
+PILOT_PROBLEMS = 4  # problems each model samples first when measured seconds decide the sample counts
 
 
 @dataclass
@@ -51,9 +53,10 @@ class RunPlan:
     """Everything a run needs, checked; nothing written yet."""
     out: Path
     bench: Benchmark
-    params: SamplingParams
+    params: SamplingParams  # n: the most expensive model's samples per problem
     models: list[Model]
     ranker: Optional[Model]
+    counts: Optional[dict[str, int]]  # samples per problem by model; None until the pilot has measured them
     settings: dict  # what samples and results depend on (SETTINGS), kept in the run's config.json
     report_config: dict  # the settings and the rest of the run's arguments, as its report shows them
     on_ray: bool  # draw on Ray actors (distributed.py) instead of in this process
@@ -63,12 +66,19 @@ def plan(config: EvalConfig) -> RunPlan:
     names = [m.strip() for m in str(config.models).split(",")]
     if not all(names) or len({model_dir("", n).name for n in names}) != len(names):
         raise InvalidInput(f"--models {config.models!r} is invalid: give distinct comma-separated model names")
+    if config.n is not None and config.n_per_model is not None:
+        raise InvalidInput("--n and --n-per-model exclude each other: give one")
+    explicit = None if config.n_per_model is None else _parse_counts(config.n_per_model, names)
     limit = config.limit if config.limit is not None or config.benchmark != "toy" else DEFAULT_PROBLEMS
     bench = load_benchmark(config.benchmark, limit)
     max_new_tokens = bench.max_new_tokens if config.max_new_tokens is None else config.max_new_tokens
-    params = SamplingParams(n=config.n, temperature=config.temperature, top_p=config.top_p,
-                            max_new_tokens=max_new_tokens, stop=bench.stop, seed=config.seed)
-    ks = None if config.k is None else parse_ks(config.k, params.n)
+    n = max(explicit) if explicit else DEFAULT_N if config.n is None else config.n
+    params = SamplingParams(n=n, temperature=config.temperature, top_p=config.top_p, max_new_tokens=max_new_tokens,
+                            stop=bench.stop, seed=config.seed)
+    if config.max_n is not None and explicit is None and config.max_n < params.n:
+        raise InvalidInput(f"--max-n {config.max_n} is invalid: must be >= n={params.n}, the samples of the most "
+                           "expensive model")
+    ks = None if config.k is None else parse_ks(config.k, params.n if explicit is None else max(explicit))
     check_pool_arguments(config.timeout, config.workers)
     on_ray = distributed.requested(config.data_parallel, config.ray_address, config.until_pass, config.load.device,
                                    config.item_timeout)
@@ -78,11 +88,13 @@ def plan(config: EvalConfig) -> RunPlan:
     ranker = None if config.ranker == "self" else next(
         (m for m in models if m.name == config.ranker), None) or _model(config.ranker, bench, params.max_new_tokens,
                                                                        config.load.revision)
+    pilot = explicit is None and config.budget == "time" and not config.until_pass  # until-pass draws no pilot
     settings = {"benchmark": bench.name, "problems_sha256": hashlib.sha256(
                     json.dumps(bench.problems, sort_keys=True).encode()).hexdigest(),
-                "n": params.n, "temperature": params.temperature, "top_p": params.top_p,
-                "max_new_tokens": params.max_new_tokens, "seed": params.seed, "stop": params.stop,
-                "timeout": config.timeout, "sandbox": resolve_sandbox(config.sandbox)}
+                "n": None if explicit else params.n, "n_per_model": explicit, "max_n": config.max_n,
+                "temperature": params.temperature, "top_p": params.top_p, "max_new_tokens": params.max_new_tokens,
+                "seed": params.seed, "stop": params.stop, "timeout": config.timeout,
+                "sandbox": resolve_sandbox(config.sandbox)}
     out = Path(config.out)
     if (out / "config.json").is_file():
         old = json.loads((out / "config.json").read_text(encoding="utf-8"))
@@ -93,8 +105,34 @@ def plan(config: EvalConfig) -> RunPlan:
     report_config = {"models": names, **{k: v for k, v in settings.items() if k != "problems_sha256"},
                      "problems": len(bench.problems), "budget": config.budget, "ranker": config.ranker, "k": ks,
                      "until_pass": config.until_pass, "device": config.load.device, "dtype": config.load.dtype,
-                     "data_parallel": config.data_parallel}
-    return RunPlan(out, bench, params, models, ranker, settings, report_config, on_ray)
+                     "data_parallel": config.data_parallel, "counts_from": "--n-per-model" if explicit else
+                     f"seconds per sample measured on {PILOT_PROBLEMS} problems first" if pilot else "paper FLOPs"}
+    if explicit is not None:
+        counts = dict(zip(names, explicit))
+        report_config.update(counts=counts, max_n_binds=[])
+    else:  # the pilot's counts come once it has measured (_pilot_counts)
+        counts = None if pilot else _budget_counts(report_config, {m.name: m.shape.paper_flops() for m in models},
+                                                   params.n, config.max_n)
+    return RunPlan(out, bench, params, models, ranker, counts, settings, report_config, on_ray)
+
+
+def _parse_counts(text: str, names: list[str]) -> list[int]:
+    try:
+        counts = [int(c) for c in text.split(",")]
+    except ValueError:
+        counts = []
+    if len(counts) != len(names) or min(counts) < 1:
+        raise InvalidInput(f"--n-per-model {text!r} is invalid: give {len(names)} comma-separated whole numbers "
+                           ">= 1, one per model of --models")
+    return counts
+
+
+def _budget_counts(report_config: dict, costs: dict[str, float], n: int, max_n: Optional[int]) -> dict[str, int]:
+    """Each model's samples per problem from its cost of one sample (budget.sample_counts), recorded in the
+    report's config with the models that --max-n holds below what the budget buys them."""
+    counts, bought = sample_counts(costs, n, max_n), sample_counts(costs, n)
+    report_config.update(counts=counts, max_n_binds=[name for name in counts if bought[name] > counts[name]])
+    return counts
 
 
 def _model(name: str, bench: Benchmark, max_new_tokens: int, revision: Optional[str]) -> Model:
@@ -156,20 +194,28 @@ def main(config: EvalConfig, load_sampler: Optional[Callable[[str], Sampler]] = 
             directory = model_dir(p.out, m.name)
             write_atomic(directory / "model.json", json.dumps(
                 {"name": m.name, "path": str(m.path), "shape": m.shape.as_dict()}, indent=2) + "\n")
-            greedy, samples = sets[m.name] = SampleSet(directory, "greedy"), SampleSet(directory, "samples")
-            stack.callback(greedy.close)
-            stack.callback(samples.close)
-            jobs = [(greedy_params, greedy), (p.params, samples)]
+            sets[m.name] = SampleSet(directory, "greedy"), SampleSet(directory, "samples")
+            for s in sets[m.name]:
+                stack.callback(s.close)
+
+        def draw(m: Model, problems: list[dict], jobs: list) -> None:
+            """The samples `jobs` lack, on Ray or here; with until-pass, tested as they finish."""
             if cluster is not None:
-                stats = distributed.generate(cluster, load_sampler, m.name, str(m.path), problems, p.params.seed, jobs)
+                stats = distributed.generate(cluster, load_sampler, m.name, str(m.path), problems, p.params.seed,
+                                             jobs)
             else:
                 with LoadedOnce(load_sampler, m) as load:
                     if config.until_pass:  # which problems are solved already?
-                        execute(problems, samples, pool, f"{m.name} execute")
+                        execute(problems, sets[m.name][1], pool, f"{m.name} execute")
                     stats = generate(load, m.name, problems, p.params.seed, jobs, pool if config.until_pass else None)
             if stats is not None:
-                with open_for_append(directory / "engine.jsonl") as f:
+                with open_for_append(model_dir(p.out, m.name) / "engine.jsonl") as f:
                     append_jsonl(f, stats)
+
+        counts = p.counts or _pilot_counts(p, config.max_n, sets, draw)
+        for m in p.models:
+            greedy, samples = sets[m.name]
+            draw(m, problems, [(greedy_params, greedy), (replace(p.params, n=counts[m.name]), samples)])
         if cluster is not None:
             cluster.release()  # the engines' memory, before a ranker loads here
         for m in p.models:
@@ -187,3 +233,24 @@ def main(config: EvalConfig, load_sampler: Optional[Callable[[str], Sampler]] = 
     print(markdown)
     print(f"Report: {p.out / 'report.md'}, {p.out / 'report.json'}")
     return 0
+
+
+def _pilot_counts(p: RunPlan, max_n: Optional[int], sets: dict, draw: Callable) -> dict[str, int]:
+    """Sample counts from measured seconds (only the time budget asked for): every model first draws the
+    n samples of the first PILOT_PROBLEMS problems, which are the run's own samples (the same indices and
+    seeds), and its engine seconds per sample decide what the budget buys it. Kept in counts.json, so a
+    resumed run draws to the same counts."""
+    path = p.out / "counts.json"
+    if path.is_file():
+        seconds = json.loads(path.read_text(encoding="utf-8"))["seconds_per_sample"]
+    else:
+        pilot = p.bench.problems[:PILOT_PROBLEMS]
+        ids = {q["task_id"] for q in pilot}
+        seconds = {}
+        for m in p.models:
+            samples = sets[m.name][1]
+            draw(m, pilot, [(p.params, samples)])
+            rows = [r for (task, _), r in samples.samples.rows().items() if task in ids]
+            seconds[m.name] = sum(r["seconds"] for r in rows) / len(rows)
+        write_atomic(path, json.dumps({"seconds_per_sample": seconds, "pilot_problems": len(pilot)}, indent=2) + "\n")
+    return _budget_counts(p.report_config, seconds, p.params.n, max_n)

@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     if args.weights:
         os.environ["BUDGET_SAMPLER_TOY_WEIGHTS"] = str(Path(args.weights).resolve())
     try:
-        run.main(EvalConfig(limit=PROBLEMS, n=N, temperature=TEMPERATURE, top_p=1.0, k=f"1,{N}", budget="flops",
-                            out=args.out))
+        run.main(EvalConfig(limit=PROBLEMS, n_per_model=",".join([str(N)] * len(NAMES)), temperature=TEMPERATURE,
+                            top_p=1.0, k=f"1,{N}", budget="flops", out=args.out))
     except InvalidInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
 """The Llama-style decoder (Llama / CodeLlama / Llama 3, Qwen2, Qwen3, Mistral, StarCoder2, Gemma,
-Gemma 2, Gemma 3, Phi-3 / Phi-4, Granite, OLMo 2) in plain PyTorch.
+Gemma 2, Gemma 3, Phi-3 / Phi-4, Granite, OLMo 2, and the mixtures of experts Qwen3-MoE and Mixtral)
+in plain PyTorch.
 
 Reads top to bottom like gpt-fast: a config taken from the Hugging Face config (the Llama block's
 fields, then each family's deltas from the FAMILIES table), the rotary table, then Transformer ->
@@ -7,8 +8,9 @@ Block -> attention / MLP / norm. The families differ only in switches of the con
 (RMSNorm, Gemma's (1 + w) RMSNorm, LayerNorm with bias) and where the block applies it (before each
 branch, also after it, or only after it), the MLP (gated or not, its activation), biases, q/k
 RMSNorm (per head or over the whole projection), partial rotary, per-layer sliding windows and RoPE
-bases, soft-capping of attention scores and of the final logits, and constant multipliers on the
-embeddings, the residual branches, the attention scores and the logits. The model knows nothing
+bases, soft-capping of attention scores and of the final logits, constant multipliers on the
+embeddings, the residual branches, the attention scores and the logits, and routed experts in place
+of the MLP (MoE, beside MLP; all of a layer's experts in two stacked tensors). The model knows nothing
 about how the KV cache is laid out: each forward gets a batch view (see budget_sampler/cache.py)
 that says where to write K/V and how to attend. The per-op math goes through `kernels` (Triton on
 CUDA, torch references on CPU).
@@ -65,6 +67,13 @@ class ModelConfig:
     final_softcap: Optional[float]  # Gemma 2 / 3: logits -> cap * tanh(logits / cap)
     residual_multiplier: float  # Granite: each branch's output scaled before the residual add
     logits_scaling: float       # Granite: logits divided by it
+    # mixture of experts (Qwen3-MoE, Mixtral): the layers whose MLP is routed experts, each token's
+    # top num_experts_per_tok of num_experts, each expert a gated MLP of moe_intermediate_size
+    moe_layers: tuple[int, ...] = ()
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0
+    norm_topk_prob: bool = False  # renormalise the top-k routing weights to sum to 1
 
     @classmethod
     def from_hf(cls, c) -> "ModelConfig":
@@ -218,11 +227,37 @@ def _olmo2(c) -> dict:
     return dict(block_norms="post", qk_norm="proj")
 
 
+def _experts(c, layers, width: int, renormalize: bool) -> dict:
+    """Routed experts in `layers`: top num_experts_per_tok of num_experts (Mixtral's num_local_experts in
+    transformers 4), each a SiLU-gated MLP `width` wide."""
+    experts, top_k = getattr(c, "num_experts", None) or c.num_local_experts, c.num_experts_per_tok
+    if not 1 <= top_k <= experts:
+        raise InvalidInput(f"num_experts_per_tok={top_k!r} is invalid: must be between 1 and num_experts ({experts})")
+    if c.hidden_act != "silu":
+        raise InvalidInput(f"hidden_act {c.hidden_act!r} is not supported for routed experts; supported: silu")
+    return dict(moe_layers=tuple(layers), num_experts=experts, num_experts_per_tok=top_k, moe_intermediate_size=width,
+                norm_topk_prob=renormalize)
+
+
+def _qwen3_moe(c) -> dict:
+    """Qwen3's attention; layer i is routed experts unless it is in mlp_only_layers or (i + 1) is not a
+    multiple of decoder_sparse_step (then a dense MLP of intermediate_size); renormalised top-k when
+    norm_topk_prob."""
+    dense = set(c.mlp_only_layers or [])
+    layers = [i for i in range(c.num_hidden_layers) if i not in dense and (i + 1) % c.decoder_sparse_step == 0]
+    return _qwen3(c) | _experts(c, layers, c.moe_intermediate_size, bool(c.norm_topk_prob))
+
+
+def _mixtral(c) -> dict:
+    """Mistral's block with every MLP routed experts of intermediate_size, top-k always renormalised."""
+    return _experts(c, range(c.num_hidden_layers), c.intermediate_size, True)
+
+
 # Each supported model_type's deltas from the Llama block: a function of the HF config returning the
 # ModelConfig fields it changes. Phi-3 ships q/k/v and gate/up fused as our matrices are.
-FAMILIES = {"llama": lambda c: {}, "qwen2": _qwen2, "qwen3": _qwen3, "mistral": lambda c: {},
-            "starcoder2": _starcoder2, "gemma": _gemma, "gemma2": _gemma2, "gemma3_text": _gemma3,
-            "phi3": lambda c: {}, "granite": _granite, "olmo2": _olmo2}
+FAMILIES = {"llama": lambda c: {}, "mistral": lambda c: {}, "qwen2": _qwen2, "qwen3": _qwen3,
+            "starcoder2": _starcoder2, "gemma": _gemma, "qwen3_moe": _qwen3_moe, "mixtral": _mixtral,
+            "gemma2": _gemma2, "gemma3_text": _gemma3, "phi3": lambda c: {}, "granite": _granite, "olmo2": _olmo2}
 SUPPORTED_MODEL_TYPES = (*FAMILIES, *TEXT_CONFIGS)
 
 
@@ -337,6 +372,27 @@ def _add(norm: Optional[Norm], x, residual):
         return norm(x, residual)
     x = x if residual is None else x + residual
     return x, x
+class MoE(nn.Module):
+    """Routed experts in place of the MLP (Qwen3-MoE, Mixtral), as Hugging Face's TopKRouter and
+    Experts: router logits -> softmax in float32 -> top-k -> renormalised (Mixtral always, Qwen3-MoE
+    when norm_topk_prob); the weights stay float32 (HF's Qwen3-MoE rounds them to the model's dtype).
+    Each expert is a SiLU-gated MLP; gate/up of all experts stacked in one [E, 2I, H] tensor, down in
+    [E, H, I], so kernels.moe_experts runs them as grouped GEMMs."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.top_k, self.renormalize = cfg.num_experts_per_tok, cfg.norm_topk_prob
+        e, i, h = cfg.num_experts, cfg.moe_intermediate_size, cfg.hidden_size
+        self.gate = nn.Linear(h, e, bias=False)
+        self.gate_up_proj = nn.Parameter(torch.empty(e, 2 * i, h))
+        self.down_proj = nn.Parameter(torch.empty(e, h, i))
+
+    def forward(self, x):
+        probs = torch.softmax(self.gate(x).float(), dim=-1)
+        weights, ids = probs.topk(self.top_k, dim=-1)
+        if self.renormalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return kernels.moe_experts(x, self.gate_up_proj, self.down_proj, weights, ids)
 
 
 class Block(nn.Module):
@@ -357,7 +413,7 @@ class Block(nn.Module):
         self.pre_feedforward_layernorm = Norm(cfg, cfg.hidden_size) if self.kind == "sandwich" else None
         self.post_feedforward_layernorm = Norm(cfg, cfg.hidden_size) if self.kind != "pre" else None
         self.self_attn = Attention(cfg, layer)
-        self.mlp = MLP(cfg)
+        self.mlp = MoE(cfg) if layer in cfg.moe_layers else MLP(cfg)
 
     def _scaled(self, h):
         return h if self.multiplier == 1.0 else h * self.multiplier

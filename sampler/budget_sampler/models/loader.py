@@ -4,7 +4,9 @@ Weights stream from safetensors shard by shard: each tensor is read, converted t
 and copied into its place in the model, already allocated on the target device, so host memory
 holds the model (on CPU) plus one tensor, never a second copy of the checkpoint. Hugging Face's
 separate q/k/v and gate/up projections land in their row ranges of our fused matrices (Phi-3 ships
-them fused already); a multimodal Gemma 3 checkpoint gives its language model only. With tensor
+them fused already); a mixture of experts' per-expert tensors (Qwen3-MoE's experts.{e}.gate_proj /
+up_proj / down_proj, Mixtral's w1 / w3 / w2) land in expert e's slice of the layer's stacked gate/up
+and down tensors; a multimodal Gemma 3 checkpoint gives its language model only. With tensor
 parallel, each rank builds its part of the model and reads only its part of each tensor (see
 budget_sampler/models/sharding.py).
 """
@@ -24,8 +26,9 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 # What a hub download fetches: the config, the tokenizer, the generation config and the weights.
 HUB_FILES = ["config.json", "generation_config.json", "tokenizer*", "vocab.*", "merges.txt",
              "special_tokens_map.json", "added_tokens.json", "*.safetensors", "*.safetensors.index.json"]
-# StarCoder2 names its (not gated) MLP projections after GPT-2's.
-RENAMES = {"mlp.c_fc.": "mlp.up_proj.", "mlp.c_proj.": "mlp.down_proj."}
+# StarCoder2 names its (not gated) MLP projections after GPT-2's; Mixtral its experts' gate, down, up w1, w2, w3.
+RENAMES = {"mlp.c_fc.": "mlp.up_proj.", "mlp.c_proj.": "mlp.down_proj.", "block_sparse_moe.": "mlp.",
+           ".w1.": ".gate_proj.", ".w2.": ".down_proj.", ".w3.": ".up_proj."}
 # Where a checkpoint keeps its decoder: a text model's `model.`, a multimodal Gemma 3's language model
 # (transformers 5 saves `model.language_model.`, the hub's files say `language_model.model.`).
 DECODER_PREFIXES = ("model.language_model.", "language_model.model.", "language_model.", "model.")
@@ -56,14 +59,19 @@ def resolve_model_path(name_or_path: str, revision: Optional[str] = None, files:
 
 def download(repo_id: str, revision: Optional[str] = None, files: Sequence[str] = HUB_FILES) -> Path:
     """snapshot_download with its own environment: HF_HOME / HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN;
-    it shows a progress bar and falls back to the cache when the hub cannot be reached."""
+    it shows a progress bar and falls back to the cache when the hub cannot be reached. huggingface_hub
+    1.x offline asks the hub before its cache for a commit revision, so the cache is asked once more."""
     from huggingface_hub import snapshot_download
-    try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(files)))
-    except Exception as e:  # not found, gated, offline with nothing cached: all one user error
-        reason = " ".join(str(e).split()) or type(e).__name__
-        raise InvalidInput(f"model {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
-                           + f" could not be downloaded or found in the Hugging Face cache: {reason}") from None
+    error = None
+    for cache_only in (False, True):
+        try:
+            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(files),
+                                          local_files_only=cache_only))
+        except Exception as e:  # not found, gated, offline with nothing cached: all one user error
+            error = error or e
+    reason = " ".join(str(error).split()) or type(error).__name__
+    raise InvalidInput(f"model {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+                       + f" could not be downloaded or found in the Hugging Face cache: {reason}") from None
 
 
 def parse_dtype(dtype) -> torch.dtype:
@@ -150,18 +158,29 @@ def _hf_name(key: str) -> str:
     return name
 
 
-def _destination(name: str, cfg: ModelConfig, fused: dict) -> Optional[tuple[str, Optional[slice]]]:
-    """Where a checkpoint tensor goes: (our parameter, its row slice or None for all of it); None to skip."""
+def _expert_destination(parts: list[str], cfg: ModelConfig) -> tuple[str, tuple]:
+    """layers.1.mlp.experts.3.gate_proj -> (layers.1.mlp.gate_up_proj, expert 3's gate rows)."""
+    *mlp, _, expert, proj = parts
+    i = cfg.moe_intermediate_size
+    if proj == "down_proj":
+        return ".".join([*mlp, "down_proj"]), (int(expert),)
+    return ".".join([*mlp, "gate_up_proj"]), (int(expert), slice(0, i) if proj == "gate_proj" else slice(i, 2 * i))
+
+
+def _destination(name: str, cfg: ModelConfig, fused: dict) -> Optional[tuple[str, Optional[tuple]]]:
+    """Where a checkpoint tensor goes: (our parameter, its index or None for all of it); None to skip."""
     if (name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and cfg.tie_word_embeddings)
             or name.startswith(OTHER_TOWERS)):
         return None
     module, _, kind = name.rpartition(".")  # layers.0.self_attn.q_proj, weight
     parts = module.split(".")
+    if len(parts) > 2 and parts[-3] == "experts" and parts[-1] in ("gate_proj", "up_proj", "down_proj"):
+        return _expert_destination(parts, cfg)
     owner = ".".join(parts[-2:])
     if owner not in fused:
         return name, None
     target, start, end = fused[owner]
-    return ".".join([*parts[:-2], target, kind]), slice(start, end)
+    return ".".join([*parts[:-2], target, kind]), (slice(start, end),)
 
 
 def load_model(path: Path, hf_config, device: str, dtype: torch.dtype, shard: Shard = Shard()) -> Transformer:
@@ -174,7 +193,7 @@ def load_model(path: Path, hf_config, device: str, dtype: torch.dtype, shard: Sh
     model.to_empty(device=device)  # uninitialised storage in the target dtype, on the device
     params = dict(model.named_parameters())
     fused, parts = _fused_rows(cfg), _part_rows(cfg)
-    filled = dict.fromkeys(params, 0)  # rows written per parameter
+    filled = dict.fromkeys(params, 0)  # elements written per parameter
     # on CUDA safetensors reads straight into device memory; on CPU it copies a tensor out of the mmap
     read_device = "cpu" if torch.device(device).type == "cpu" else str(device)
     for file in _weight_files(path):
@@ -184,18 +203,18 @@ def load_model(path: Path, hf_config, device: str, dtype: torch.dtype, shard: Sh
                 dest = _destination(hf_name, cfg, fused)
                 if dest is None:
                     continue
-                name, rows = dest
+                name, index = dest
                 if name not in params:
                     raise InvalidInput(f"{path}: unexpected weight {key!r} for model_type {cfg.model_type!r}")
-                target = params[name].data if rows is None else params[name].data[rows]
+                target = params[name].data if index is None else params[name].data[index]
                 tensor = shard.read(f, key, hf_name, parts.get(".".join(hf_name.split(".")[-3:-1])))
                 if tensor.shape != target.shape:
                     raise InvalidInput(f"{path}: weight {key!r} has shape {tuple(tensor.shape)}; "
                                        f"the config implies {tuple(target.shape)}")
                 target.copy_(tensor)  # casts to the model's dtype
-                filled[name] += target.shape[0]
+                filled[name] += target.numel()
                 del tensor
-    missing = [name for name, p in params.items() if filled[name] != p.shape[0]]
+    missing = [name for name, p in params.items() if filled[name] != p.numel()]
     if missing:
         raise InvalidInput(f"{path}: weights missing for model_type {cfg.model_type!r}: {missing[:5]}")
     for name, inv_freq in rope_buffers(cfg).items():

@@ -11,6 +11,10 @@ sum adds it once. Everything else (embeddings, norms, the LM head) is replicated
 the LM head then cost 2 x vocab x hidden on every rank instead of 1/N of it (1 GB per rank for
 CodeLlama-70B in bf16, 4 GB for Llama 3 70B's 128k vocabulary, next to 140 GB / N of layers); in
 exchange every rank has the full logits, so sampling needs no gather and runs unchanged.
+
+Mixture of experts (vLLM's tensor-parallel experts): each rank holds every expert's 1/N slice of the
+intermediate size, gate/up column-parallel and down row-parallel as in a dense MLP, and the router
+replicated, so each rank routes identically; the block's partial output is summed after down.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import InvalidInput
+from .llama import MoE
 
 COLUMN_PARALLEL = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
 FUSED = ("qkv_proj", "gate_up_proj")  # shipped fused (Phi-3): column-parallel part by part
@@ -31,12 +36,14 @@ def check_divisible(cfg, world_size: int) -> None:
     """Heads, KV heads and the intermediate size must split evenly over the ranks."""
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise InvalidInput(f"tensor_parallel={world_size!r} is invalid: must be an integer >= 1")
-    for name, value in (("num_attention_heads", cfg.num_heads), ("num_key_value_heads", cfg.num_kv_heads),
-                        ("intermediate_size", cfg.intermediate_size)):
+    sizes = {"num_attention_heads": cfg.num_heads, "num_key_value_heads": cfg.num_kv_heads,
+             "intermediate_size": cfg.intermediate_size}
+    if cfg.num_experts:
+        sizes["moe_intermediate_size"] = cfg.moe_intermediate_size
+    for name, value in sizes.items():
         if value % world_size:
             raise InvalidInput(f"tensor_parallel={world_size} does not divide the model's {name} ({value}); "
-                               f"it must divide num_attention_heads ({cfg.num_heads}), num_key_value_heads "
-                               f"({cfg.num_kv_heads}) and intermediate_size ({cfg.intermediate_size})")
+                               "it must divide " + ", ".join(f"{n} ({v})" for n, v in sizes.items()))
 
 
 @dataclass(frozen=True)
@@ -53,12 +60,14 @@ class Shard:
             raise InvalidInput(f"tensor_parallel={n} is not supported for model_type {cfg.model_type!r}: its q/k "
                                "norm spans every head of the projection; use tensor_parallel=1")
         return replace(cfg, num_heads=cfg.num_heads // n, num_kv_heads=cfg.num_kv_heads // n,
-                       intermediate_size=cfg.intermediate_size // n)
+                       intermediate_size=cfg.intermediate_size // n,
+                       moe_intermediate_size=cfg.moe_intermediate_size // n)
 
     def read(self, f, key: str, name: str, parts: Optional[list[int]] = None) -> torch.Tensor:
         """This rank's part of checkpoint tensor `key` (named `name` in Hugging Face terms,
-        e.g. layers.0.self_attn.q_proj.weight) from an open safetensors file, reading only that part.
-        `parts`: for a FUSED matrix, this rank's rows of each part (q, k, v or gate, up)."""
+        e.g. layers.0.self_attn.q_proj.weight or layers.0.mlp.experts.3.down_proj.weight) from an open
+        safetensors file, reading only that part. `parts`: for a FUSED matrix, this rank's rows of
+        each part (q, k, v or gate, up)."""
         *_, proj, kind = name.split(".")
         if self.world_size == 1 or proj not in COLUMN_PARALLEL + ROW_PARALLEL + FUSED:
             return f.get_tensor(key)
@@ -66,7 +75,7 @@ class Shard:
             bias = f.get_tensor(key)
             return bias if self.rank == 0 else torch.zeros_like(bias)
         part = f.get_slice(key)
-        if proj in FUSED:  # part i holds rows start_i ... of the full matrix; this rank takes its share of each
+        if proj in FUSED and parts:  # part i holds rows start_i ... of the full matrix: this rank's share of each
             starts = [self.world_size * sum(parts[:i]) for i in range(len(parts))]
             return torch.cat([part[s + self.rank * p:s + (self.rank + 1) * p] for s, p in zip(starts, parts)])
         dim = 0 if proj in COLUMN_PARALLEL else 1
@@ -76,11 +85,11 @@ class Shard:
 
 
 def all_reduce_row_parallel(model, group=None) -> None:
-    """Sum each row-parallel projection's partial output over the ranks, in place (as gpt-fast does,
-    with a forward hook; it runs inside the captured decode step too)."""
+    """Sum each row-parallel projection's partial output, and each block of experts', over the ranks,
+    in place (as gpt-fast does, with a forward hook; it runs inside the captured decode step too)."""
     def hook(module, inputs, output):
         dist.all_reduce(output, group=group)
 
     for name, module in model.named_modules():
-        if name.rpartition(".")[2] in ROW_PARALLEL:
+        if name.rpartition(".")[2] in ROW_PARALLEL or isinstance(module, MoE):
             module.register_forward_hook(hook)
