@@ -147,7 +147,8 @@ def test_examples_filter_ranks_the_kept_samples_by_self():
 
 def test_examples_filter_falls_back_to_self_when_nothing_is_kept():
     scores, passed = [-1.0, -0.2, -3.0], [True, False, False]
-    for probes in ([None] * 3, [probe("a", [False])] * 3, [{"ran": False, "outputs": [None], "reproduced": [False]}] * 3):
+    did_not_run = {"ran": False, "outputs": [None], "reproduced": [False]}
+    for probes in ([None] * 3, [probe("a", [False])] * 3, [did_not_run] * 3):
         for k in (1, 2, 3):
             assert examples_at_k(passed, scores, probes, k) == rank_score_at_k(scores, passed, k)
 
