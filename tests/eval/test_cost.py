@@ -4,7 +4,7 @@ import torch
 from transformers import LlamaConfig
 
 from budget_sampler.errors import InvalidInput
-from budget_sampler.eval.cost import check_gpu, config_from_dict, intensity, sample_bytes
+from budget_sampler.eval.cost import check_gpu, config_from_dict, intensity, mean_sample_bytes
 
 
 def test_sample_bytes_by_hand():
@@ -16,14 +16,17 @@ def test_sample_bytes_by_hand():
     # norms, the final norm and the LM head (the input embedding does no matmul)
     weights = (layers * (2 * h * h + 2 * h * kv_heads * head_dim + 3 * h * f + 2 * h) + h + vocab * h) * size
     kv_per_token = 2 * layers * kv_heads * head_dim * size
-    batch, prompts, prompt_tokens, new_tokens = 8, 2, 30, 5
-    # step s (1..5): weights once, both prompts' KV once, every sample's suffix of s, logits written and read
-    steps = sum(weights + kv_per_token * (prompts * prompt_tokens + batch * s) + 2 * batch * vocab * size
-                for s in range(1, new_tokens + 1))
-    got = sample_bytes(config, torch.bfloat16, batch, prompts, prompt_tokens, new_tokens)
-    assert got == pytest.approx(steps / batch)
-    assert sample_bytes(config_from_dict(config.to_dict()), torch.bfloat16, batch, prompts, prompt_tokens,
-                        new_tokens) == got
+    batch, prompts = 8, 2
+
+    def by_hand(prompt_tokens, new_tokens):  # steps s = 1..m: weights once, both prompts' KV once, every
+        return sum(weights + kv_per_token * (prompts * prompt_tokens + batch * s)  # sample's suffix of s,
+                   + 2 * batch * vocab * size for s in range(1, new_tokens + 1)) / batch  # logits out and in
+    samples = [(30, 5), (12, 40), (30, 0)]
+    expected = sum(by_hand(p, m) for p, m in samples) / len(samples)
+    assert mean_sample_bytes(config, torch.bfloat16, batch, prompts, samples) == pytest.approx(expected)
+    assert mean_sample_bytes(config_from_dict(config.to_dict()), torch.bfloat16, batch, prompts,
+                             samples) == pytest.approx(expected)
+    assert mean_sample_bytes(config, torch.bfloat16, batch, prompts, [(30, 0)]) == 0.0
 
 
 def test_intensity_is_peak_over_bandwidth():

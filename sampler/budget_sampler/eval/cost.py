@@ -8,6 +8,8 @@ FLOPs alone flatter small models, whose steps are memory-bound.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from ..errors import InvalidInput
@@ -40,11 +42,17 @@ def intensity(gpu: str, dtype: torch.dtype) -> float:
     return peak_flops(device_name, dtype) / bandwidth
 
 
-def sample_bytes(hf_config, dtype: torch.dtype, batch: int, prompts: float, prompt_tokens: float,
-                 new_tokens: int) -> float:
-    """Bytes a sample's decode moves: its 1/batch share of each of its new_tokens steps, a step of
-    `batch` samples of `prompts` prompts moving plan.decode_step_bytes (each prompt's KV read once).
-    Those bytes grow linearly with the suffix, so the steps' sum is new_tokens x the bytes at the
-    mean suffix (new_tokens + 1) / 2. Prefill moves the weights once per prompt: compute-bound, left out."""
-    step = decode_step_bytes(hf_config, dtype, batch, prompts * prompt_tokens, (new_tokens + 1) / 2)
-    return new_tokens * step / batch
+def mean_sample_bytes(hf_config, dtype: torch.dtype, batch: int, prompts: float,
+                      samples: Sequence[tuple[int, int]]) -> float:
+    """Bytes a sample's decode moves, averaged over `samples` (prompt tokens, new tokens): a sample of m
+    new tokens takes its 1/batch share of m steps, a step of `batch` samples of `prompts` prompts (each
+    prompt's KV read once) moving plan.decode_step_bytes at its suffix s = 1..m. Those bytes are affine in
+    the prompt tokens and the suffix, so the sum over all samples' steps is one call at the token-weighted
+    means: sum_r m_r x bytes(P_r, (m_r + 1) / 2) = M x bytes(sum_r m_r P_r / M, sum_r m_r (m_r + 1) / 2 / M),
+    M = sum_r m_r. Prefill moves the weights once per prompt: compute-bound, left out."""
+    tokens = sum(m for _, m in samples)
+    if not tokens:
+        return 0.0
+    prompt = sum(m * p for p, m in samples) / tokens
+    suffix = sum(m * (m + 1) / 2 for _, m in samples) / tokens
+    return tokens * decode_step_bytes(hf_config, dtype, batch, prompts * prompt, suffix) / batch / len(samples)

@@ -5,11 +5,13 @@
   * a model name: its mean log-prob under that model (run.py scores with it);
   * `examples`: keep the samples that reproduce every example the prompt states (examples.py), best
     `self` first; when none in the k is kept, or the prompt has no examples, all k by `self` (AlphaCode's
-    filtering, Li et al. 2022, Sec. 4.5; CodeT's use of the prompt's tests, Chen et al. 2022);
+    filtering on the statement's example tests, Li et al. 2022, Sec. 4.5);
   * `vote`: run the samples on the examples' inputs only, group them by their outputs, pick the best
-    `self` sample of the largest group (MBR-exec with the exact-match loss, Shi et al. 2022, Eq. 3:
-    argmax_i sum_j [outputs_i = outputs_j]). Samples that raise on an input or do not run to the end
-    vote for nothing; when no sample in the k votes, all k by `self`.
+    `self` sample of the largest group: MBR-exec (Shi et al. 2022) with its execution loss
+    l(p, p') = [p(x) != p'(x) for some input x], i.e. argmin_p sum_p' l(p, p') = argmax_p |{p': equal
+    outputs}| (AlphaCode's clustering, Sec. 4.6; CodeT, Chen et al. 2022, agrees on model-written tests
+    instead). Samples that raise on an input or do not run to the end vote for nothing; when no sample
+    in the k votes, all k by `self`.
 Ties left after `self` go to the lower sample position (in `evaluate`, the samples file's order).
 """
 from __future__ import annotations

@@ -32,7 +32,7 @@ from ..jsonl import read_jsonl, read_jsonl_tolerant
 from ..models import parse_dtype
 from ..models.shape import ModelShape
 from .budget import CostModel, budget_grid
-from .cost import DEFAULT_GPU, config_from_dict, intensity, sample_bytes
+from .cost import config_from_dict, intensity, mean_sample_bytes
 from .coverage import EXTRAPOLATE, coverage
 from .environment import hardware, versions
 from .intervals import Bootstrap
@@ -79,12 +79,11 @@ class ModelResults:
                 key = row["task_id"], row["index"]
                 row["scores"] = {r: ranks[r][key]["mean_logprob"] if r in ranks else row["mean_logprob"]
                                  for r in self.rankers}
-                row["probe"] = probes.get(key)  # None: no examples in its prompt (or not a selector's run)
-                row["ranker_seconds"] = {r: ranks[r][key].get("seconds") if r in ranks else
-                                         row["probe"]["seconds"] if r in SELECTORS and row["probe"] else 0.0
-                                         for r in self.rankers}
-                row["ranking_seconds"] = _total([ranks[r][key].get("seconds") for r in ranks]
-                                                + [row["probe"]["seconds"] if row["probe"] else 0.0])
+                probe = row["probe"] = probes.get(key)  # None: no examples in its prompt (or no selector named)
+                own = {r: ranks[r][key].get("seconds") for r in ranks} | {
+                    r: probe["seconds"] if probe else 0.0 for r in SELECTORS}  # one probe serves both selectors
+                row["ranker_seconds"] = {r: own.get(r, 0.0) for r in self.rankers}
+                row["ranking_seconds"] = _total([own[r] for r in ranks] + [own["vote"]])
         self.rows = [row for task in self.tasks for row in task]
         self.n = min(len(task) for task in self.tasks)
         self.seconds = sum(r["seconds"] for r in self.rows)
@@ -97,10 +96,10 @@ class ModelResults:
         self.engine = read_jsonl_tolerant(directory / "engine.jsonl")
         # eFLOPs: a decode step holds min(all samples, max_batch_size) samples, n of each prompt
         dtype = parse_dtype(config["dtype"])
-        batch = min(len(problems) * self.n, config.get("max_batch_size") or len(problems) * self.n)
-        self.intensity = intensity(config.get("gpu") or DEFAULT_GPU, dtype)
-        self.decode_bytes = fmean(sample_bytes(self.hf_config, dtype, batch, max(1.0, batch / self.n),
-                                               r["prompt_tokens"], r["num_tokens"]) for r in self.rows)
+        batch = min(len(problems) * self.n, config["max_batch_size"])
+        self.intensity = intensity(config["gpu"], dtype)
+        self.decode_bytes = mean_sample_bytes(self.hf_config, dtype, batch, max(1.0, batch / self.n),
+                                              [(r["prompt_tokens"], r["num_tokens"]) for r in self.rows])
 
     def costs(self) -> dict[str, CostModel]:
         """Cost of k samples of one problem, per budget kind (exact: one prefill for all k)."""
@@ -309,8 +308,8 @@ def build_report(out: str | os.PathLike, config: dict) -> dict:
                 for point in points:
                     point.update(report["coverage"][name]["extrapolated"][str(point["k"])])
             if table["kind"] == "eflops":
-                table.update(gpu=config.get("gpu") or DEFAULT_GPU, intensity=models[0].intensity)
-    if config.get("price_per_gpu_hour") is not None:
+                table.update(gpu=config["gpu"], intensity=models[0].intensity)
+    if config["price_per_gpu_hour"] is not None:
         report["cost"] = run_cost(models, config["price_per_gpu_hour"])
     return report
 
