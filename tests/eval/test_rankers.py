@@ -122,7 +122,7 @@ def test_vote_falls_back_to_self_without_outputs():
 
 
 def test_vote_samples_subsets_when_there_are_many():
-    n, k = 16, 8  # C(16, 8) = 12,870 subsets: SUBSETS of them are drawn
+    n, k = 14, 7  # C(14, 7) = 3,432 subsets: SUBSETS of them are drawn
     probes = [probe(["x" if j % 3 else "y"]) for j in range(n)]
     passed = [j % 3 == 0 for j in range(n)]  # the minority cluster is the right one
     scores = [-0.1 * (j % 5) for j in range(n)]

@@ -55,8 +55,10 @@ def log_likelihoods(counts: Sequence[tuple[int, int]]) -> np.ndarray:
 def fit_beta(counts: Sequence[tuple[int, int]], weights: Optional[np.ndarray] = None) -> np.ndarray:
     """The maximum-likelihood (a, b) of the pass counts: [2], or with `weights` (resamples x problems)
     one fit per resample: [resamples, 2]."""
-    ll = log_likelihoods(counts)
+    pairs, which = np.unique(np.asarray(counts, dtype=np.int64).reshape(-1, 2), axis=0, return_inverse=True)
+    ll = log_likelihoods([(int(n), int(c)) for n, c in pairs])  # problems with equal counts share a row
     w = np.full((1, len(counts)), 1.0 / len(counts)) if weights is None else weights
+    w = w @ (which.ravel()[:, None] == np.arange(len(pairs))[None, :])  # resamples x distinct counts
     best = np.concatenate([np.argmax(w[i:i + CHUNK] @ ll, axis=1) for i in range(0, len(w), CHUNK)])
     fits = np.stack([GRID[best // len(GRID)], GRID[best % len(GRID)]], axis=1)
     return fits[0] if weights is None else fits

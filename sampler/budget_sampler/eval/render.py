@@ -231,14 +231,14 @@ def render_plot(report: dict) -> bytes:
                 ax.plot([b for b, _, _ in ranked], [v for _, v, _ in ranked], linestyle=styles.get(r, ":"),
                         color=color, alpha=0.6, label=f"rank-score ({r})" if i == 0 else None)
                 ax.fill_between([b for b, _, _ in ranked], [ci[0] for _, _, ci in ranked],
-                                [ci[1] for _, _, ci in ranked], color=color, alpha=0.05, linewidth=0)
+                                [ci[1] for _, _, ci in ranked], color=color, alpha=0.07 / len(rankers), linewidth=0)
             fit = ([points[-1][0]] if points else []) + [p["budget"] for p in table["extrapolated"][name]]
             values = ([points[-1][1]["pass"]] if points else []) + [p["pass"] for p in table["extrapolated"][name]]
             ax.plot(fit, values, ":", color=color, alpha=0.8, label="fit, extrapolated" if i == 0 else None)
             ax.fill_between([p["budget"] for p in table["extrapolated"][name]],
                             [p["pass_ci95"][0] for p in table["extrapolated"][name]],
                             [p["pass_ci95"][1] for p in table["extrapolated"][name]], color=color, alpha=0.06,
-                            hatch="..", linewidth=0)
+                            linewidth=0)
         ax.set_xscale("log", base=2)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(f"budget (samples of {table['unit_model']})")
@@ -269,11 +269,12 @@ def _time_panel(ax, models: dict, cost: Optional[dict]) -> None:
     ax.invert_yaxis()
     ax.set_xlim(0, 1.4 * max(left + [1e-9]))
     ax.set_xlabel("seconds")
+    title = "time split (decode tokens/s, step / matmul floor)"
     if cost:
         rate = cost["price_per_gpu_hour"] / 3600
-        ax.secondary_xaxis("top", functions=(lambda s: s * rate, lambda m: m / rate)).set_xlabel(
-            f"cost at {cost['price_per_gpu_hour']:g} per GPU-hour", fontsize=8)
-    ax.set_title("time split (decode tokens/s, step / matmul floor)", fontsize=9)
+        ax.secondary_xaxis("top", functions=(lambda s: s * rate, lambda m: m / rate))
+        title += f"; top: cost at {cost['price_per_gpu_hour']:g} per GPU-hour"
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
 
 
