@@ -66,3 +66,55 @@ def test_bad_samples_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, con
     assert len(err) == 1 and err[0].startswith("budget-sampler evaluate: error:")
     assert re.search(message, err[0])
     assert not out.exists()
+
+
+EXAMPLES = ["    >>> f(2)\n    4\n    >>> f(-1)\n    -2\n",  # right
+            "    >>> f(-1)\n    -3\n",  # misprinted: no sample reproduces it
+            ""]  # none
+RANKED = [{"task_id": f"R/{j}", "entry_point": "f", "test": "def check(candidate):\n    assert candidate(10) == 20\n",
+           "prompt": 'def f(x):\n    """Double x.\n' + EXAMPLES[j] + '    """\n'} for j in range(3)]
+# on the inputs 2 and -1: 2 * x and x + x give 4, -2; x * x and x + 2 agree on the wrong 4, 1
+RIGHT, RIGHT_AGAIN = "    return 2 * x\n", "    return x + x\n"
+WRONG, WRONG_AGAIN = "    return x * x\n", "    return x + 2\n"
+
+
+def test_evaluate_ranks_by_examples_and_vote(tmp_path, capsys):
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text("".join(json.dumps(p) + "\n" for p in RANKED))
+    samples = [
+        # R/0: the filter keeps the right sample; the vote's largest group (two wrong, equal outputs) is wrong
+        ("R/0", WRONG), ("R/0", WRONG_AGAIN), ("R/0", RIGHT),
+        # R/1: no sample reproduces the misprinted example, so the filter falls back to the first sample;
+        # the two right samples outvote the wrong one without reading the expected output
+        ("R/1", WRONG_AGAIN), ("R/1", RIGHT), ("R/1", RIGHT_AGAIN),
+        # R/2: no examples in the prompt: both rankers fall back to the file's order
+        ("R/2", WRONG), ("R/2", RIGHT), ("R/2", RIGHT_AGAIN),
+    ]
+    out = tmp_path / "scored"
+    path = write_samples(tmp_path / "s.jsonl", samples)
+    assert main(["evaluate", "--benchmark", str(problems), "--samples", str(path), "--k", "1,3",
+                 "--ranker", "vote,examples", "--out", str(out), "--workers", "2"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["pass@3"] == 1.0
+    assert report["rank_score@k"]["examples"]["3"] == pytest.approx(1 / 3)  # R/0 only
+    assert report["rank_score@k"]["vote"]["3"] == pytest.approx(1 / 3)  # R/1 only
+    assert report["rank_score@k"]["vote"]["1"] == pytest.approx(report["pass@1"])  # one sample: no choice
+    assert set(report["rank_score@k_ci95"]["vote"]) == {"1", "3"}
+    assert report["rankers"]["examples"] == {"problems_without_examples": pytest.approx(1 / 3),
+                                             "samples_selected": pytest.approx(1 / 6),
+                                             "problems_falling_back": pytest.approx(2 / 3)}
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert rows[0]["examples"]["reproduced"] == [True, False] and rows[6]["examples"] is None
+    assert rows[0]["examples"]["outputs"] == rows[1]["examples"]["outputs"] != rows[2]["examples"]["outputs"]
+    assert "rank_score@k (vote): 1: " in capsys.readouterr().out
+
+
+def test_evaluate_refuses_a_model_ranker(tmp_path, capsys):
+    path = write_samples(tmp_path / "samples.jsonl", [("MBPP/11", "x")])
+    out = tmp_path / "scored"
+    assert main(["evaluate", "--benchmark", f"mbpp:{DATA / 'mbpp_rows.jsonl'}", "--samples", str(path),
+                 "--ranker", "vote,self", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["budget-sampler evaluate: error: ranker 'self' is invalid here: without a model, choose from "
+                   "examples, vote"]
+    assert not out.exists()

@@ -22,15 +22,24 @@ def ladder(counts: dict[str, int], pass_rates: dict[str, float], seed: int = 0) 
     models = []
     for name, cost in COSTS.items():
         m = ModelResults.__new__(ModelResults)  # the report's view of a run, without a run directory
-        m.name, m.n, m._values = name, counts[name], {}
+        m.name, m.n, m._values, m.rankers = name, counts[name], {}, ["self"]
         m.shape = ModelShape(parameters=0, matmul_parameters=cost * 1000, num_layers=1, attention_width=1)
         rates = rng.beta(4 * pass_rates[name], 4 * (1 - pass_rates[name]), PROBLEMS)
-        m.tasks = [[{"passed": bool(rng.random() < p), "score": float(rng.normal())} for _ in range(m.n)]
-                   for p in rates]
+        m.tasks = [[{"passed": bool(rng.random() < p), "scores": {"self": float(rng.normal())}, "probe": None,
+                     "ranker_seconds": {"self": 0.0}} for _ in range(m.n)] for p in rates]
         m.rows = [r for t in m.tasks for r in t]
-        m.prefill, m.decode, m.seconds = 0.0, 1.0, float(len(m.rows))
+        m.prefill, m.decode, m.seconds, m.intensity, m.decode_bytes = 0.0, 1.0, float(len(m.rows)), 0.0, 0.0
         models.append(m)
     return models
+
+
+def with_fits(table: dict, models: list[ModelResults], boot: Bootstrap) -> dict:
+    """The table with its extrapolated points' fitted pass@k, as build_report adds them."""
+    for m in models:
+        fit = m.coverage([1, 2, 4], boot)["extrapolated"]
+        for point in table["extrapolated"][m.name]:
+            point.update(fit[str(point["k"])])
+    return table
 
 
 def test_budget_matched_counts_leave_no_cell_capped_and_name_winners_from_the_cells():
@@ -42,7 +51,7 @@ def test_budget_matched_counts_leave_no_cell_capped_and_name_winners_from_the_ce
     for row in table["rows"]:
         for name, cell in row["models"].items():
             assert not cell["capped"] and cell["k"] == row["budget"] // COSTS[name] == cell["affordable"]
-        assert not row["undecided_pass"] and not row["undecided_rank_score"]
+        assert not row["undecided_pass"] and row["undecided_rank_score"] == {"self": []}
         assert set(row["winner_pass"]) <= {name for name, c in row["models"].items() if c["k"]}
     assert table["rows"][0]["winner_pass"] == ["xs"]  # the only model a budget of one xs sample buys
     last = table["rows"][-1]["models"]
@@ -54,7 +63,7 @@ def test_a_model_held_below_its_budget_is_capped_never_best_and_its_row_says_so(
     assert counts == {"xs": 16, "m": 16, "l": 4}
     # xs is far better per sample: where it is capped it would still win, so the call is undecided
     models = ladder(counts, {"xs": 0.7, "m": 0.2, "l": 0.3})
-    table = budget_table(models, "flops", Bootstrap(PROBLEMS))
+    table = with_fits(budget_table(models, "flops", Bootstrap(PROBLEMS)), models, Bootstrap(PROBLEMS))
     rows = {row["budget"]: row for row in table["rows"]}
     assert list(rows) == [1, 2, 4, 8, 16, 32, 64]
     for budget, row in rows.items():
@@ -62,8 +71,8 @@ def test_a_model_held_below_its_budget_is_capped_never_best_and_its_row_says_so(
         assert xs["capped"] == (budget > 16) and xs["k"] == min(budget, 16)
         assert xs["affordable"] == budget
         if xs["capped"]:
-            assert "xs" not in row["winner_pass"] and "xs" not in row["winner_rank_score"]
-            assert row["undecided_pass"] == ["xs"] and row["undecided_rank_score"] == ["xs"]
+            assert "xs" not in row["winner_pass"] and "xs" not in row["winner_rank_score"]["self"]
+            assert row["undecided_pass"] == ["xs"] and row["undecided_rank_score"] == {"self": ["xs"]}
             assert xs["pass"] == pytest.approx(rows[16]["models"]["xs"]["pass"])  # a lower bound, not grown
         else:
             assert not row["undecided_pass"]
@@ -85,7 +94,7 @@ def test_a_capped_model_that_cannot_reach_the_best_leaves_the_pass_call_standing
     xs = row["models"]["xs"]
     bound = np.mean(np.minimum(1, models[0].values("pass", 16) * 64 / 16))
     assert xs["capped"] and bound < row["models"][row["winner_pass"][0]]["pass"]
-    assert row["undecided_pass"] == [] and row["undecided_rank_score"] == ["xs"]
+    assert row["undecided_pass"] == [] and row["undecided_rank_score"] == {"self": ["xs"]}
     assert row["winner_pass"][0] == "l"
 
 
@@ -102,7 +111,8 @@ def test_the_plot_draws_capped_cells_and_the_per_problem_panel():
     counts = {"xs": 16, "m": 16, "l": 4}
     models = ladder(counts, {"xs": 0.3, "m": 0.3, "l": 0.3})
     boot = Bootstrap(PROBLEMS)
-    report = {"models": {m.name: {} for m in models}, "budgets": [budget_table(models, "flops", boot)],
+    table = with_fits(budget_table(models, "flops", boot), models, boot)
+    report = {"models": {m.name: {} for m in models}, "budgets": [table],
               "per_problem": {m.name: pass_rate_distribution(m) for m in models},
               "efficiency": {m.name: {"time_split": {"decode": {"seconds": 1.0}}, "decode_tokens_per_second": 1.0,
                                       "step_over_floor": None} for m in models}}

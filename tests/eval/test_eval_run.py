@@ -21,8 +21,9 @@ from budget_sampler.params import Completion, GenerationStats
 
 from checkpoints import make_checkpoint
 
-PROBLEMS = [{"task_id": f"T/{j}", "prompt": f"def f{j}(x):\n", "entry_point": f"f{j}",
-             "test": f"def check(candidate):\n    assert candidate(0) == {j}\n"} for j in range(4)]
+PROBLEMS = [{"task_id": f"T/{j}", "prompt": f'def f{j}(x):\n    """\n    >>> f{j}(0)\n    {j}\n    """\n' if j else
+             f"def f{j}(x):\n", "entry_point": f"f{j}",
+             "test": f"def check(candidate):\n    assert candidate(0) == {j}\n"} for j in range(4)]  # T/0: no example
 
 
 class Crash(Exception):
@@ -139,12 +140,18 @@ def read_report(out):
 
 
 def untimed(out):
-    """read_report without what a resumed run measures anew (efficiency: seconds, batches), but with the
-    cost of a solved problem in samples and FLOPs."""
+    """read_report without what a resumed run measures anew (efficiency: seconds, batches; the rankers'
+    own seconds, part of their cost under the time budget), but with the cost of a solved problem in
+    samples and FLOPs."""
     report, markdown = read_report(out)
     report["solved"] = {name: {k: e["to_first_pass"][k] for k in ("samples", "flops", "flops_exact")}
                         for name, e in report.pop("efficiency").items()}
-    return report, markdown.split("\n## Efficiency")[0]
+    for row in next(t for t in report["budgets"] if t["kind"] == "time")["rows"]:
+        del row["winner_rank_score"]
+        for cell in row["models"].values():
+            del cell["rank_k"], cell["rank_score"], cell["rank_score_ci95"]
+    before, _, after = markdown.split("\n## Efficiency")[0].partition("\n## Budget: seconds")
+    return report, before + after[after.index("\n## "):]
 
 
 def test_run_directory_and_report(fake, models, bench, tmp_path, capsys):
@@ -173,16 +180,48 @@ def test_run_directory_and_report(fake, models, bench, tmp_path, capsys):
     assert sum(report["per_problem"][models[0]]["histogram"]["counts"]) == len(PROBLEMS)
     assert m["tokens_per_second"] == 1024  # the fake spends 1/1024 s per token
     assert m["flops_per_sample"]["exact"] < m["flops_per_sample"]["exact_without_prefix_sharing"]
-    assert [t["kind"] for t in report["budgets"]] == ["flops", "flops_exact", "time"]
+    assert [t["kind"] for t in report["budgets"]] == ["flops", "flops_exact", "eflops", "time"]
     assert report["budgets"][0]["rows"][0]["models"][models[1]]["k"] == 0  # large can't afford 1 small sample
     assert (out / "budget.png").read_bytes()[:4] == b"\x89PNG"
     assert "## Budget: FLOPs, paper" in markdown and markdown in capsys.readouterr().out
     assert report["config"]["sandbox"] == ("namespaces" if sys.platform == "linux" else "process")
 
 
+def test_rankers_without_tests_cost_and_fits_are_reported(fake, models, bench, tmp_path):
+    out = tmp_path / "out"
+    assert eval_cli.main(args("--models", ",".join(models), "--benchmark", bench, "--n-per-model", "8,8",
+                              "--max-new-tokens", 16, "--ranker", "self,examples,vote", "--price-per-gpu-hour", 3.6,
+                              "--gpu", "h200", "--out", out)) == 0
+    report, markdown = read_report(out)
+    small = report["models"][models[0]]
+    probes = [json.loads(line) for line in (out / run.model_dir(".", models[0]).name / "examples.jsonl").open()]
+    assert len(probes) == 8 * 3 and {p["task_id"] for p in probes} == {"T/1", "T/2", "T/3"}  # T/0 has no example
+    # the fake's right samples reproduce the example and pass the test, its wrong ones do neither: at k = n
+    # the filter passes every problem with an example that a sample solves; T/0 falls back to self
+    rows = {(r["task_id"], r["index"]): r for r in map(json.loads, (out / run.model_dir(".", models[0]).name
+                                                                    / "samples.jsonl").open())}
+    right = {key: row["completion"] != "    return -1\n" for key, row in rows.items()}
+    best = max(sorted(i for t, i in rows if t == "T/0"), key=lambda i: rows["T/0", i]["mean_logprob"])
+    solved = [any(ok for (t, _), ok in right.items() if t == task) for task in ("T/1", "T/2", "T/3")]
+    assert small["rank_score@k"]["examples"]["8"] == (sum(solved) + right["T/0", best]) / 4
+    assert small["rank_score@k"]["vote"]["1"] == pytest.approx(small["pass@k"]["1"])
+    assert set(small["rank_score@k_ci95"]) == {"self", "examples", "vote"}
+    assert small["rankers"]["examples"]["problems_without_examples"] == 0.25
+    eflops = next(t for t in report["budgets"] if t["kind"] == "eflops")
+    assert eflops["gpu"] == "h200" and eflops["intensity"] == pytest.approx(67e12 / 4.8e12)  # float32
+    cell = eflops["rows"][-1]["models"][models[0]]
+    assert set(cell["rank_score"]) == {"self", "examples", "vote"} and cell["rank_k"]["vote"] == cell["k"]
+    assert report["cost"]["models"][models[0]]["money"] == pytest.approx(small["seconds_per_sample"] * 8 * 4 / 1000)
+    fit = report["coverage"][models[0]]
+    assert list(fit["extrapolated"]) == ["16", "32", "64", "128"] and "held_out" in fit
+    assert [p["k"] for p in eflops["extrapolated"][models[0]]] == [16, 32, 64, 128]
+    for section in ("## Budget: eFLOPs", "## Coverage fits (extrapolated)", "## Cost", "best (rank-score, vote)"):
+        assert section in markdown
+
+
 def test_resume_after_a_crash_gives_the_same_report(fake, models, bench, tmp_path, monkeypatch):
     common = ("--models", ",".join(models), "--benchmark", bench, "--n", 6, "--max-new-tokens", 16,
-              "--ranker", models[1])
+              "--ranker", f"{models[1]},examples,vote")
     assert eval_cli.main(args(*common, "--out", tmp_path / "a")) == 0
     expected = untimed(tmp_path / "a")
     small = expected[0]["config"]["counts"][models[0]]
@@ -266,7 +305,8 @@ def test_resume_draws_only_the_missing_sample_indices(fake, models, bench, tmp_p
     FakeEngine.drawn = []
     assert eval_cli.main(args(*common)) == 0
     lost = [json.loads(line) for line in lines if line not in kept]
-    assert sorted(FakeEngine.drawn) == sorted((f"def f{r['task_id'][2:]}(x):\n", r["index"]) for r in lost)
+    prompts = {p["task_id"]: p["prompt"] for p in PROBLEMS}
+    assert sorted(FakeEngine.drawn) == sorted((prompts[r["task_id"]], r["index"]) for r in lost)
     assert sorted(path.read_text().splitlines()) == sorted(line.rstrip("\n") for line in lines)
 
 
@@ -322,6 +362,8 @@ def test_until_pass_cancels_a_problem_once_a_sample_passes(fake, models, bench, 
     (["--benchmark", "NO_TEST"], "has no 'test'"),
     (["--models", "SMALL,SMALL"], "distinct"),
     (["--ranker", "nope-xl"], "model 'nope-xl' not found"),
+    (["--ranker", "self,vote,self"], "give distinct comma-separated rankers"),
+    (["--price-per-gpu-hour", -1], "price-per-gpu-hour -1.0 is invalid"),
     (["--max-new-tokens", 10_000], "exceeds its context"),
     (["--n-per-model", "4,4"], "--n-per-model '4,4' is invalid: give 1 comma-separated"),
     (["--n-per-model", "0"], "--n-per-model '0' is invalid"),
@@ -374,7 +416,7 @@ def test_real_engine_on_tiny_checkpoints(models, bench, tmp_path):
     for name in models:
         m = report["models"][name]
         assert m["samples"] == counts[name] * len(PROBLEMS) and m["tokens_per_second"] > 0
-        assert list(m["pass@k"])[:2] == ["1", "2"] and 0 <= m["rank_score@k"]["2"] <= 1
+        assert list(m["pass@k"])[:2] == ["1", "2"] and 0 <= m["rank_score@k"][models[1]]["2"] <= 1
         kv = m["kv_cache"]
         assert 0 < kv["blocks_peak"] <= kv["blocks_total"] and kv["preemptions"] == 0
     ranks = out / run.model_dir(".", models[0]).name / f"rank_{run.model_dir('.', models[1]).name}.jsonl"

@@ -6,6 +6,7 @@ from dataclasses import fields
 
 from ..eval import run
 from ..eval.config import DEFAULT_N, DEFAULT_PROBLEMS, EvalConfig
+from ..eval.cost import GPUS
 from ..eval.report import BUDGETS
 from ..eval.tasks import BENCHMARKS
 from .common import add_model_arguments, add_sandbox_arguments, load_options
@@ -41,8 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default=defaults.budget,
                         help="budget kinds of the budget-matched tables (default: both)")
     parser.add_argument("--ranker", default=defaults.ranker,
-                        help="model whose mean per-token log-prob ranks the samples for "
-                             "rank-score@k (default: self, each model ranks its own)")
+                        help="comma-separated rankers of the samples for rank-score@k, each reported: self (each "
+                             "model's own mean log-prob), a model name (its mean log-prob), examples (keep the "
+                             "samples that reproduce the prompt's examples, by self), vote (group the samples by "
+                             "their outputs on the examples' inputs, pick from the largest group) (default: self)")
+    parser.add_argument("--gpu", default=defaults.gpu, choices=list(GPUS),
+                        help=f"the GPU whose peak FLOP/s per byte of bandwidth weighs bytes in the eflops budget "
+                             f"(default: {defaults.gpu})")
+    parser.add_argument("--price-per-gpu-hour", type=float, default=None, metavar="PRICE",
+                        help="turn the run's measured seconds into money in the report at this price")
     parser.add_argument("--k", default=None, help="comma-separated k for pass@k (default: 1, 2, 4, ... <= n)")
     parser.add_argument("--out", default=defaults.out, help=f"run directory (default: {defaults.out})")
     parser.add_argument("--until-pass", action="store_true",

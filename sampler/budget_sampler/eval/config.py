@@ -8,6 +8,7 @@ from typing import Optional
 
 from ..api import LoadOptions
 from ..toy.ladder import DEFAULT_LADDER
+from .cost import DEFAULT_GPU
 from .execute import TIMEOUT
 
 DEFAULT_N = 4            # samples per problem of the most expensive model in the default run
@@ -30,7 +31,9 @@ class EvalConfig:
     max_new_tokens: Optional[int] = None  # None: the benchmark's own
     seed: int = 0
     budget: str = "both"
-    ranker: str = "self"
+    gpu: str = DEFAULT_GPU  # whose FLOPs per byte the eflops budget uses (cost.py)
+    price_per_gpu_hour: Optional[float] = None  # report.md turns seconds into money at this price
+    ranker: str = "self"  # comma-separated: self, examples, vote, model names (rankers.py)
     k: Optional[str] = None  # comma-separated; None: 1, 2, 4, ... <= n
     out: str = DEFAULT_OUT
     until_pass: bool = False

@@ -279,7 +279,10 @@ class ExecutionPool:
 
     def submit(self, problem: dict, completion: str) -> Future:
         """A future of run_program's result for this completion of this problem."""
-        program, timeout = check_program(problem, completion, self.timeout), run_timeout(problem, self.timeout)
+        return self.submit_program(check_program(problem, completion, self.timeout), run_timeout(problem, self.timeout))
+
+    def submit_program(self, program: str, timeout: float) -> Future:
+        """A future of run_program's result for `program` (a test run, or a ranker's probe: examples.py)."""
         # the exact program that runs (for APPS, with its judge) and its limits: a change to the
         # judge or to check_program must not reuse a resumed run's old verdicts
         key = hashlib.sha256(json.dumps([program, timeout, self.timeout, self.memory_bytes, self.sandbox])

@@ -32,13 +32,14 @@ class Bootstrap:
 
     def interval(self, values: Sequence[float]) -> list[float]:
         """Percentile interval [lo, hi] of the mean of per-problem `values`."""
-        return _percentiles(self.means(values))
+        return percentiles(self.means(values))
 
     def difference(self, a: Sequence[float], b: Sequence[float]) -> list[float]:
         """Percentile interval of mean(a) - mean(b), a and b paired by problem."""
-        return _percentiles(self.means(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)))
+        return percentiles(self.means(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)))
 
 
-def _percentiles(means: np.ndarray) -> list[float]:
+def percentiles(means: np.ndarray) -> list[float]:
+    """The 95% percentile interval [lo, hi] of a statistic's values over the resamples."""
     tail = (1 - LEVEL) / 2
     return [float(x) for x in np.quantile(means, [tail, 1 - tail])]

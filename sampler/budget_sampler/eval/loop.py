@@ -1,5 +1,6 @@
 """The evaluation loop for one model: draw the samples the run directory lacks, execute those
-without a result, score them with a ranker model; every row is appended as soon as it exists.
+without a result, run them on their prompts' examples and score them with ranker models; every row
+is appended as soon as it exists.
 
 Sampling seeds are fixed per (model, task), and the engine's random numbers are keyed by (seed,
 sample index, step), so a resumed run draws the missing sample indices exactly as an uninterrupted
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 from ..params import Completion, SamplingParams, mean_logprob
 from ..profiling import session_limits
+from . import examples
 from .execute import ExecutionPool
 from .records import Log, SampleSet
 from .waves import first_pass, next_wave
@@ -187,6 +189,33 @@ def execute(problems: list[dict], sample_set: SampleSet, pool: ExecutionPool, de
             now = time.perf_counter()
             for row in pending[future]:
                 _record(sample_set, row["task_id"], row["index"], future.result(), (now - last) / len(pending[future]))
+                bar.update(1)
+            last = now
+
+
+def probe(problems: list[dict], sample_set: SampleSet, log: Log, pool: ExecutionPool, desc: str) -> None:
+    """Run every sample that has no probe row yet on its prompt's examples (examples.py), in the
+    sandbox; each row gets its share of the wall seconds the probes took (the time budget counts them).
+    Problems without examples run nothing."""
+    by_id = {p["task_id"]: (p, found) for p in problems if (found := examples.parse(p))}
+    done = log.rows()
+    todo = [row for key, row in sample_set.samples.rows().items() if key not in done and row["task_id"] in by_id]
+    if not todo:
+        return
+    pending: dict[Future, list[dict]] = {}  # duplicate programs share one future
+    for row in todo:
+        problem, found = by_id[row["task_id"]]
+        pending.setdefault(pool.submit_program(examples.program(problem, row["completion"], found), pool.timeout),
+                           []).append(row)
+    last = time.perf_counter()
+    with tqdm(total=len(todo), desc=desc, unit="sample", disable=None) as bar:
+        for future in as_completed(pending):
+            now = time.perf_counter()
+            for row in pending[future]:
+                found = by_id[row["task_id"]][1]
+                log.append({"task_id": row["task_id"], "index": row["index"],
+                            **examples.read_probe(future.result(), len(found)),
+                            "seconds": (now - last) / len(pending[future])})
                 bar.update(1)
             last = now
 

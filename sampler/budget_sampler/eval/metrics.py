@@ -50,10 +50,11 @@ def pass_at_k_per_task(counts: Sequence[tuple[int, int]], k: int) -> list[float]
     return [pass_at_k(n, c, k) for n, c in counts]
 
 
-def rank_score_at_k(scores: Sequence[float], passed: Sequence[bool], k: int) -> float:
+def rank_score_at_k(scores: Sequence, passed: Sequence[bool], k: int) -> float:
     """Expected pass of the top-ranked sample among k drawn without replacement from the n samples
     (Hassid et al. 2024, Eq. 4). With the samples sorted by score, best first (ties: lower sample
-    position first), sample i (1-based) is the top of a random k-subset with probability
+    position first; scores may be tuples, compared in order), sample i (1-based) is the top of a
+    random k-subset with probability
 
         C(n - i, k - 1) / C(n, k),
 
@@ -63,7 +64,7 @@ def rank_score_at_k(scores: Sequence[float], passed: Sequence[bool], k: int) -> 
     if len(passed) != n:
         raise ValueError(f"{n} scores but {len(passed)} pass flags")
     _check_k(n, k)
-    order = sorted(range(n), key=lambda j: -scores[j])
+    order = sorted(range(n), key=scores.__getitem__, reverse=True)  # stable: ties keep their order
     total, weight = 0.0, k / n
     for i, j in enumerate(order, start=1):
         if i > n - k + 1:

@@ -10,6 +10,8 @@ resumed run skips what is done.
     DIR/<model>/samples_results.jsonl  task_id, index, passed, result
     DIR/<model>/greedy.jsonl, greedy_results.jsonl   the same for the one greedy sample per task
     DIR/<model>/rank_<ranker>.jsonl    task_id, index, mean_logprob under another model
+    DIR/<model>/examples.jsonl         task_id, index, ran, outputs, reproduced: the sample run on its
+                                       prompt's examples (examples.py; the examples and vote rankers)
     DIR/<model>/engine.jsonl           the engine's counters of each session that drew samples
                                        (KV blocks total and peak, preemptions, tokens, seconds,
                                        wall seconds; with data parallel summed over the actors,
@@ -91,3 +93,8 @@ class SampleSet:
 def ranks_log(directory: Path, ranker: str) -> Log:
     """The mean log-probs that `ranker` gave a model's samples, in that model's directory."""
     return Log(directory / f"rank_{model_dir('', ranker).name}.jsonl")
+
+
+def probes_log(directory: Path) -> Log:
+    """A model's samples run on their prompts' examples (examples.py), in that model's directory."""
+    return Log(directory / "examples.jsonl")

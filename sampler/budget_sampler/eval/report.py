@@ -9,6 +9,14 @@ over problems (intervals.py), beside it in report.json as a parallel field ("pas
 "pass_ci95": [lo, hi]) so that readers of the point values are unchanged. A budget row's winners
 list the point-best model first, then every model whose paired difference from it is not
 significant: one name is a winner, more are a tie.
+
+rank-score is reported per ranker (rankers.py), keyed by the ranker's name: a model's
+"rank_score@k": {ranker: {k: value}} and "rank_score@k_ci95" beside it, "rankers": {selector: how
+often it had examples to go on}; a budget cell's "rank_score" and "rank_score_ci95": {ranker: ...}
+and "rank_k": {ranker: k} (under the time budget a ranker's own seconds per sample are part of the
+cost, so it may afford fewer samples than pass@k's k); a row's "winner_rank_score": {ranker: winners}.
+"coverage" holds each model's Beta fit (coverage.py); each budget table's "extrapolated" its fitted
+pass@k beyond the samples drawn, kept apart from the rows: never a cell, never a winner.
 """
 from __future__ import annotations
 
@@ -22,19 +30,25 @@ from typing import Optional
 import numpy as np
 
 from ..jsonl import read_jsonl, read_jsonl_tolerant
+from ..models import parse_dtype
 from ..models.shape import ModelShape
 from .budget import CostModel, budget_grid
+from .cost import config_from_dict, intensity, mean_sample_bytes
+from .coverage import EXTRAPOLATE, coverage
 from .environment import hardware, versions
 from .intervals import Bootstrap
-from .metrics import pass_at_k_per_task, rank_score_at_k
-from .records import SampleSet, model_dir, ranks_log
+from .metrics import pass_at_k_per_task
+from .rankers import SELECTORS, SELF, parse_rankers, rank_score, selection_stats
+from .records import SampleSet, model_dir, probes_log, ranks_log
 from .waves import first_pass, pass_at_k_from_first_pass, waves
 
 # budget kind -> (what one sample costs, title)
 KINDS = {"flops": "FLOPs, paper (2 x matmul parameters x 128 tokens)",
          "flops_exact": "FLOPs, exact (as spent by the engine, prompt prefill shared)",
+         "eflops": "eFLOPs, memory-aware (exact FLOPs + I x bytes the decode moves; Kinetics)",
          "time": "seconds (measured on this machine)"}
-BUDGETS = {"flops": ("flops", "flops_exact"), "time": ("time",), "both": ("flops", "flops_exact", "time")}
+BUDGETS = {"flops": ("flops", "flops_exact", "eflops"), "eflops": ("eflops",), "time": ("time",),
+           "both": ("flops", "flops_exact", "eflops", "time")}
 
 
 def _joined(sample_set: SampleSet, problems: list[dict]) -> list[list[dict]]:
@@ -52,18 +66,25 @@ def _joined(sample_set: SampleSet, problems: list[dict]) -> list[list[dict]]:
 class ModelResults:
     """One model's rows, and everything the report computes from them."""
 
-    def __init__(self, out: Path, name: str, problems: list[dict], ranker: str):
+    def __init__(self, out: Path, name: str, problems: list[dict], config: dict):
         directory = model_dir(out, name)
         info = json.loads((directory / "model.json").read_text(encoding="utf-8"))
-        self.name, self.shape = name, ModelShape(**info["shape"])
+        self.name, self.shape, self.hf_config = name, ModelShape(**info["shape"]), config_from_dict(info["config"])
         self.tasks = _joined(SampleSet(directory, "samples"), problems)
         self.greedy = _joined(SampleSet(directory, "greedy"), problems)
-        ranks = ranks_log(directory, ranker).rows() if ranker not in ("self", name) else None
+        self.rankers = parse_rankers(config["ranker"])
+        ranks = {r: ranks_log(directory, r).rows() for r in self.rankers if r not in (SELF, name, *SELECTORS)}
+        probes = probes_log(directory).rows() if set(SELECTORS) & set(self.rankers) else {}
         for task in self.tasks:
             for row in task:
-                rank = None if ranks is None else ranks[row["task_id"], row["index"]]
-                row["score"] = row["mean_logprob"] if rank is None else rank["mean_logprob"]
-                row["ranking_seconds"] = 0.0 if rank is None else rank.get("seconds")
+                key = row["task_id"], row["index"]
+                row["scores"] = {r: ranks[r][key]["mean_logprob"] if r in ranks else row["mean_logprob"]
+                                 for r in self.rankers}
+                probe = row["probe"] = probes.get(key)  # None: no examples in its prompt (or no selector named)
+                own = {r: ranks[r][key].get("seconds") for r in ranks} | {
+                    r: probe["seconds"] if probe else 0.0 for r in SELECTORS}  # one probe serves both selectors
+                row["ranker_seconds"] = {r: own.get(r, 0.0) for r in self.rankers}
+                row["ranking_seconds"] = _total([own[r] for r in ranks] + [own["vote"]])
         self.rows = [row for task in self.tasks for row in task]
         self.n = min(len(task) for task in self.tasks)
         self.seconds = sum(r["seconds"] for r in self.rows)
@@ -72,29 +93,48 @@ class ModelResults:
         self.drawn = len(drawn)
         self.prefill = fmean(self.shape.prefill_flops(t[0]["prompt_tokens"]) for t in drawn)
         self.decode = fmean(self.shape.decode_flops(r["prompt_tokens"], r["num_tokens"]) for r in self.rows)
-        self._values: dict[tuple[str, int], np.ndarray] = {}
+        self._values: dict[tuple[str, int, Optional[str]], np.ndarray] = {}
         self.engine = read_jsonl_tolerant(directory / "engine.jsonl")
+        # eFLOPs: a decode step holds min(all samples, max_batch_size) samples, n of each prompt
+        dtype = parse_dtype(config["dtype"])
+        batch = min(len(problems) * self.n, config["max_batch_size"])
+        self.intensity = intensity(config["gpu"], dtype)
+        self.decode_bytes = mean_sample_bytes(self.hf_config, dtype, batch, max(1.0, batch / self.n),
+                                              [(r["prompt_tokens"], r["num_tokens"]) for r in self.rows])
 
     def costs(self) -> dict[str, CostModel]:
         """Cost of k samples of one problem, per budget kind (exact: one prefill for all k)."""
         return {"flops": CostModel(0.0, self.shape.paper_flops()),
                 "flops_exact": CostModel(self.prefill, self.decode),
+                "eflops": CostModel(self.prefill, self.decode + self.intensity * self.decode_bytes),
                 "time": CostModel(0.0, self.seconds / len(self.rows))}
 
-    def values(self, metric: str, k: int) -> np.ndarray:
-        """Per problem, pass@k or rank-score@k."""
-        if (metric, k) not in self._values:
-            if metric == "pass":
-                values = pass_at_k_per_task([(len(t), sum(r["passed"] for r in t)) for t in self.tasks], k)
-            else:
-                values = [rank_score_at_k([r["score"] for r in t], [r["passed"] for r in t], k)
-                          for t in self.tasks]
-            self._values[metric, k] = np.array(values)
-        return self._values[metric, k]
+    def rank_cost(self, kind: str, ranker: str) -> CostModel:
+        """The cost of k samples ranked by `ranker`: under the time budget its own seconds per sample
+        (scoring, or running the examples) are added; it spends none of the model's FLOPs."""
+        cost = self.costs()[kind]
+        if kind != "time":
+            return cost
+        return CostModel(cost.fixed, cost.per_sample + fmean(r["ranker_seconds"][ranker] or 0.0 for r in self.rows))
 
-    def score(self, metric: str, k: int) -> float:
+    def values(self, metric: str, k: int, ranker: Optional[str] = None) -> np.ndarray:
+        """Per problem, pass@k or (metric "rank") rank-score@k under `ranker`."""
+        if (metric, k, ranker) not in self._values:
+            if metric == "pass":
+                values = pass_at_k_per_task(self.counts(), k)
+            else:
+                values = [rank_score(ranker, [r["passed"] for r in t], [r["scores"][ranker] for r in t],
+                                     [r["probe"] for r in t], k, seed=i) for i, t in enumerate(self.tasks)]
+            self._values[metric, k, ranker] = np.array(values)
+        return self._values[metric, k, ranker]
+
+    def counts(self, first: Optional[int] = None) -> list[tuple[int, int]]:
+        """Per problem, (samples, passed) among all its samples or its `first` ones by index."""
+        return [(len(t[:first]), sum(r["passed"] for r in t[:first])) for t in self.tasks]
+
+    def score(self, metric: str, k: int, ranker: Optional[str] = None) -> float:
         """Mean over problems of pass@k or rank-score@k."""
-        return fmean(self.values(metric, k))
+        return fmean(self.values(metric, k, ranker))
 
     def summary(self, ks: list[int], until_pass: bool, boot: Bootstrap) -> dict:
         greedy = [t[0]["passed"] for t in self.greedy if t]
@@ -115,9 +155,17 @@ class ModelResults:
         if not until_pass:
             out["pass@k"] = {str(k): self.score("pass", k) for k in ks}
             out["pass@k_ci95"] = {str(k): boot.interval(self.values("pass", k)) for k in ks}
-            out["rank_score@k"] = {str(k): self.score("rank", k) for k in ks}
-            out["rank_score@k_ci95"] = {str(k): boot.interval(self.values("rank", k)) for k in ks}
+            out["rank_score@k"] = {r: {str(k): self.score("rank", k, r) for k in ks} for r in self.rankers}
+            out["rank_score@k_ci95"] = {r: {str(k): boot.interval(self.values("rank", k, r)) for k in ks}
+                                        for r in self.rankers}
+            out["rankers"] = {r: selection_stats(r, [[row["probe"] for row in t] for t in self.tasks])
+                              for r in self.rankers if r in SELECTORS}
         return out
+
+    def coverage(self, ks: list[int], boot: Bootstrap) -> dict:
+        """The Beta fit of the pass counts (coverage.py), checked on the first n / 4 samples."""
+        first = max(1, self.n // 4)
+        return coverage(self.counts(), self.counts(first), {k: self.score("pass", k) for k in ks}, boot)
 
     def cost(self, rows: list[dict]) -> dict:
         """What these samples of one problem cost: their number, FLOPs (paper; exact, with the prompt's
@@ -211,29 +259,42 @@ def budget_table(models: list[ModelResults], kind: str, boot: Bootstrap) -> dict
     unit, grid = budget_grid(costs, [m.n for m in models])
     cheapest = models[[c.cost(1) for c in costs].index(unit)].name
     rows = []
+    rankers = models[0].rankers
     for budget in grid:
-        cells, values, capped = {}, {"pass": {}, "rank": {}}, {}
+        cells, values = {}, {"pass": {}, **{r: {} for r in rankers}}
+        capped = {metric: {} for metric in values}  # metric -> {capped model: the samples the budget buys it}
         for m, cost in zip(models, costs):
             affordable = cost.affordable(budget * unit, math.inf)
             k = min(affordable, m.n)
+            v = values["pass"][m.name] = m.values("pass", k) if k else None
             cells[m.name] = {"k": k, "affordable": None if affordable == math.inf else affordable,
-                             "capped": affordable > m.n}
+                             "capped": affordable > m.n, "pass": fmean(v) if k else None,
+                             "pass_ci95": boot.interval(v) if k else None,
+                             "rank_k": {}, "rank_capped": {}, "rank_score": {}, "rank_score_ci95": {}}
             if affordable > m.n:
-                capped[m.name] = affordable
-            for metric, key in (("pass", "pass"), ("rank", "rank_score")):
-                v = values[metric][m.name] = m.values(metric, k) if k else None
-                cells[m.name][key] = fmean(v) if k else None
-                cells[m.name][f"{key}_ci95"] = boot.interval(v) if k else None
-        uncapped = {metric: {name: v for name, v in vs.items() if name not in capped} for metric, vs in values.items()}
-        winner_pass, winner_rank = _winners(uncapped["pass"], boot), _winners(uncapped["rank"], boot)
-        best_pass = fmean(uncapped["pass"][winner_pass[0]]) if winner_pass else -math.inf
-        rows.append({"budget": budget, "models": cells, "winner_pass": winner_pass, "winner_rank_score": winner_rank,
+                capped["pass"][m.name] = affordable
+            for r in rankers:  # under the time budget a ranker's own seconds make its k smaller
+                bought = m.rank_cost(kind, r).affordable(budget * unit, math.inf)
+                rk = cells[m.name]["rank_k"][r] = min(bought, m.n)
+                cells[m.name]["rank_capped"][r] = bought > m.n
+                if bought > m.n:
+                    capped[r][m.name] = bought
+                v = values[r][m.name] = m.values("rank", rk, r) if rk else None
+                cells[m.name]["rank_score"][r] = fmean(v) if rk else None
+                cells[m.name]["rank_score_ci95"][r] = boot.interval(v) if rk else None
+        winners = {metric: _winners({name: v for name, v in vs.items() if name not in capped[metric]}, boot)
+                   for metric, vs in values.items()}
+        best_pass = fmean(values["pass"][winners["pass"][0]]) if winners["pass"] else -math.inf
+        rows.append({"budget": budget, "models": cells, "winner_pass": winners["pass"],
+                     "winner_rank_score": {r: winners[r] for r in rankers},
                      # pass@k is concave in k, so pass@K <= K/k x pass@k per problem: the most a capped model's
                      # cell could reach with the samples the budget buys it; rank-score@k has no such bound
-                     "undecided_pass": [name for name, affordable in capped.items() if fmean(np.minimum(
-                         1.0, values["pass"][name] * affordable / cells[name]["k"])) >= best_pass],
-                     "undecided_rank_score": list(capped)})
-    return {"kind": kind, "title": KINDS[kind], "unit": unit, "unit_model": cheapest, "rows": rows}
+                     "undecided_pass": [name for name, bought in capped["pass"].items() if fmean(np.minimum(
+                         1.0, values["pass"][name] * bought / cells[name]["k"])) >= best_pass],
+                     "undecided_rank_score": {r: list(capped[r]) for r in rankers}})
+    return {"kind": kind, "title": KINDS[kind], "unit": unit, "unit_model": cheapest, "rows": rows,
+            "extrapolated": {m.name: [{"budget": cost.cost(k) / unit, "k": k}
+                                      for k in (x * m.n for x in EXTRAPOLATE)] for m, cost in zip(models, costs)}}
 
 
 def _winners(values: dict[str, Optional[np.ndarray]], boot: Bootstrap) -> list[str]:
@@ -261,7 +322,7 @@ def pass_rate_distribution(m: ModelResults) -> dict:
 def build_report(out: str | os.PathLike, config: dict) -> dict:
     out = Path(out)
     problems = read_jsonl(out / "problems.jsonl")
-    models = [ModelResults(out, name, problems, config["ranker"]) for name in config["models"]]
+    models = [ModelResults(out, name, problems, config) for name in config["models"]]
     # until-pass: k up to the samples a model may draw, estimated from first passes
     n = {m.name: config["counts"][m.name] if config["until_pass"] else m.n for m in models}
     ks = {name: [k for k in config.get("k") or [2 ** j for j in range(c.bit_length())] if k <= c]
@@ -275,5 +336,27 @@ def build_report(out: str | os.PathLike, config: dict) -> dict:
         report["until_pass"] = {m.name: m.until_pass(n[m.name], ks[m.name], boot) for m in models}
     else:
         report["per_problem"] = {m.name: pass_rate_distribution(m) for m in models}
+        report["coverage"] = {m.name: m.coverage(ks[m.name], boot) for m in models}
         report["budgets"] = [budget_table(models, kind, boot) for kind in BUDGETS[config["budget"]]]
+        for table in report["budgets"]:
+            for name, points in table["extrapolated"].items():
+                for point in points:
+                    point.update(report["coverage"][name]["extrapolated"][str(point["k"])])
+            if table["kind"] == "eflops":
+                table.update(gpu=config["gpu"], intensity=models[0].intensity)
+    if config["price_per_gpu_hour"] is not None:
+        report["cost"] = run_cost(models, config["price_per_gpu_hour"])
     return report
+
+
+def run_cost(models: list[ModelResults], price_per_hour: float) -> dict:
+    """The run's measured seconds in money at `price_per_hour`: each model's engine seconds (all its
+    samples) and per sample, and with the tests' and rankers' seconds of its time split."""
+    out = {"price_per_gpu_hour": price_per_hour, "models": {}}
+    for m in models:
+        split = m.efficiency()["time_split"]
+        total = sum(part["seconds"] or 0.0 for part in split.values())
+        out["models"][m.name] = {"engine_seconds": m.seconds, "money": m.seconds * price_per_hour / 3600,
+                                 "money_per_sample": m.seconds / len(m.rows) * price_per_hour / 3600,
+                                 "all_seconds": total, "all_money": total * price_per_hour / 3600}
+    return out

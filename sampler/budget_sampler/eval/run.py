@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -28,10 +28,12 @@ from ..params import SamplingParams
 from . import distributed
 from .budget import sample_counts
 from .config import DEFAULT_N, DEFAULT_PROBLEMS, EvalConfig
+from .cost import check_gpu
 from .execute import ExecutionPool, check_pool_arguments, resolve_sandbox
-from .loop import execute, generate, score
+from .loop import execute, generate, probe, score
 from .metrics import parse_ks
-from .records import SampleSet, model_dir, open_for_append, ranks_log
+from .rankers import SELECTORS, SELF, parse_rankers
+from .records import SampleSet, model_dir, open_for_append, probes_log, ranks_log
 from .render import write_report
 from .report import build_report
 from .tasks import Benchmark, load_benchmark
@@ -46,6 +48,7 @@ class Model:
     name: str
     path: Path
     shape: ModelShape
+    config: dict  # its config.json, kept in model.json (the eflops budget's bytes need it)
 
 
 @dataclass
@@ -55,7 +58,7 @@ class RunPlan:
     bench: Benchmark
     params: SamplingParams  # n: the most expensive model's samples per problem
     models: list[Model]
-    ranker: Optional[Model]
+    rankers: list[Model]  # the models among --ranker (rankers.py)
     counts: Optional[dict[str, int]]  # samples per problem by model; None until the pilot has measured them
     settings: dict  # what samples and results depend on (SETTINGS), kept in the run's config.json
     report_config: dict  # the settings and the rest of the run's arguments, as its report shows them
@@ -84,10 +87,13 @@ def plan(config: EvalConfig) -> RunPlan:
                                    config.item_timeout)
     parse_dtype(config.load.dtype)
     check_device(config.load.device)
+    check_gpu(config.gpu)
+    if config.price_per_gpu_hour is not None and not config.price_per_gpu_hour >= 0:
+        raise InvalidInput(f"--price-per-gpu-hour {config.price_per_gpu_hour!r} is invalid: must be >= 0")
     models = [_model(name, bench, params.max_new_tokens, config.load.revision) for name in names]
-    ranker = None if config.ranker == "self" else next(
-        (m for m in models if m.name == config.ranker), None) or _model(config.ranker, bench, params.max_new_tokens,
-                                                                       config.load.revision)
+    rankers = [next((m for m in models if m.name == r), None) or _model(r, bench, params.max_new_tokens,
+                                                                        config.load.revision)
+               for r in parse_rankers(config.ranker) if r not in (SELF, *SELECTORS)]
     pilot = explicit is None and config.budget == "time" and not config.until_pass  # until-pass draws no pilot
     settings = {"benchmark": bench.name, "problems_sha256": hashlib.sha256(
                     json.dumps(bench.problems, sort_keys=True).encode()).hexdigest(),
@@ -104,6 +110,8 @@ def plan(config: EvalConfig) -> RunPlan:
                                "re-run with those settings to resume it, or choose another --out")
     report_config = {"models": names, **{k: v for k, v in settings.items() if k != "problems_sha256"},
                      "problems": len(bench.problems), "budget": config.budget, "ranker": config.ranker, "k": ks,
+                     "gpu": config.gpu, "price_per_gpu_hour": config.price_per_gpu_hour,
+                     "max_batch_size": config.load.max_batch_size,
                      "until_pass": config.until_pass, "device": config.load.device, "dtype": config.load.dtype,
                      "data_parallel": config.data_parallel, "counts_from": "--n-per-model" if explicit else
                      f"seconds per sample measured on {PILOT_PROBLEMS} problems first" if pilot else "paper FLOPs"}
@@ -113,7 +121,7 @@ def plan(config: EvalConfig) -> RunPlan:
     else:  # the pilot's counts come once it has measured (_pilot_counts)
         counts = None if pilot else _budget_counts(report_config, {m.name: m.shape.paper_flops() for m in models},
                                                    params.n, config.max_n)
-    return RunPlan(out, bench, params, models, ranker, counts, settings, report_config, on_ray)
+    return RunPlan(out, bench, params, models, rankers, counts, settings, report_config, on_ray)
 
 
 def _parse_counts(text: str, names: list[str]) -> list[int]:
@@ -147,7 +155,7 @@ def _model(name: str, bench: Benchmark, max_new_tokens: int, revision: Optional[
     except ContextOverflow as e:
         raise InvalidInput(f"model {name!r}: the longest prompt ({e.prompt_tokens} tokens) + max_new_tokens "
                            f"({e.new_tokens}) exceeds its context of {e.max_context} tokens") from None
-    return Model(name, path, ModelShape.from_config(hf_config))
+    return Model(name, path, ModelShape.from_config(hf_config), hf_config.to_dict())
 
 
 class LoadedOnce:
@@ -193,7 +201,8 @@ def main(config: EvalConfig, load_sampler: Optional[Callable[[str], Sampler]] = 
         for m in p.models:
             directory = model_dir(p.out, m.name)
             write_atomic(directory / "model.json", json.dumps(
-                {"name": m.name, "path": str(m.path), "shape": m.shape.as_dict()}, indent=2) + "\n")
+                {"name": m.name, "path": str(m.path), "shape": m.shape.as_dict(), "config": m.config}, indent=2)
+                + "\n")
             sets[m.name] = SampleSet(directory, "greedy"), SampleSet(directory, "samples")
             for s in sets[m.name]:
                 stack.callback(s.close)
@@ -221,14 +230,17 @@ def main(config: EvalConfig, load_sampler: Optional[Callable[[str], Sampler]] = 
         for m in p.models:
             for s in sets[m.name]:
                 execute(problems, s, pool, f"{m.name} execute {s.samples.path.stem}")
-        if p.ranker is not None:
-            load = stack.enter_context(LoadedOnce(load_sampler, p.ranker))
+        if set(SELECTORS) & set(parse_rankers(config.ranker)):
             for m in p.models:
-                if m.name == p.ranker.name:
-                    continue  # its own log-probs are in its samples
-                log = ranks_log(model_dir(p.out, m.name), p.ranker.name)
-                stack.callback(log.close)
-                score(load, problems, sets[m.name][1], log, f"{m.name} rank by {p.ranker.name}")
+                log = stack.enter_context(closing(probes_log(model_dir(p.out, m.name))))
+                probe(problems, sets[m.name][1], log, pool, f"{m.name} run examples")
+        for ranker in p.rankers:
+            with LoadedOnce(load_sampler, ranker) as load:
+                for m in p.models:
+                    if m.name == ranker.name:
+                        continue  # its own log-probs are in its samples
+                    log = stack.enter_context(closing(ranks_log(model_dir(p.out, m.name), ranker.name)))
+                    score(load, problems, sets[m.name][1], log, f"{m.name} rank by {ranker.name}")
     markdown = write_report(p.out, build_report(p.out, p.report_config))
     print(markdown)
     print(f"Report: {p.out / 'report.md'}, {p.out / 'report.json'}")
