@@ -23,7 +23,7 @@ from budget_sampler import cli
 from budget_sampler.eval import signals
 
 MODELS = ("toy-xs", "toy-s")
-CMD = [sys.executable, "-m", "budget_sampler.cli", "eval", "--models", ",".join(MODELS), "--limit", "6", "--n", "4",
+CMD = [sys.executable, "-m", "budget_sampler.cli", "eval", "--models", ",".join(MODELS), "--limit", "6", "--n", "2",
        "--ranker", "toy-s", "--budget", "flops", "--timeout", "3", "--workers", "2"]
 STAGES = {"draw": [f"{m}/{s}.jsonl" for m in MODELS for s in ("greedy", "samples")],
           "execute": [f"{m}/{s}_results.jsonl" for m in MODELS for s in ("greedy", "samples")],
