@@ -110,6 +110,8 @@ def test_budget_grid_doubles_from_the_cheapest_sample_until_everyone_draws_all_i
     assert grid == [1, 2, 4, 8]  # the top is on the doubling grid: no extra row
     unit, grid = budget_grid([CostModel(2, 1)], counts=[1])
     assert unit == 3 and grid == [1]
+    unit, grid = budget_grid([CostModel(0, 3), CostModel(0, 1)], counts=[4, 13])
+    assert grid == [1, 2, 4, 8, 12, 13]  # 12: the last budget where neither is capped, the costlier's 4 samples
 
 
 def test_sample_counts_give_every_model_what_the_top_budget_buys():

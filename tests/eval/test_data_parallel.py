@@ -26,7 +26,8 @@ from budget_sampler.eval import distributed, run
 from budget_sampler.eval.records import SampleSet
 from budget_sampler.params import GenerationStats, SamplingParams
 
-SLICE = ("--models", "toy-xs,toy-s", "--limit", 6, "--n", 3, "--max-new-tokens", 48)  # toy-xs draws 9
+# toy-xs draws 9 (paper FLOPs), then 20: what 3 samples of toy-s buy it in eFLOPs (deterministic, unlike seconds)
+SLICE = ("--models", "toy-xs,toy-s", "--limit", 6, "--n", 3, "--max-new-tokens", 48, "--budget", "eflops")
 MODELS = ("toy-xs", "toy-s")
 TIMED = ("seconds_per_sample", "tokens_per_second", "kv_cache")
 
@@ -65,7 +66,7 @@ def numbers(out):
 def one_process(tmp_path_factory):
     out = tmp_path_factory.mktemp("one-process") / "out"
     assert eval_cli.main(args(*SLICE, "--out", out)) == 0
-    assert len(lines(out, "toy-xs", "samples")) == 6 * 9  # what 3 samples of toy-s buy toy-xs
+    assert len(lines(out, "toy-xs", "samples")) == 6 * 20
     return out
 
 
@@ -86,7 +87,7 @@ def test_two_actors_draw_what_one_process_draws_and_resume(one_process, tmp_path
     path.write_text("".join(kept) + '{"task_id": "toy/')
     assert eval_cli.main(args(*SLICE, "--out", out, "--data-parallel", 2)) == 0
     assert drawn(out) == drawn(one_process)
-    assert len(lines(out, "toy-xs", "engine")) == 1  # nothing missing: no draw
+    assert len(lines(out, "toy-xs", "engine")) == 2  # its draw and its top-up; nothing missing now: no draw
     again = lines(out, "toy-s", "engine")[1]
     assert again["generated_tokens"] == sum(r["num_tokens"] for r in lines(out, "toy-s", "samples")[len(kept):])
     assert numbers(out) == numbers(one_process)
@@ -151,7 +152,7 @@ def test_sigterm_stops_the_actors_and_the_rerun_resumes(one_process, tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and err.endswith("interrupted: rerun the same command to resume\n")
-    assert len(lines(out, "toy-xs", "samples")) < 6 * 9
+    assert len(lines(out, "toy-xs", "samples")) < 6 * 20
     assert eval_cli.main(args(*SLICE, "--out", out)) == 0  # in one process: the samples do not depend on N
     assert drawn(out) == drawn(one_process)
 

@@ -62,7 +62,7 @@ class FakeEngine:
         h = hashlib.sha256(f"{params.seed}/{i}/{params.temperature}".encode()).digest()
         good = h[0] % 3 == 0
         text = self.right[bytes(prompt_ids).decode()] if good else "    return -1\n"
-        m = 1 + h[1] % 7
+        m = 1 + i % 7  # by index alone: the seeds hold the models' paths, which differ between pytest sessions
         self.requests[rid][2] += 1
         if k + 1 == params.n:
             del self.requests[rid]
@@ -154,17 +154,33 @@ def untimed(out):
     return report, before + after[after.index("\n## "):]
 
 
+def assert_no_capped_cell_until_all_drawn(report: dict, top: str, n: int) -> None:
+    """Issue 33's acceptance: in every budget table no cell is capped up to the row where the most
+    expensive model has drawn its n samples; past it, capped cells are marked and never win."""
+    for table in report["budgets"]:
+        rows = table["rows"]
+        full = max(i for i, row in enumerate(rows) if not row["models"][top]["capped"])
+        assert rows[full]["models"][top]["k"] == n
+        assert not any(cell["capped"] for row in rows[:full + 1] for cell in row["models"].values()), table["kind"]
+        for row in rows:
+            assert not {name for name, cell in row["models"].items() if cell["capped"]} & set(row["winner_pass"])
+
+
 def test_run_directory_and_report(fake, models, bench, tmp_path, capsys):
     out = tmp_path / "out"
     assert eval_cli.main(args("--models", ",".join(models), "--benchmark", bench, "--n", 8,
                          "--max-new-tokens", 16, "--out", out)) == 0
     report, markdown = read_report(out)
-    # the large model's 8 samples cost what 29 of the small one's do (paper FLOPs 3.68x)
-    assert report["config"]["counts"] == {models[0]: 29, models[1]: 8}
+    # the large model's 8 samples cost what 29 of the small one's do in paper FLOPs (3.68x), and 52 in exact
+    # FLOPs, which count each prompt's prefill once: the large model pays it from 8 samples
+    assert report["config"]["counts"] == {models[0]: 52, models[1]: 8}
     assert report["config"]["counts_from"] == "paper FLOPs" and report["config"]["max_n_binds"] == []
+    assert report["config"]["top_up"] == {models[0]: "flops_exact"}
+    assert report["config"]["budget_models"] == [models[1]]
+    assert_no_capped_cell_until_all_drawn(report, models[1], 8)
     small = out / run.model_dir(".", models[0]).name
     samples = [json.loads(line) for line in (small / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 29 * len(PROBLEMS)
+    assert len(samples) == 52 * len(PROBLEMS)
     assert {"task_id", "completion", "index", "num_tokens", "logprob", "finish_reason", "seconds"} <= set(samples[0])
     results = [json.loads(line) for line in (small / "samples_results.jsonl").read_text().splitlines()]
     assert {(r["task_id"], r["index"]) for r in results} == {(s["task_id"], s["index"]) for s in samples}
@@ -173,10 +189,8 @@ def test_run_directory_and_report(fake, models, bench, tmp_path, capsys):
         assert r["passed"] == (s["completion"] != "    return -1\n")
     assert [json.loads(line) for line in (out / "problems.jsonl").read_text().splitlines()] == PROBLEMS
     m = report["models"][models[0]]
-    assert list(m["pass@k"]) == ["1", "2", "4", "8", "16"] and m["greedy_pass@1"] is not None
+    assert list(m["pass@k"]) == ["1", "2", "4", "8", "16", "32"] and m["greedy_pass@1"] is not None
     assert list(report["models"][models[1]]["pass@k"]) == ["1", "2", "4", "8"]
-    paper = report["budgets"][0]["rows"]  # counts from paper FLOPs: its table has no capped cell
-    assert not any(cell["capped"] for row in paper for cell in row["models"].values())
     assert sum(report["per_problem"][models[0]]["histogram"]["counts"]) == len(PROBLEMS)
     assert m["tokens_per_second"] == 1024  # the fake spends 1/1024 s per token
     assert m["flops_per_sample"]["exact"] < m["flops_per_sample"]["exact_without_prefix_sharing"]
@@ -187,12 +201,29 @@ def test_run_directory_and_report(fake, models, bench, tmp_path, capsys):
     assert report["config"]["sandbox"] == ("namespaces" if sys.platform == "linux" else "process")
 
 
+def test_max_n_holds_the_top_up_and_the_cells_it_caps_are_marked(fake, models, bench, tmp_path):
+    out = tmp_path / "out"
+    assert eval_cli.main(args("--models", ",".join(models), "--benchmark", bench, "--n", 8, "--max-n", 40,
+                              "--max-new-tokens", 16, "--out", out)) == 0
+    report, markdown = read_report(out)
+    c = report["config"]
+    assert c["counts"] == {models[0]: 40, models[1]: 8}  # 29 by paper FLOPs, 52 by exact FLOPs, held at 40
+    assert c["max_n_binds"] == [models[0]] and c["top_up"] == {models[0]: "flops_exact"}
+    exact = next(t for t in report["budgets"] if t["kind"] == "flops_exact")
+    capped = [row for row in exact["rows"] if row["models"][models[0]]["capped"]]
+    assert capped and all(row["models"][models[0]]["k"] == 40 < row["models"][models[0]]["affordable"]
+                          and models[0] not in row["winner_pass"] for row in capped)
+    assert f"--max-n 40 holds {models[0]} below that" in markdown
+    assert f"raised to what it buys under FLOPs, exact ({models[0]})" in markdown
+
+
 def test_rankers_without_tests_cost_and_fits_are_reported(fake, models, bench, tmp_path):
     out = tmp_path / "out"
     assert eval_cli.main(args("--models", ",".join(models), "--benchmark", bench, "--n-per-model", "8,8",
                               "--max-new-tokens", 16, "--ranker", "self,examples,vote", "--price-per-gpu-hour", 3.6,
                               "--gpu", "h200", "--out", out)) == 0
     report, markdown = read_report(out)
+    assert report["config"]["top_up"] == {}  # explicit counts are drawn as given
     small = report["models"][models[0]]
     probes = [json.loads(line) for line in (out / run.model_dir(".", models[0]).name / "examples.jsonl").open()]
     assert len(probes) == 8 * 3 and {p["task_id"] for p in probes} == {"T/1", "T/2", "T/3"}  # T/0 has no example
@@ -225,10 +256,10 @@ def test_resume_after_a_crash_gives_the_same_report(fake, models, bench, tmp_pat
     assert eval_cli.main(args(*common, "--out", tmp_path / "a")) == 0
     expected = untimed(tmp_path / "a")
     small = expected[0]["config"]["counts"][models[0]]
-    assert small == 22  # what 6 samples of the large model buy the small one
+    assert small == 45  # what 6 samples of the large model buy the small one in exact FLOPs (paper: 22)
 
     out = tmp_path / "b"
-    FakeEngine.finished, FakeEngine.crash_after = 0, 4 + small * len(PROBLEMS) + 7  # in model 2's samples
+    FakeEngine.finished, FakeEngine.crash_after = 0, 4 + small * len(PROBLEMS) + 7  # in the small model's top-up
     with pytest.raises(Crash):
         eval_cli.main(args(*common, "--out", out))
     with open(out / run.model_dir(".", models[1]).name / "samples.jsonl", "a") as f:
@@ -325,8 +356,9 @@ def test_until_pass_cancels_a_problem_once_a_sample_passes(fake, models, bench, 
     # the same run uninterrupted and without until-pass: until-pass draws its samples of the same indices
     assert eval_cli.main(args("--models", ladder, "--benchmark", bench, "--n", n, "--max-new-tokens", 16,
                          "--out", tmp_path / "full")) == 0
-    counts = report["config"]["counts"]
-    assert counts == read_report(tmp_path / "full")[0]["config"]["counts"] == {models[0]: 44, models[1]: 12}
+    counts = report["config"]["counts"]  # paper FLOPs': until-pass has no budget table to top the counts up for
+    assert counts == {models[0]: 44, models[1]: 12} and report["config"]["top_up"] == {}
+    assert read_report(tmp_path / "full")[0]["config"]["counts"] == {models[0]: 66, models[1]: 12}
     for name in models:
         n = counts[name]
         rows = [json.loads(line) for line in

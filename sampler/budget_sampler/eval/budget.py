@@ -5,7 +5,8 @@ FLOP counts follow the usual 2 FLOPs per multiply-accumulate. Budgets are compar
 sample of the cheapest model, on a doubling grid, as in Hassid et al. 2024 (pass_flops@f: pass@k at
 the largest k whose cost fits f). Each model draws what the budget of the most expensive model's n
 samples buys it (the paper gives its 7B hundreds of samples against a few of its 70B), so no cell
-below that budget compares a model held to fewer samples than it could afford.
+below that budget compares a model held to fewer samples than it could afford; eval raises the counts
+after drawing where other budget kinds (exact FLOPs, eFLOPs, seconds) buy a model more (run._topped_up).
 """
 from __future__ import annotations
 
@@ -59,11 +60,17 @@ def sample_counts(costs: dict[str, float], n: int, max_n: Optional[int] = None) 
 
 def budget_grid(costs: list[CostModel], counts: list[int]) -> tuple[float, list[float]]:
     """The unit (one sample of the cheapest model) and the budgets in that unit: the doubling grid 1, 2,
-    4, ... up to the budget at which every model has drawn all its samples, and that budget itself. Past
-    it every cell is capped (a model held to fewer samples than it could afford), which decides nothing."""
+    4, ... up to the budget at which every model has drawn all its samples, that budget itself, and the
+    budget at which the first model has (with budget-matched counts, the most expensive model's n
+    samples: Hassid et al.'s rightmost point). Past the top every cell is capped (a model held to fewer
+    samples than it could afford), which decides nothing."""
     unit = min(c.cost(1) for c in costs)
     if unit <= 0:
         raise ValueError(f"cost of one sample must be positive, got {unit}")
-    top = max(c.cost(n) for c, n in zip(costs, counts)) / unit
+    totals = [c.cost(n) / unit for c, n in zip(costs, counts)]
+    top = max(totals)
     grid = [2 ** j for j in range(math.floor(math.log2(top) + 1e-9) + 1)]
-    return unit, grid + ([top] if top > grid[-1] * (1 + 1e-9) else [])
+    for end in (min(totals), top):  # each unless a grid point already is it
+        if all(abs(end - b) > b * 1e-9 for b in grid):
+            grid.append(end)
+    return unit, sorted(grid)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..jsonl import write_atomic
+from .report import short_title
 
 
 def _num(x, digits: int = 3) -> str:
@@ -53,9 +54,14 @@ def render_markdown(report: dict) -> str:
 def _header(report: dict) -> list[str]:
     c = report["config"]
     counts = ", ".join(f"{name} {n:,}" for name, n in c["counts"].items())
+    raised = {}  # budget kind -> the models it raised
+    for name, kind in c.get("top_up", {}).items():
+        raised.setdefault(kind, []).append(name)
+    raised_by = "; raised to what it buys under " + "; ".join(
+        f"{short_title(kind)} ({', '.join(names)})" for kind, names in raised.items()) if raised else ""
     basis = ("as given (--n-per-model)" if c["n_per_model"] else
-             f"the most expensive model draws n={c['n']}, every other what the same budget buys it (costs from "
-             f"{c['counts_from']})")
+             f"the most expensive model ({', '.join(c.get('budget_models', []))}) draws n={c['n']}, every other "
+             f"what the same budget buys it: costs from {c['counts_from']}{raised_by}")
     binds = f"; --max-n {c['max_n']:,} holds {', '.join(c['max_n_binds'])} below that" if c["max_n_binds"] else ""
     return [f"# Budget-matched evaluation: {c['benchmark']}", "",
             f"{report['problems']} problems, temperature {c['temperature']}, top-p {c['top_p']}, max "

@@ -47,6 +47,11 @@ KINDS = {"flops": "FLOPs, paper (2 x matmul parameters x 128 tokens)",
          "flops_exact": "FLOPs, exact (as spent by the engine, prompt prefill shared)",
          "eflops": "eFLOPs, memory-aware (exact FLOPs + I x bytes the decode moves; Kinetics)",
          "time": "seconds (measured on this machine)"}
+def short_title(kind: str) -> str:
+    """A budget kind's title without its explanation: "FLOPs, exact"."""
+    return KINDS[kind].split(" (")[0]
+
+
 BUDGETS = {"flops": ("flops", "flops_exact", "eflops"), "eflops": ("eflops",), "time": ("time",),
            "both": ("flops", "flops_exact", "eflops", "time")}
 
@@ -66,11 +71,12 @@ def _joined(sample_set: SampleSet, problems: list[dict]) -> list[list[dict]]:
 class ModelResults:
     """One model's rows, and everything the report computes from them."""
 
-    def __init__(self, out: Path, name: str, problems: list[dict], config: dict):
+    def __init__(self, out: Path, name: str, problems: list[dict], config: dict, first: Optional[int] = None):
+        """`first`: only each problem's first samples by index (what a draw to that count holds)."""
         directory = model_dir(out, name)
         info = json.loads((directory / "model.json").read_text(encoding="utf-8"))
         self.name, self.shape, self.hf_config = name, ModelShape(**info["shape"]), config_from_dict(info["config"])
-        self.tasks = _joined(SampleSet(directory, "samples"), problems)
+        self.tasks = [t[:first] for t in _joined(SampleSet(directory, "samples"), problems)]
         self.greedy = _joined(SampleSet(directory, "greedy"), problems)
         self.rankers = parse_rankers(config["ranker"])
         ranks = {r: ranks_log(directory, r).rows() for r in self.rankers if r not in (SELF, name, *SELECTORS)}
@@ -95,18 +101,24 @@ class ModelResults:
         self.decode = fmean(self.shape.decode_flops(r["prompt_tokens"], r["num_tokens"]) for r in self.rows)
         self._values: dict[tuple[str, int, Optional[str]], np.ndarray] = {}
         self.engine = read_jsonl_tolerant(directory / "engine.jsonl")
-        # eFLOPs: a decode step holds min(all samples, max_batch_size) samples, n of each prompt
-        dtype = parse_dtype(config["dtype"])
-        batch = min(len(problems) * self.n, config["max_batch_size"])
-        self.intensity = intensity(config["gpu"], dtype)
-        self.decode_bytes = mean_sample_bytes(self.hf_config, dtype, batch, max(1.0, batch / self.n),
-                                              [(r["prompt_tokens"], r["num_tokens"]) for r in self.rows])
+        self.dtype, self.max_batch_size = parse_dtype(config["dtype"]), config["max_batch_size"]
+        self.intensity = intensity(config["gpu"], self.dtype)
+        self.decode_bytes = self.sample_bytes(self.n)
 
-    def costs(self) -> dict[str, CostModel]:
-        """Cost of k samples of one problem, per budget kind (exact: one prefill for all k)."""
+    def sample_bytes(self, n: int) -> float:
+        """eFLOPs' bytes a sample's decode moves when each problem draws n samples: a decode step holds
+        min(all samples, max_batch_size) samples, n of each prompt, so more samples share the weights' reads."""
+        batch = min(len(self.tasks) * n, self.max_batch_size)
+        return mean_sample_bytes(self.hf_config, self.dtype, batch, max(1.0, batch / n),
+                                 [(r["prompt_tokens"], r["num_tokens"]) for r in self.rows])
+
+    def costs(self, n: Optional[int] = None) -> dict[str, CostModel]:
+        """Cost of k samples of one problem, per budget kind (exact: one prefill for all k); `n`: the
+        samples per problem eFLOPs' batch assumes (default: those drawn)."""
+        decode_bytes = self.decode_bytes if n is None else self.sample_bytes(n)
         return {"flops": CostModel(0.0, self.shape.paper_flops()),
                 "flops_exact": CostModel(self.prefill, self.decode),
-                "eflops": CostModel(self.prefill, self.decode + self.intensity * self.decode_bytes),
+                "eflops": CostModel(self.prefill, self.decode + self.intensity * decode_bytes),
                 "time": CostModel(0.0, self.seconds / len(self.rows))}
 
     def rank_cost(self, kind: str, ranker: str) -> CostModel:

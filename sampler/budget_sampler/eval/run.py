@@ -14,10 +14,14 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import math
+import sys
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
+
+from tqdm import tqdm
 
 from ..api import Sampler
 from ..errors import ContextOverflow, InvalidInput, check_context
@@ -35,12 +39,13 @@ from .metrics import parse_ks
 from .rankers import SELECTORS, SELF, parse_rankers
 from .records import SampleSet, model_dir, open_for_append, probes_log, ranks_log
 from .render import write_report
-from .report import build_report
+from .report import BUDGETS, ModelResults, build_report, short_title
 from .tasks import Benchmark, load_benchmark
 
 SETTINGS = ("benchmark", "problems_sha256", "n", "n_per_model", "max_n", "temperature", "top_p", "max_new_tokens",
             "seed", "stop", "timeout", "sandbox")  # what samples and results depend on: a resumed run must match them
 PILOT_PROBLEMS = 4  # problems each model samples first when measured seconds decide the sample counts
+TOP_UP_ROUNDS = 3  # draws after the first that may raise the counts (_topped_up); each usually adds a few samples
 
 
 @dataclass
@@ -60,6 +65,7 @@ class RunPlan:
     models: list[Model]
     rankers: list[Model]  # the models among --ranker (rankers.py)
     counts: Optional[dict[str, int]]  # samples per problem by model; None until the pilot has measured them
+    budget_matched: bool  # counts from a cost ratio, raised after each draw to what the budget buys (_topped_up)
     settings: dict  # what samples and results depend on (SETTINGS), kept in the run's config.json
     report_config: dict  # the settings and the rest of the run's arguments, as its report shows them
     on_ray: bool  # draw on Ray actors (distributed.py) instead of in this process
@@ -117,11 +123,12 @@ def plan(config: EvalConfig) -> RunPlan:
                      f"seconds per sample measured on {PILOT_PROBLEMS} problems first" if pilot else "paper FLOPs"}
     if explicit is not None:
         counts = dict(zip(names, explicit))
-        report_config.update(counts=counts, max_n_binds=[])
+        report_config.update(counts=counts, max_n_binds=[], budget_models=[], top_up={})
     else:  # the pilot's counts come once it has measured (_pilot_counts)
         counts = None if pilot else _budget_counts(report_config, {m.name: m.shape.paper_flops() for m in models},
                                                    params.n, config.max_n)
-    return RunPlan(out, bench, params, models, rankers, counts, settings, report_config, on_ray)
+    return RunPlan(out, bench, params, models, rankers, counts, explicit is None and not config.until_pass, settings,
+                   report_config, on_ray)
 
 
 def _parse_counts(text: str, names: list[str]) -> list[int]:
@@ -137,10 +144,43 @@ def _parse_counts(text: str, names: list[str]) -> list[int]:
 
 def _budget_counts(report_config: dict, costs: dict[str, float], n: int, max_n: Optional[int]) -> dict[str, int]:
     """Each model's samples per problem from its cost of one sample (budget.sample_counts), recorded in the
-    report's config with the models that --max-n holds below what the budget buys them."""
+    report's config with the most expensive models (whose n samples are the budget) and the models that
+    --max-n holds below what the budget buys them."""
     counts, bought = sample_counts(costs, n, max_n), sample_counts(costs, n)
-    report_config.update(counts=counts, max_n_binds=[name for name in counts if bought[name] > counts[name]])
+    report_config.update(counts=counts, budget_models=[name for name, c in costs.items() if c == max(costs.values())],
+                         max_n_binds=[name for name in counts if bought[name] > counts[name]], top_up={})
     return counts
+
+
+def _topped_up(p: RunPlan, counts: dict[str, int], max_n: Optional[int]) -> dict[str, int]:
+    """The counts raised to what the most expensive model's n samples buy each model under every budget
+    kind the report tables, by the costs of the samples drawn so far (exact FLOPs count a prompt's prefill
+    once and seconds are measured, so their ratios are not paper FLOPs'): no cell below that budget is
+    capped. Each model's costs come from its first `counts` samples of each problem by index, which a
+    resumed run holds as the uninterrupted run did, so it computes the same counts. eFLOPs per sample
+    fall as a model draws more (its decode batch grows), so the counts are raised until they buy no more.
+    Recorded in the report's config: the new counts, `top_up` (model -> the kind that raised it last),
+    `max_n_binds`."""
+    c = p.report_config
+    config = {**c, "ranker": SELF}  # costs only: no ranker has scored the new samples yet
+    results = {m.name: ModelResults(p.out, m.name, p.bench.problems, config, first=counts[m.name]) for m in p.models}
+    more, last = dict(counts), None
+    while more != last:
+        last, costs = dict(more), {name: r.costs(more[name]) for name, r in results.items()}
+        for kind in BUDGETS[c["budget"]]:
+            budget = max(costs[name][kind].cost(p.params.n) for name in c["budget_models"])
+            for name, cost in costs.items():
+                bought = cost[kind].affordable(budget, math.inf)
+                if min(bought, max_n or math.inf) > more[name]:
+                    more[name], c["top_up"][name] = min(bought, max_n or math.inf), kind
+                if bought > more[name] and name not in c["max_n_binds"]:
+                    c["max_n_binds"].append(name)
+    if more != counts:
+        tqdm.write("more samples per problem, for what the budget buys: " + ", ".join(
+            f"{name} {counts[name]} -> {more[name]} ({short_title(c['top_up'][name])})"
+            for name in more if more[name] != counts[name]), file=sys.stderr)
+    c["counts"] = more
+    return more
 
 
 def _model(name: str, bench: Benchmark, max_new_tokens: int, revision: Optional[str]) -> Model:
@@ -222,14 +262,18 @@ def main(config: EvalConfig, load_sampler: Optional[Callable[[str], Sampler]] = 
                     append_jsonl(f, stats)
 
         counts = p.counts or _pilot_counts(p, config.max_n, sets, draw)
-        for m in p.models:
-            greedy, samples = sets[m.name]
-            draw(m, problems, [(greedy_params, greedy), (replace(p.params, n=counts[m.name]), samples)])
+        for rounds_left in range(TOP_UP_ROUNDS, -1, -1):
+            for m in p.models:
+                greedy, samples = sets[m.name]
+                draw(m, problems, [(greedy_params, greedy), (replace(p.params, n=counts[m.name]), samples)])
+            for m in p.models:
+                for s in sets[m.name]:
+                    execute(problems, s, pool, f"{m.name} execute {s.samples.path.stem}")
+            if not (p.budget_matched and rounds_left) or (more := _topped_up(p, counts, config.max_n)) == counts:
+                break
+            counts = more
         if cluster is not None:
             cluster.release()  # the engines' memory, before a ranker loads here
-        for m in p.models:
-            for s in sets[m.name]:
-                execute(problems, s, pool, f"{m.name} execute {s.samples.path.stem}")
         if set(SELECTORS) & set(parse_rankers(config.ranker)):
             for m in p.models:
                 log = stack.enter_context(closing(probes_log(model_dir(p.out, m.name))))
