@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 from ..errors import InvalidInput
 from ..models.shape import PAPER_TOKENS, ModelShape
@@ -58,19 +58,19 @@ def sample_counts(costs: dict[str, float], n: int, max_n: Optional[int] = None) 
     return {name: min(max_n or math.inf, math.floor(n * top / c + 1e-9)) for name, c in costs.items()}
 
 
-def budget_grid(costs: list[CostModel], counts: list[int]) -> tuple[float, list[float]]:
+def budget_grid(costs: list[CostModel], counts: list[int], marked: Sequence[int] = ()) -> tuple[float, list[float]]:
     """The unit (one sample of the cheapest model) and the budgets in that unit: the doubling grid 1, 2,
     4, ... up to the budget at which every model has drawn all its samples, that budget itself, and the
-    budget at which the first model has (with budget-matched counts, the most expensive model's n
-    samples: Hassid et al.'s rightmost point). Past the top every cell is capped (a model held to fewer
-    samples than it could afford), which decides nothing."""
+    budgets at which each `marked` model (the most expensive, whose n samples set the others' counts)
+    has drawn all of its own: Hassid et al.'s rightmost point. Past the top every cell is capped (a model
+    held to fewer samples than it could afford), which decides nothing."""
     unit = min(c.cost(1) for c in costs)
     if unit <= 0:
         raise ValueError(f"cost of one sample must be positive, got {unit}")
     totals = [c.cost(n) / unit for c, n in zip(costs, counts)]
     top = max(totals)
     grid = [2 ** j for j in range(math.floor(math.log2(top) + 1e-9) + 1)]
-    for end in (min(totals), top):  # each unless a grid point already is it
+    for end in [totals[i] for i in marked] + [top]:  # each unless a grid point already is it
         if all(abs(end - b) > b * 1e-9 for b in grid):
             grid.append(end)
     return unit, sorted(grid)

@@ -13,7 +13,7 @@ from .execute import TIMEOUT
 
 DEFAULT_N = 4            # samples per problem of the most expensive model in the default run
 DEFAULT_MAX_N = 4096     # no model draws more samples per problem, unless asked
-DEFAULT_PROBLEMS = 40    # toy problems in the default run (other benchmarks: all, unless limit)
+DEFAULT_PROBLEMS = 32    # toy problems in the default run (other benchmarks: all, unless limit)
 DEFAULT_OUT = "runs/eval"
 
 

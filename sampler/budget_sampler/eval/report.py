@@ -25,7 +25,7 @@ import math
 import os
 from pathlib import Path
 from statistics import fmean
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -262,13 +262,13 @@ def _span(wave: range) -> str:
     return str(wave.stop) if len(wave) == 1 else f"{wave.start + 1}-{wave.stop}"
 
 
-def budget_table(models: list[ModelResults], kind: str, boot: Bootstrap) -> dict:
+def budget_table(models: list[ModelResults], kind: str, boot: Bootstrap, budget_models: Sequence[str] = ()) -> dict:
     """pass@k and rank-score@k of each model at the largest k each budget affords it (Hassid et
     al. 2024's pass_flops@f) with their intervals, and the winners of each. A cell whose model could
     afford more samples than it drew is capped: its values are lower bounds of the budget's, and it is
     never a winner; a row says which capped models could change its call (`undecided_*`)."""
     costs = [m.costs()[kind] for m in models]
-    unit, grid = budget_grid(costs, [m.n for m in models])
+    unit, grid = budget_grid(costs, [m.n for m in models], [i for i, m in enumerate(models) if m.name in budget_models])
     cheapest = models[[c.cost(1) for c in costs].index(unit)].name
     rows = []
     rankers = models[0].rankers
@@ -349,7 +349,8 @@ def build_report(out: str | os.PathLike, config: dict) -> dict:
     else:
         report["per_problem"] = {m.name: pass_rate_distribution(m) for m in models}
         report["coverage"] = {m.name: m.coverage(ks[m.name], boot) for m in models}
-        report["budgets"] = [budget_table(models, kind, boot) for kind in BUDGETS[config["budget"]]]
+        report["budgets"] = [budget_table(models, kind, boot, config.get("budget_models", ()))
+                             for kind in BUDGETS[config["budget"]]]
         for table in report["budgets"]:
             for name, points in table["extrapolated"].items():
                 for point in points:

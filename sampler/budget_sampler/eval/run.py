@@ -152,35 +152,69 @@ def _budget_counts(report_config: dict, costs: dict[str, float], n: int, max_n: 
     return counts
 
 
-def _topped_up(p: RunPlan, counts: dict[str, int], max_n: Optional[int]) -> dict[str, int]:
+def _raised_before(p: RunPlan, counts: dict[str, int]) -> tuple[dict[str, int], bool]:
+    """The counts to draw first and whether they are final: those a run before raised them to
+    (counts.json's "raised", see _topped_up) if it got that far, else `counts`; always final where
+    the counts are not budget-matched. Counts settled for other budget kinds (a run before with another
+    --budget) are raised further for this run's."""
+    if not p.budget_matched:
+        return counts, True
+    raised = _counts_file(p).get("raised")
+    if raised is None:
+        return counts, False
+    p.report_config.update({k: raised[k] for k in ("counts", "top_up", "max_n_binds")})
+    return raised["counts"], raised["settled"] and set(BUDGETS[p.report_config["budget"]]) <= set(raised["kinds"])
+
+
+def _topped_up(p: RunPlan, counts: dict[str, int], max_n: Optional[int]) -> tuple[dict[str, int], bool]:
     """The counts raised to what the most expensive model's n samples buy each model under every budget
     kind the report tables, by the costs of the samples drawn so far (exact FLOPs count a prompt's prefill
-    once and seconds are measured, so their ratios are not paper FLOPs'): no cell below that budget is
-    capped. Each model's costs come from its first `counts` samples of each problem by index, which a
-    resumed run holds as the uninterrupted run did, so it computes the same counts. eFLOPs per sample
-    fall as a model draws more (its decode batch grows), so the counts are raised until they buy no more.
-    Recorded in the report's config: the new counts, `top_up` (model -> the kind that raised it last),
-    `max_n_binds`."""
+    once and seconds are measured, so their ratios are not paper FLOPs'), and whether that settles them
+    (nothing rose, or TOP_UP_ROUNDS raises were made): then no cell below that budget is capped. Each
+    model's costs come from its first `counts` samples of each problem by index. eFLOPs per sample fall
+    as a model draws more (its decode batch grows), so the counts are raised until they buy no more.
+    Kept in counts.json before anything more is drawn, so a resumed run draws to the same counts (a
+    seconds budget, measured anew on samples drawn again, would raise them differently) and stops where
+    this run stops. The report's config gets the counts, `top_up` (model -> the kind that raised it
+    last) and `max_n_binds`."""
     c = p.report_config
-    config = {**c, "ranker": SELF}  # costs only: no ranker has scored the new samples yet
-    results = {m.name: ModelResults(p.out, m.name, p.bench.problems, config, first=counts[m.name]) for m in p.models}
-    more, last = dict(counts), None
-    while more != last:
-        last, costs = dict(more), {name: r.costs(more[name]) for name, r in results.items()}
-        for kind in BUDGETS[c["budget"]]:
-            budget = max(costs[name][kind].cost(p.params.n) for name in c["budget_models"])
-            for name, cost in costs.items():
-                bought = cost[kind].affordable(budget, math.inf)
-                if min(bought, max_n or math.inf) > more[name]:
-                    more[name], c["top_up"][name] = min(bought, max_n or math.inf), kind
-                if bought > more[name] and name not in c["max_n_binds"]:
-                    c["max_n_binds"].append(name)
+    raised = _counts_file(p).get("raised", {"rounds": 0})
+    more = dict(counts)
+    if raised["rounds"] < TOP_UP_ROUNDS:
+        config = {**c, "ranker": SELF}  # costs only: no ranker has scored the new samples yet
+        results = {m.name: ModelResults(p.out, m.name, p.bench.problems, config, first=counts[m.name])
+                   for m in p.models}
+        last = None
+        while more != last:
+            last, costs = dict(more), {name: r.costs(more[name]) for name, r in results.items()}
+            for kind in BUDGETS[c["budget"]]:
+                budget = max(costs[name][kind].cost(p.params.n) for name in c["budget_models"])
+                for name, cost in costs.items():
+                    bought = cost[kind].affordable(budget, math.inf)
+                    if min(bought, max_n or math.inf) > more[name]:
+                        more[name], c["top_up"][name] = min(bought, max_n or math.inf), kind
+                    if bought > more[name] and name not in c["max_n_binds"]:
+                        c["max_n_binds"].append(name)
+    rounds = raised["rounds"] + (more != counts)
+    settled = more == counts or rounds >= TOP_UP_ROUNDS
     if more != counts:
         tqdm.write("more samples per problem, for what the budget buys: " + ", ".join(
             f"{name} {counts[name]} -> {more[name]} ({short_title(c['top_up'][name])})"
             for name in more if more[name] != counts[name]), file=sys.stderr)
     c["counts"] = more
-    return more
+    _write_counts_file(p, raised={"counts": more, "settled": settled, "rounds": rounds, "kinds": BUDGETS[c["budget"]],
+                                  "top_up": c["top_up"], "max_n_binds": c["max_n_binds"]})
+    return more, settled
+
+
+def _counts_file(p: RunPlan) -> dict:
+    """counts.json: what decided the run's sample counts (the pilot's seconds, the raises), for a resume."""
+    path = p.out / "counts.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _write_counts_file(p: RunPlan, **entries) -> None:
+    write_atomic(p.out / "counts.json", json.dumps(_counts_file(p) | entries, indent=2) + "\n")
 
 
 def _model(name: str, bench: Benchmark, max_new_tokens: int, revision: Optional[str]) -> Model:
@@ -261,17 +295,17 @@ def main(config: EvalConfig, load_sampler: Optional[Callable[[str], Sampler]] = 
                 with open_for_append(model_dir(p.out, m.name) / "engine.jsonl") as f:
                     append_jsonl(f, stats)
 
-        counts = p.counts or _pilot_counts(p, config.max_n, sets, draw)
-        for rounds_left in range(TOP_UP_ROUNDS, -1, -1):
+        counts, settled = _raised_before(p, p.counts or _pilot_counts(p, config.max_n, sets, draw))
+        while True:
             for m in p.models:
                 greedy, samples = sets[m.name]
                 draw(m, problems, [(greedy_params, greedy), (replace(p.params, n=counts[m.name]), samples)])
             for m in p.models:
                 for s in sets[m.name]:
                     execute(problems, s, pool, f"{m.name} execute {s.samples.path.stem}")
-            if not (p.budget_matched and rounds_left) or (more := _topped_up(p, counts, config.max_n)) == counts:
+            if settled:
                 break
-            counts = more
+            counts, settled = _topped_up(p, counts, config.max_n)
         if cluster is not None:
             cluster.release()  # the engines' memory, before a ranker loads here
         if set(SELECTORS) & set(parse_rankers(config.ranker)):
@@ -296,10 +330,8 @@ def _pilot_counts(p: RunPlan, max_n: Optional[int], sets: dict, draw: Callable) 
     n samples of the first PILOT_PROBLEMS problems, which are the run's own samples (the same indices and
     seeds), and its engine seconds per sample decide what the budget buys it. Kept in counts.json, so a
     resumed run draws to the same counts."""
-    path = p.out / "counts.json"
-    if path.is_file():
-        seconds = json.loads(path.read_text(encoding="utf-8"))["seconds_per_sample"]
-    else:
+    seconds = _counts_file(p).get("seconds_per_sample")
+    if seconds is None:
         pilot = p.bench.problems[:PILOT_PROBLEMS]
         ids = {q["task_id"] for q in pilot}
         seconds = {}
@@ -308,5 +340,5 @@ def _pilot_counts(p: RunPlan, max_n: Optional[int], sets: dict, draw: Callable) 
             draw(m, pilot, [(p.params, samples)])
             rows = [r for (task, _), r in samples.samples.rows().items() if task in ids]
             seconds[m.name] = sum(r["seconds"] for r in rows) / len(rows)
-        write_atomic(path, json.dumps({"seconds_per_sample": seconds, "pilot_problems": len(pilot)}, indent=2) + "\n")
+        _write_counts_file(p, seconds_per_sample=seconds, pilot_problems=len(pilot))
     return _budget_counts(p.report_config, seconds, p.params.n, max_n)
