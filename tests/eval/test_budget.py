@@ -110,8 +110,10 @@ def test_budget_grid_doubles_from_the_cheapest_sample_until_everyone_draws_all_i
     assert grid == [1, 2, 4, 8]  # the top is on the doubling grid: no extra row
     unit, grid = budget_grid([CostModel(2, 1)], counts=[1])
     assert unit == 3 and grid == [1]
+    unit, grid = budget_grid([CostModel(0, 3), CostModel(0, 1)], counts=[4, 20], marked=[0])
+    assert grid == [1, 2, 4, 8, 12, 16, 20]  # 12: the costlier model's 4 samples; it is capped from 15 on
     unit, grid = budget_grid([CostModel(0, 3), CostModel(0, 1)], counts=[4, 13], marked=[0])
-    assert grid == [1, 2, 4, 8, 12, 13]  # 12: the costlier model's 4 samples, the last budget where neither is capped
+    assert grid == [1, 2, 4, 8, 12]  # no row between the costlier model's 4 samples (12) and its 5th (15)
     unit, grid = budget_grid([CostModel(0, 3), CostModel(0, 1)], counts=[4, 11], marked=[0])
     assert grid == [1, 2, 4, 8, 12]  # at 12 the cheaper model is capped: it drew 11
 

@@ -62,8 +62,10 @@ def budget_grid(costs: list[CostModel], counts: list[int], marked: Sequence[int]
     """The unit (one sample of the cheapest model) and the budgets in that unit: the doubling grid 1, 2,
     4, ... up to the budget at which every model has drawn all its samples, that budget itself, and the
     budgets at which each `marked` model (the most expensive, whose n samples set the others' counts)
-    has drawn all of its own: Hassid et al.'s rightmost point. Past the top every cell is capped (a model
-    held to fewer samples than it could afford), which decides nothing."""
+    has drawn all of its own: Hassid et al.'s rightmost point. No row lies between that and the budget of
+    its next sample: there it is not capped, while models whose counts other budget kinds raised further
+    may be, and its own row already compares them. Past the top every cell is capped (a model held to
+    fewer samples than it could afford), which decides nothing."""
     unit = min(c.cost(1) for c in costs)
     if unit <= 0:
         raise ValueError(f"cost of one sample must be positive, got {unit}")
@@ -73,4 +75,5 @@ def budget_grid(costs: list[CostModel], counts: list[int], marked: Sequence[int]
     for end in [totals[i] for i in marked] + [top]:  # each unless a grid point already is it
         if all(abs(end - b) > b * 1e-9 for b in grid):
             grid.append(end)
-    return unit, sorted(grid)
+    gaps = [(totals[i], costs[i].cost(counts[i] + 1) / unit) for i in marked]
+    return unit, [b for b in sorted(grid) if not any(lo * (1 + 1e-9) < b < hi for lo, hi in gaps)]
