@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=None,
                         help=f"samples per problem of the most expensive model; every other model draws what the "
                              f"same budget buys it: n x its cost ratio, from the paper FLOPs of the configs (from "
-                             f"seconds measured on a few problems first when --budget is time) (default: {DEFAULT_N})")
+                             f"seconds measured on a few problems first when --budget is time), then raised to what "
+                             f"it buys under every budget kind reported (default: {DEFAULT_N})")
     parser.add_argument("--max-n", type=int, default=defaults.max_n,
                         help=f"no model draws more samples per problem; cells where it binds are marked capped "
                              f"(default: {defaults.max_n})")
