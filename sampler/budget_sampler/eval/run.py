@@ -45,7 +45,7 @@ from .tasks import Benchmark, load_benchmark
 SETTINGS = ("benchmark", "problems_sha256", "n", "n_per_model", "max_n", "temperature", "top_p", "max_new_tokens",
             "seed", "stop", "timeout", "sandbox")  # what samples and results depend on: a resumed run must match them
 PILOT_PROBLEMS = 4  # problems each model samples first when measured seconds decide the sample counts
-TOP_UP_ROUNDS = 3  # draws after the first that may raise the counts (_topped_up); each usually adds a few samples
+TOP_UP_ROUNDS = 3  # raises of the counts at most (_topped_up), each drawn; the first usually settles them
 
 
 @dataclass
