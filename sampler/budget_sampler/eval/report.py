@@ -47,13 +47,13 @@ KINDS = {"flops": "FLOPs, paper (2 x matmul parameters x 128 tokens)",
          "flops_exact": "FLOPs, exact (as spent by the engine, prompt prefill shared)",
          "eflops": "eFLOPs, memory-aware (exact FLOPs + I x bytes the decode moves; Kinetics)",
          "time": "seconds (measured on this machine)"}
+BUDGETS = {"flops": ("flops", "flops_exact", "eflops"), "eflops": ("eflops",), "time": ("time",),
+           "both": ("flops", "flops_exact", "eflops", "time")}
+
+
 def short_title(kind: str) -> str:
     """A budget kind's title without its explanation: "FLOPs, exact"."""
     return KINDS[kind].split(" (")[0]
-
-
-BUDGETS = {"flops": ("flops", "flops_exact", "eflops"), "eflops": ("eflops",), "time": ("time",),
-           "both": ("flops", "flops_exact", "eflops", "time")}
 
 
 def _joined(sample_set: SampleSet, problems: list[dict]) -> list[list[dict]]:

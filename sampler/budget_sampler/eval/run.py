@@ -191,8 +191,8 @@ def _topped_up(p: RunPlan, counts: dict[str, int], max_n: Optional[int]) -> tupl
                 budget = max(costs[name][kind].cost(p.params.n) for name in c["budget_models"])
                 for name, cost in costs.items():
                     bought = cost[kind].affordable(budget, math.inf)
-                    if min(bought, max_n or math.inf) > more[name]:
-                        more[name], c["top_up"][name] = min(bought, max_n or math.inf), kind
+                    if (held := min(bought, max_n or math.inf)) > more[name]:
+                        more[name], c["top_up"][name] = held, kind
                     if bought > more[name] and name not in c["max_n_binds"]:
                         c["max_n_binds"].append(name)
     rounds = raised["rounds"] + (more != counts)
